@@ -1,0 +1,83 @@
+"""Cache-aside for single objects, coherent across API replicas and in Redis Cluster.
+
+Entries are stored as `<resourceVersion>:<json>` and only ever replaced by a copy with a
+resourceVersion at least as new (one Lua script on one key, so it is atomic in a cluster too).
+Writers put the committed object after commit and deletes leave a short tombstone; a reader
+that loaded an older row from PostgreSQL can therefore never overwrite a newer entry, and a
+read after an update never returns the old object. Redis trouble only means a cache miss.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from app.redis import RedisClient, RedisGateway, RedisUnavailable
+
+logger = logging.getLogger(__name__)
+
+_SET_IF_NOT_OLDER = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local sep = string.find(current, ':', 1, true)
+  local version = sep and tonumber(string.sub(current, 1, sep - 1))
+  if version and version > tonumber(ARGV[1]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[2], 'PX', ARGV[3])
+return 1
+"""
+
+TOMBSTONE = ""
+
+Loaded = tuple[int, dict[str, Any]]
+
+
+class ObjectCache:
+    def __init__(self, gateway: RedisGateway, ttl_seconds: float = 300.0) -> None:
+        self._gateway = gateway
+        self._ttl_ms = int(ttl_seconds * 1000)
+
+    async def _store(self, key: str, version: int, payload: str, ttl_ms: int) -> None:
+        async def store(client: RedisClient) -> Any:
+            return await client.eval(_SET_IF_NOT_OLDER, 1, key, str(version), payload, ttl_ms)
+
+        try:
+            await self._gateway.run(store)
+        except RedisUnavailable:
+            logger.debug("cache store skipped for %s: redis unavailable", key)
+
+    async def put(self, key: str, version: int, obj: dict[str, Any]) -> None:
+        await self._store(key, version, json.dumps(obj, separators=(",", ":")), self._ttl_ms)
+
+    async def forget(self, key: str, version: int) -> None:
+        """Mark `key` deleted at `version` so no older copy can be cached after it."""
+        await self._store(key, version, TOMBSTONE, min(self._ttl_ms, 60_000))
+
+    async def get(self, key: str) -> dict[str, Any] | None:
+        try:
+            raw = await self._gateway.run(lambda client: client.get(key))
+        except RedisUnavailable:
+            return None
+        if raw is None:
+            return None
+        text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        _, _, payload = text.partition(":")
+        if payload == TOMBSTONE:
+            return None
+        cached: dict[str, Any] = json.loads(payload)
+        return cached
+
+    async def get_or_load(
+        self, key: str, load: Callable[[], Awaitable[Loaded | None]]
+    ) -> dict[str, Any] | None:
+        cached = await self.get(key)
+        if cached is not None:
+            return cached
+        loaded = await load()
+        if loaded is None:
+            return None
+        version, obj = loaded
+        await self.put(key, version, obj)
+        return obj

@@ -1,0 +1,219 @@
+"""`edge-platform`: serve, migrate, dev, version."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+import app as app_package
+from app.config import (
+    ConfigError,
+    Settings,
+    add_server_flags,
+    apply_server_flags,
+    load_settings,
+    parse_bind_address,
+)
+from app.observability import configure_logging
+
+logger = logging.getLogger("edge_platform")
+
+
+class _Server(uvicorn.Server):
+    """A listener whose signals are handled by `serve_api` for all listeners at once (uvicorn
+    would otherwise re-raise the signal after shutdown, killing the process before `dev` has
+    stopped its embedded PostgreSQL and Redis)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve_api(settings: Settings, host: str, port: int) -> None:
+    """Run the API, plus the side listeners for metrics and health probes when configured."""
+    from app.main import OnlyPaths, create_app
+    from app.ops.router import HEALTH_PATHS, METRICS_PATHS
+
+    api = create_app(settings)
+    common: dict[str, Any] = {"log_config": None, "access_log": False, "proxy_headers": True}
+    servers = [_Server(uvicorn.Config(api, host=host, port=port, **common))]
+    for address, paths in (
+        (settings.metrics_bind_address, METRICS_PATHS),
+        (settings.health_probe_bind_address, HEALTH_PATHS),
+    ):
+        if address:
+            side_host, side_port = parse_bind_address(address)
+            side = uvicorn.Config(
+                OnlyPaths(api, paths), host=side_host, port=side_port, lifespan="off", **common
+            )
+            servers.append(_Server(side))
+
+    def stop() -> None:
+        for server in servers:
+            server.should_exit = True
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop)
+    tasks = [asyncio.create_task(server.serve()) for server in servers]
+    _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    stop()  # one listener stopped (a signal, or its port in use): stop them all
+    await asyncio.gather(*pending, return_exceptions=True)
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+
+
+def _settings(args: argparse.Namespace, flag_argv: Sequence[str]) -> Settings:
+    return apply_server_flags(load_settings(), list(flag_argv))
+
+
+def cmd_serve(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
+    settings = _settings(args, flag_argv)
+    settings.check_production_secrets()
+    configure_logging(settings.log_level)
+    if args.workers > 1:
+        if settings.metrics_bind_address or settings.health_probe_bind_address:
+            raise ConfigError(
+                "--metrics-bind-address and --health-probe-bind-address need --workers=1 "
+                "(scale with replicas instead); /metrics and the health paths are always "
+                "served on the main port"
+            )
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_config=None,
+            access_log=False,
+            proxy_headers=True,
+        )
+        return 0
+    asyncio.run(serve_api(settings, args.host, args.port))
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
+    from app.db import migrate
+
+    settings = load_settings()
+    settings.database  # noqa: B018 - fails early with a clear message when unset
+    if args.action == "upgrade":
+        migrate.upgrade(settings.database_url, args.revision or "head")
+    elif args.action == "downgrade":
+        migrate.downgrade(settings.database_url, args.revision or "-1")
+    else:
+        migrate.current(settings.database_url)
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
+    from app.db import migrate
+    from app.embedded import EmbeddedPostgres, EmbeddedRedis, StateDir
+
+    settings = _settings(args, flag_argv)
+    if args.state_dir:
+        settings = settings.model_copy(update={"edge_state_dir": Path(args.state_dir)})
+    configure_logging(settings.log_level)
+    postgres: EmbeddedPostgres | None = None
+    redis: EmbeddedRedis | None = None
+    with StateDir(settings.edge_state_dir) as state:
+        try:
+            updates: dict[str, object] = {}
+            if not settings.database_url:
+                postgres = EmbeddedPostgres(state.path / "postgres")
+                updates["database_url"] = postgres.start()
+            if not (settings.redis_url or settings.redis_addresses):
+                redis = EmbeddedRedis(state.path / "redis")
+                updates["redis_url"] = redis.start(state.secret("redis-password"))
+            updates["jwt_secret"] = settings.jwt_secret or state.secret("jwt-secret")
+            updates["encryption_key"] = settings.encryption_key or state.secret("encryption-key")
+            if settings.allow_private_cluster_endpoints is None:
+                updates["allow_private_cluster_endpoints"] = True
+            settings = settings.model_copy(update=updates)
+            migrate.upgrade(settings.database_url)
+            configure_logging(settings.log_level)  # alembic's fileConfig replaced our handlers
+            print(
+                f"Edge Platform {app_package.__version__} (dev)\n"
+                f"  API:       http://{args.host}:{args.port}/api/v1  (docs: /docs)\n"
+                f"  state:     {state.path}\n"
+                f"  postgres:  {'embedded' if postgres else 'DATABASE_URL'}\n"
+                f"  redis:     {'embedded' if redis else 'configured'}\n"
+                "  Press Ctrl-C to stop.",
+                flush=True,
+            )
+            asyncio.run(serve_api(settings, args.host, args.port))
+        finally:
+            if redis is not None:
+                redis.stop()
+            if postgres is not None:
+                postgres.stop()
+    return 0
+
+
+def cmd_version(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
+    print(f"edge-platform {app_package.__version__}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-platform",
+        description="Edge Platform: management plane for fleets of edge Kubernetes clusters.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the API server (production role)")
+    serve.add_argument("--host", default="0.0.0.0", help="listen address (default 0.0.0.0)")  # noqa: S104
+    serve.add_argument("--port", type=int, default=8000, help="listen port (default 8000)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    add_server_flags(serve)
+    serve.set_defaults(handler=cmd_serve)
+
+    migrate = commands.add_parser("migrate", help="apply or inspect database migrations")
+    migrate.add_argument("action", choices=("upgrade", "downgrade", "current"))
+    migrate.add_argument(
+        "revision", nargs="?", help="target (upgrade: default head; downgrade: default -1)"
+    )
+    migrate.set_defaults(handler=cmd_migrate)
+
+    dev = commands.add_parser(
+        "dev", help="run everything in one process; embedded PostgreSQL/Redis when unset"
+    )
+    dev.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    dev.add_argument("--port", type=int, default=8000, help="listen port (default 8000)")
+    dev.add_argument("--state-dir", help="state folder (env EDGE_STATE_DIR, ./.edge-platform)")
+    add_server_flags(dev)
+    dev.set_defaults(handler=cmd_dev)
+
+    version = commands.add_parser("version", help="print the version")
+    version.set_defaults(handler=cmd_version)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.handler(args, argv[1:])
+    except ConfigError as exc:
+        print(f"edge-platform: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,356 @@
+"""Operator settings: the only module that reads the environment.
+
+Names follow the deployment guide exactly (`DATABASE_URL`, `REDIS_ADDRESSES`, `JWT_SECRET`,
+`API_SERVER_ARGS`, ...). Precedence, lowest first: defaults, environment variables, the flags
+in `API_SERVER_ARGS`, flags on the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import re
+import shlex
+import ssl
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from pydantic import BeforeValidator, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class ConfigError(Exception):
+    """A setting that makes it unsafe or impossible to start; the message names the setting."""
+
+
+class Mode(enum.StrEnum):
+    minimal = "minimal"
+    production = "production"
+    multi_cluster = "multi-cluster"
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_UNIT_SECONDS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+
+
+def parse_duration(value: Any) -> float:
+    """Parse a Go duration (`15s`, `1m30s`, `500ms`) or a plain number of seconds."""
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        text = str(value).strip()
+        try:
+            seconds = float(text)
+        except ValueError:
+            pos, seconds = 0, 0.0
+            for match in _DURATION_PART.finditer(text):
+                if match.start() != pos:
+                    break
+                seconds += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+                pos = match.end()
+            if pos != len(text) or not text:
+                raise ValueError(
+                    f"invalid duration {text!r}: use Go form such as 15s, 1m30s, 500ms"
+                ) from None
+    if seconds < 0:
+        raise ValueError("duration must not be negative")
+    return seconds
+
+
+Seconds = Annotated[float, BeforeValidator(parse_duration)]
+
+# Values that appear in documentation and examples; running production with them is a breach.
+PLACEHOLDER_SECRETS = frozenset(
+    {"your-jwt-secret-key", "edge-secret", "changeme", "change-me", "secret", "password"}
+)
+MIN_SECRET_BYTES = 32
+
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+class DatabaseTarget:
+    """A libpq-style `DATABASE_URL` translated for SQLAlchemy + asyncpg."""
+
+    def __init__(self, sqlalchemy_url: str, ssl: ssl.SSLContext | str | bool | None) -> None:
+        self.sqlalchemy_url = sqlalchemy_url
+        self.ssl = ssl
+
+
+def translate_database_url(url: str) -> DatabaseTarget:
+    """Turn `postgres://u:p@h:5432/db?sslmode=verify-full&sslrootcert=...` into an asyncpg target.
+
+    libpq's ssl parameters are not understood by asyncpg's URL parser in full (certificate paths),
+    so they are removed from the URL and expressed as an `ssl` argument instead.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgres", "postgresql", "postgresql+asyncpg"):
+        raise ConfigError(
+            f"DATABASE_URL: scheme {parts.scheme!r} is not PostgreSQL "
+            "(expected postgres:// or postgresql://)"
+        )
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    sslmode = query.pop("sslmode", None)
+    rootcert = query.pop("sslrootcert", None)
+    cert = query.pop("sslcert", None)
+    key = query.pop("sslkey", None)
+    if sslmode is not None and sslmode not in SSL_MODES:
+        raise ConfigError(f"DATABASE_URL: sslmode={sslmode!r} is not one of {', '.join(SSL_MODES)}")
+    ssl_arg = _ssl_argument(sslmode, rootcert, cert, key)
+    rebuilt = urlunsplit(
+        ("postgresql+asyncpg", parts.netloc, parts.path, urlencode(query), parts.fragment)
+    )
+    return DatabaseTarget(rebuilt, ssl_arg)
+
+
+def _ssl_argument(
+    sslmode: str | None, rootcert: str | None, cert: str | None, key: str | None
+) -> ssl.SSLContext | str | bool | None:
+    if sslmode == "disable":
+        return False
+    if sslmode in (None, "allow", "prefer") and not (cert or rootcert):
+        # asyncpg implements libpq's opportunistic modes itself.
+        return sslmode
+    verify = sslmode in ("verify-ca", "verify-full") or (sslmode == "require" and rootcert)
+    context = (
+        ssl.create_default_context(cafile=rootcert) if verify else ssl.create_default_context()
+    )
+    context.check_hostname = sslmode == "verify-full"
+    if not verify:
+        # libpq's `require` without a root certificate encrypts but does not authenticate.
+        context.verify_mode = ssl.CERT_NONE
+    if cert:
+        context.load_cert_chain(cert, keyfile=key)
+    return context
+
+
+def _split_addresses(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every operator setting, each with its environment variable name (upper case)."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    edge_mode: Mode = Field(
+        Mode.minimal, description="Deployment mode: minimal | production | multi-cluster."
+    )
+
+    database_url: str | None = Field(
+        None, description="libpq URL incl. sslmode; unset in `dev` means embedded PostgreSQL."
+    )
+    database_pool_size: int = Field(10, ge=1, le=200, description="Connections kept per process.")
+    database_max_overflow: int = Field(10, ge=0, le=200, description="Extra connections at peak.")
+    database_pool_timeout: Seconds = Field(5.0, description="Wait for a free pooled connection.")
+    database_connect_timeout: Seconds = Field(5.0, description="Timeout to open a connection.")
+    database_statement_timeout: Seconds = Field(
+        30.0, description="Server-side statement_timeout for every statement."
+    )
+
+    redis_addresses: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Redis Cluster seed nodes, `host:port,host:port`.",
+    )
+    redis_url: str | None = Field(None, description="One Redis server (redis://, rediss://).")
+    redis_timeout: Seconds = Field(0.5, description="Socket timeout of every Redis call.")
+
+    jwt_secret: str | None = Field(None, description="HS256 signing secret, >= 32 bytes.")
+    oauth_client_id: str = Field("edge-console", description="OAuth client id of the console.")
+    oauth_client_secret: str | None = Field(None, description="OAuth client secret.")
+    oauth_issuer: str | None = Field(None, description="External OIDC issuer URL.")
+    admin_password: str | None = Field(None, description="Bootstrap password of user `admin`.")
+    encryption_key: str | None = Field(None, description="Key for secrets at rest.")
+
+    edge_state_dir: Path = Field(Path(".edge-platform"), description="State folder of `dev`.")
+    allow_private_cluster_endpoints: bool | None = Field(
+        None, description="Allow loopback/private cluster API addresses (default: true in dev)."
+    )
+    allow_insecure_cluster_endpoints: bool = Field(
+        False, description="Allow http:// cluster API addresses."
+    )
+    cluster_probe_interval: Seconds = Field(10.0, description="How often each cluster is probed.")
+    cluster_unreachable_after: Seconds = Field(
+        40.0, description="Failed-probe grace before a cluster is Unreachable."
+    )
+    drift_check_interval: Seconds = Field(60.0, description="Re-check period of applied targets.")
+    charts_dir: Path | None = Field(None, description="Built-in charts loaded at start.")
+
+    api_server_args: str = Field("", description="Command-line flags given through the env.")
+    log_level: str = Field("info", description="debug | info | warning | error.")
+    metrics_bind_address: str | None = Field(
+        None, description="Extra listener serving only /metrics, `host:port` (0 disables)."
+    )
+    health_probe_bind_address: str | None = Field(
+        None, description="Extra listener serving only /healthz, /livez, /readyz."
+    )
+    leader_elect: bool = Field(False, description="Run singleton duties under leader election.")
+    leader_elect_lease_duration: Seconds = Field(15.0, description="Leader lease duration.")
+    leader_elect_renew_deadline: Seconds = Field(10.0, description="Leader renew deadline.")
+    leader_elect_retry_period: Seconds = Field(2.0, description="Leader election retry period.")
+
+    @field_validator("redis_addresses", mode="before")
+    @classmethod
+    def _addresses(cls, value: Any) -> Any:
+        return _split_addresses(value)
+
+    @field_validator("redis_addresses")
+    @classmethod
+    def _addresses_have_ports(cls, value: list[str]) -> list[str]:
+        for address in value:
+            host, sep, port = address.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{address!r} is not host:port")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        level = value.lower()
+        if level not in ("debug", "info", "warning", "error", "critical"):
+            raise ValueError("must be one of debug, info, warning, error, critical")
+        return level
+
+    @field_validator("oauth_issuer")
+    @classmethod
+    def _issuer(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an absolute http(s) URL")
+        return value.rstrip("/")
+
+    @field_validator("metrics_bind_address", "health_probe_bind_address")
+    @classmethod
+    def _bind_address(cls, value: str | None) -> str | None:
+        if value in (None, "", "0"):
+            return None
+        parse_bind_address(value)
+        return value
+
+    @property
+    def database(self) -> DatabaseTarget:
+        if not self.database_url:
+            raise ConfigError("DATABASE_URL is not set (only `edge-platform dev` embeds one)")
+        return translate_database_url(self.database_url)
+
+    def check_production_secrets(self) -> None:
+        """Refuse to run production with placeholder or short secrets, naming the setting."""
+        if self.edge_mode is not Mode.production:
+            return
+        for env_name, value, required in (
+            ("JWT_SECRET", self.jwt_secret, True),
+            ("OAUTH_CLIENT_SECRET", self.oauth_client_secret, False),
+            ("ENCRYPTION_KEY", self.encryption_key, True),
+        ):
+            if value is None:
+                if required:
+                    raise ConfigError(f"{env_name} must be set in production mode")
+                continue
+            if value.strip().lower() in PLACEHOLDER_SECRETS:
+                raise ConfigError(
+                    f"{env_name} is the documented placeholder {value!r}; "
+                    "set a random secret in production mode"
+                )
+            if len(value.encode()) < MIN_SECRET_BYTES:
+                raise ConfigError(
+                    f"{env_name} is {len(value.encode())} bytes; production mode needs "
+                    f"at least {MIN_SECRET_BYTES}"
+                )
+        if not self.database_url:
+            raise ConfigError("DATABASE_URL must be set in production mode")
+        if not (self.redis_url or self.redis_addresses):
+            raise ConfigError("REDIS_ADDRESSES or REDIS_URL must be set in production mode")
+
+
+def parse_bind_address(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"{value!r} is not host:port")
+    return (host.strip("[]") or "0.0.0.0"), int(port)  # noqa: S104 - Go's ":8080" means all
+
+
+def _go_bool(value: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("1", "t", "true", "yes"):
+        return True
+    if lowered in ("0", "f", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"{value!r} is not a boolean")
+
+
+# Flag name → settings field; the same flags are accepted in API_SERVER_ARGS and on the CLI.
+SERVER_FLAGS: dict[str, str] = {
+    "--log-level": "log_level",
+    "--metrics-bind-address": "metrics_bind_address",
+    "--health-probe-bind-address": "health_probe_bind_address",
+    "--leader-elect": "leader_elect",
+    "--leader-elect-lease-duration": "leader_elect_lease_duration",
+    "--leader-elect-renew-deadline": "leader_elect_renew_deadline",
+    "--leader-elect-retry-period": "leader_elect_retry_period",
+}
+
+
+def add_server_flags(parser: argparse.ArgumentParser) -> None:
+    """Register the deployment guide's API server flags (Go flag syntax, defaults from env)."""
+    for flag, field in SERVER_FLAGS.items():
+        help_text = Settings.model_fields[field].description
+        if field == "leader_elect":
+            parser.add_argument(
+                flag, dest=field, nargs="?", const=True, type=_go_bool, default=None, help=help_text
+            )
+        else:
+            parser.add_argument(flag, dest=field, default=None, help=help_text)
+
+
+def apply_server_flags(settings: Settings, argv: list[str]) -> Settings:
+    """Return settings updated by `API_SERVER_ARGS` and then by `argv` (the later one wins)."""
+    parser = argparse.ArgumentParser(prog="API_SERVER_ARGS", add_help=False, exit_on_error=False)
+    add_server_flags(parser)
+    updates: dict[str, Any] = {}
+    for source, args in (("API_SERVER_ARGS", shlex.split(settings.api_server_args)), ("", argv)):
+        try:
+            namespace, unknown = parser.parse_known_args(args)
+        except argparse.ArgumentError as exc:
+            raise ConfigError(f"{source or 'command line'}: {exc}") from exc
+        if source and unknown:
+            raise ConfigError(f"API_SERVER_ARGS: unknown flags {' '.join(unknown)}")
+        updates.update({k: v for k, v in vars(namespace).items() if v is not None})
+    if not updates:
+        return settings
+    merged = settings.model_dump()
+    merged.update(updates)
+    try:
+        return Settings.model_validate(merged)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the environment; a bad value becomes a ConfigError naming the variable."""
+    try:
+        return Settings(**overrides)
+    except ValueError as exc:
+        raise ConfigError(_describe_validation_error(exc)) from exc
+
+
+def _describe_validation_error(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        lines = []
+        for error in errors():
+            name = str(error["loc"][0]).upper() if error.get("loc") else "setting"
+            lines.append(f"{name}: {error['msg']}")
+        return "; ".join(lines)
+    return str(exc)

@@ -1,0 +1,74 @@
+"""Generic persistence of resources: the SQL every kind shares, written once."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Generic, TypeVar
+
+from sqlalchemy import ColumnElement, Select, select, true
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.base import ResourceMixin, resource_version_seq
+from app.errors import Conflict
+from app.kit.paging import Page, PageRequest, fetch_page
+
+RowT = TypeVar("RowT", bound=ResourceMixin)
+
+
+class ResourceRepository(Generic[RowT]):
+    model: ClassVar[type[Any]]
+    kind: ClassVar[str]
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def scope(self) -> ColumnElement[bool]:
+        """Rows this repository may see; workspace-scoped kinds narrow it."""
+        return true()
+
+    def select(self) -> Select[RowT]:
+        return select(self.model).where(self.scope())
+
+    async def next_version(self) -> int:
+        return int(await self.session.scalar(resource_version_seq.next_value()))
+
+    async def get(self, name: str, *, for_update: bool = False) -> RowT | None:
+        query = self.select().where(self.model.name == name)
+        if for_update:
+            query = query.with_for_update()
+        row: RowT | None = await self.session.scalar(query)
+        return row
+
+    async def page(self, page: PageRequest, query: Select[RowT] | None = None) -> Page[RowT]:
+        return await fetch_page(self.session, self.model, query or self.select(), page)
+
+    async def add(self, row: RowT) -> RowT:
+        if await self.get(row.name) is not None:
+            raise self.already_exists(row.name)
+        row.resource_version = await self.next_version()
+        self.session.add(row)
+        try:
+            # A savepoint, so a racing duplicate leaves the transaction usable for the 409.
+            async with self.session.begin_nested():
+                await self.session.flush()
+        except IntegrityError as exc:
+            raise self.already_exists(row.name) from exc
+        return row
+
+    async def touch(self, row: RowT, *, spec_changed: bool) -> RowT:
+        """Record an in-place change: new resourceVersion, and generation if the spec changed."""
+        row.resource_version = await self.next_version()
+        if spec_changed:
+            row.generation += 1
+        await self.session.flush()
+        return row
+
+    async def delete(self, row: RowT) -> int:
+        """Delete and return the resourceVersion of the deletion (for caches and watchers)."""
+        version = await self.next_version()
+        await self.session.delete(row)
+        await self.session.flush()
+        return version
+
+    def already_exists(self, name: str) -> Conflict:
+        return Conflict(f"{self.kind} {name!r} already exists", code="AlreadyExists")

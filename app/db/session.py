@@ -1,0 +1,42 @@
+"""The request session: committed or rolled back at the edge, never by services."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+logger = logging.getLogger(__name__)
+
+AfterCommit = Callable[[], Awaitable[None]]
+
+
+def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
+    """Run `callback` once the request's transaction has committed (e.g. refresh a cache)."""
+    session.info.setdefault("after_commit", []).append(callback)
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """FastAPI dependency; use with `scope="function"` so the commit precedes the response.
+
+    A write is acknowledged only after its commit succeeded: a failing commit raises and the
+    client gets an error, not a 2xx for data that was never stored.
+    """
+    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    # Leaving the block on an exception closes the session, which rolls the transaction back.
+    async with sessionmaker() as session:
+        yield session
+        await session.commit()
+        for callback in session.info.pop("after_commit", []):
+            try:
+                await callback()
+            except Exception:
+                # Post-commit work is best effort (caches); the write itself is durable.
+                logger.warning("after-commit callback failed", exc_info=True)
+
+
+# The one way routes get a session: committed before the response is sent.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

@@ -1,0 +1,224 @@
+"""The AppError hierarchy and the one handler that renders every error as problem+json (RFC 9457).
+
+Typed errors carry their status code; routers and services raise them, nothing else formats
+error bodies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_TYPE_BASE = "https://edge.theriseunion.io/problems/"
+
+# How long clients should wait before retrying when a dependency is down.
+RETRY_AFTER_SECONDS = 5
+
+
+class AppError(Exception):
+    status: int = 500
+    code: str = "InternalError"
+    title: str = "Internal server error"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        errors: Sequence[dict[str, str]] = (),
+        headers: dict[str, str] | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = list(errors)
+        self.headers = headers or {}
+        if code is not None:
+            self.code = code
+
+
+class BadRequest(AppError):
+    status, code, title = 400, "BadRequest", "Malformed request"
+
+
+class Unauthorized(AppError):
+    status, code, title = 401, "Unauthorized", "Authentication required"
+
+
+class Forbidden(AppError):
+    status, code, title = 403, "Forbidden", "Not allowed"
+
+
+class NotFound(AppError):
+    status, code, title = 404, "NotFound", "Not found"
+
+
+class Conflict(AppError):
+    status, code, title = 409, "Conflict", "Conflict"
+
+
+class PreconditionFailed(AppError):
+    status, code, title = 412, "PreconditionFailed", "Precondition failed"
+
+
+class PayloadTooLarge(AppError):
+    status, code, title = 413, "PayloadTooLarge", "Request body too large"
+
+
+class UnsupportedMediaType(AppError):
+    status, code, title = 415, "UnsupportedMediaType", "Unsupported media type"
+
+
+class Unprocessable(AppError):
+    status, code, title = 422, "Invalid", "Invalid request"
+
+
+class ServiceUnavailable(AppError):
+    status, code, title = 503, "ServiceUnavailable", "Service unavailable"
+
+    def __init__(self, detail: str, **kwargs: Any) -> None:
+        super().__init__(detail, **kwargs)
+        self.headers.setdefault("Retry-After", str(RETRY_AFTER_SECONDS))
+
+
+def field_path(loc: Sequence[int | str]) -> str:
+    """Render a pydantic location as a JSON-path-like field name: `spec.targets[0].replicas`."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def problem_response(
+    request: Request,
+    *,
+    status: int,
+    title: str,
+    detail: str,
+    code: str,
+    errors: Sequence[dict[str, str]] = (),
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        "instance": request.url.path,
+    }
+    if errors:
+        body["errors"] = list(errors)
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """True for errors that mean "PostgreSQL cannot be reached right now", not bad input."""
+    if isinstance(exc, sa_exc.TimeoutError):  # pool exhausted
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        orig = getattr(exc.orig, "__cause__", None) or exc.orig
+        return _is_connection_failure(orig) or _is_connection_failure(exc.orig)
+    return _is_connection_failure(exc)
+
+
+def _is_connection_failure(exc: BaseException | None) -> bool:
+    if exc is None:
+        return False
+    if isinstance(exc, OSError | asyncio.TimeoutError | TimeoutError | ConnectionError):
+        return True
+    # asyncpg's classes, matched by name so this module needs no asyncpg import.
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    return bool(
+        names
+        & {
+            "PostgresConnectionError",
+            "ConnectionDoesNotExistError",
+            "CannotConnectNowError",
+            "ConnectionFailureError",
+            "InterfaceError",
+            "QueryCanceledError",  # statement_timeout: overloaded, not the caller's fault
+            "AdminShutdownError",
+            "CrashShutdownError",
+            "TooManyConnectionsError",
+        }
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def app_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, AppError)
+        return problem_response(
+            request,
+            status=exc.status,
+            title=exc.title,
+            detail=exc.detail,
+            code=exc.code,
+            errors=exc.errors,
+            headers=exc.headers,
+        )
+
+    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = [{"field": field_path(err["loc"]), "message": err["msg"]} for err in exc.errors()]
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or "invalid request"
+        return problem_response(
+            request, status=422, title="Invalid request", detail=detail, code="Invalid",
+            errors=errors,
+        )  # fmt: skip
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        return problem_response(
+            request,
+            status=exc.status_code,
+            title=detail,
+            detail=f"{request.method} {request.url.path}: {detail}",
+            code=code,
+            headers=dict(exc.headers or {}),
+        )
+
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        if is_database_unavailable(exc):
+            logger.warning("database unavailable: %s", type(exc).__name__)
+            return problem_response(
+                request,
+                status=503,
+                title="Service unavailable",
+                detail="the database is unavailable; retry later",
+                code="DatabaseUnavailable",
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(
+            request,
+            status=500,
+            title="Internal server error",
+            detail="an unexpected error occurred; it has been logged",
+            code="InternalError",
+        )
+
+    app.add_exception_handler(AppError, app_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    # Database and network errors are registered by class so that they are answered by the
+    # exception middleware (503 or a logged 500) rather than re-raised by the server layer.
+    for cls in (sa_exc.SQLAlchemyError, OSError, TimeoutError, Exception):
+        app.add_exception_handler(cls, unexpected_error)

@@ -1,0 +1,171 @@
+"""The write and read flow every resource kind shares; a domain service fills in the hooks.
+
+Services never commit: the request session commits at the edge. Cache updates are queued to run
+after that commit, so the cache never holds something PostgreSQL does not.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.cache import ObjectCache
+from app.db.base import ResourceMixin
+from app.db.repository import ResourceRepository
+from app.db.session import after_commit
+from app.errors import NotFound, Unprocessable
+from app.kit.body import merge_patch
+from app.kit.etag import check_write_preconditions
+from app.kit.paging import Page, PageRequest
+from app.kit.resource import ResourceIn, ResourceOut, editable_form, validate_as
+from app.redis import key as redis_key
+
+RowT = TypeVar("RowT", bound=ResourceMixin)
+InT = TypeVar("InT", bound=ResourceIn[Any])
+OutT = TypeVar("OutT", bound=ResourceOut[Any, Any])
+
+
+class ResourceService(Generic[RowT, InT, OutT]):
+    in_model: ClassVar[type[BaseModel]]
+    cache_namespace: ClassVar[str | None] = None
+
+    def __init__(
+        self,
+        session: AsyncSession,
+        repository: ResourceRepository[RowT],
+        cache: ObjectCache | None = None,
+    ) -> None:
+        self.session = session
+        self.repository = repository
+        self.cache = cache if self.cache_namespace else None
+
+    # Hooks -----------------------------------------------------------------------------------
+
+    def new_row(self, name: str) -> RowT:
+        raise NotImplementedError
+
+    def apply_spec(self, row: RowT, body: InT) -> None:
+        """Copy the body's spec onto the row (after domain validation)."""
+        raise NotImplementedError
+
+    def render(self, row: RowT) -> OutT:
+        raise NotImplementedError
+
+    async def check_spec(self, body: InT) -> None:
+        """Domain validation that needs the database (references to other objects)."""
+
+    async def check_delete(self, row: RowT) -> None:
+        """Refuse a delete that would break references (409)."""
+
+    # Flow ------------------------------------------------------------------------------------
+
+    def not_found(self, name: str) -> NotFound:
+        return NotFound(f"{self.repository.kind} {name!r} not found")
+
+    def _cache_key(self, name: str) -> str:
+        return redis_key(f"{self.cache_namespace}/{name}", tag=f"{self.cache_namespace}/{name}")
+
+    def _cache_after_commit(self, out: OutT, *, deleted_at: int | None = None) -> None:
+        cache = self.cache
+        if cache is None:
+            return
+        cache_key = self._cache_key(out.metadata.name)
+        if deleted_at is not None:
+            version = deleted_at
+
+            async def forget() -> None:
+                await cache.forget(cache_key, version)
+
+            after_commit(self.session, forget)
+            return
+        data = out.model_dump(mode="json", by_alias=True)
+        version = int(out.metadata.resourceVersion)
+
+        async def put() -> None:
+            await cache.put(cache_key, version, data)
+
+        after_commit(self.session, put)
+
+    async def create(self, body: InT) -> OutT:
+        name = body.metadata.name
+        if name is None:
+            raise Unprocessable(
+                "metadata.name: required",
+                errors=[{"field": "metadata.name", "message": "required"}],
+            )
+        await self.check_spec(body)
+        row = self.new_row(name)
+        row.labels = body.metadata.labels or {}
+        row.annotations = body.metadata.annotations or {}
+        self.apply_spec(row, body)
+        row = await self.repository.add(row)
+        out = self.render(row)
+        self._cache_after_commit(out)
+        return out
+
+    async def read(self, name: str) -> dict[str, Any]:
+        async def load() -> tuple[int, dict[str, Any]] | None:
+            row = await self.repository.get(name)
+            if row is None:
+                return None
+            return row.resource_version, self.render(row).model_dump(mode="json", by_alias=True)
+
+        if self.cache is not None:
+            found = await self.cache.get_or_load(self._cache_key(name), load)
+        else:
+            loaded = await load()
+            found = loaded[1] if loaded else None
+        if found is None:
+            raise self.not_found(name)
+        return found
+
+    async def list(self, page: PageRequest) -> tuple[list[OutT], Page[RowT]]:
+        result = await self.repository.page(page)
+        return [self.render(row) for row in result.items], result
+
+    async def _locked(self, name: str) -> RowT:
+        row = await self.repository.get(name, for_update=True)
+        if row is None:
+            raise self.not_found(name)
+        return row
+
+    async def replace(self, name: str, body: InT, if_match: str | None) -> OutT:
+        if body.metadata.name not in (None, name):
+            raise Unprocessable(
+                f"metadata.name {body.metadata.name!r} does not match {name!r} in the path",
+                errors=[{"field": "metadata.name", "message": "must match the name in the path"}],
+            )
+        row = await self._locked(name)
+        check_write_preconditions(if_match, row.resource_version, body.metadata.resourceVersion)
+        await self.check_spec(body)
+        before = self.render(row).spec
+        row.labels = body.metadata.labels or {}
+        row.annotations = body.metadata.annotations or {}
+        self.apply_spec(row, body)
+        spec_changed = self.render(row).spec != before
+        row = await self.repository.touch(row, spec_changed=spec_changed)
+        out = self.render(row)
+        self._cache_after_commit(out)
+        return out
+
+    async def patch(self, name: str, patch: dict[str, Any], if_match: str | None) -> OutT:
+        row = await self._locked(name)
+        merged = merge_patch(editable_form(self.render(row)), patch)
+        if not isinstance(merged, dict) or merged.get("metadata", {}).get("name") != name:
+            raise Unprocessable(
+                "a patch cannot change metadata.name",
+                errors=[{"field": "metadata.name", "message": "cannot be changed"}],
+            )
+        body: InT = validate_as(self.in_model, merged)  # type: ignore[assignment]
+        return await self.replace(name, body, if_match)
+
+    async def delete(self, name: str, if_match: str | None) -> OutT:
+        row = await self._locked(name)
+        check_write_preconditions(if_match, row.resource_version)
+        await self.check_delete(row)
+        out = self.render(row)
+        version = await self.repository.delete(row)
+        self._cache_after_commit(out, deleted_at=version)
+        return out

@@ -1,0 +1,1 @@
+"""Regions: the geographic grouping of edge clusters (east-china, north-china, ...)."""
