@@ -63,7 +63,8 @@ async def test_create_returns_the_envelope_with_server_owned_fields(
     assert created["kind"] == "Region"
     meta = created["metadata"]
     assert meta["name"] == "east-china"
-    assert meta["uid"] != "forged" and len(meta["uid"]) == 36
+    assert meta["uid"] != "forged"
+    assert len(meta["uid"]) == 36
     assert meta["generation"] == 1
     assert meta["labels"] == {"geo": "cn"}
     assert meta["creationTimestamp"].startswith("20")
@@ -241,7 +242,8 @@ async def test_idempotency_key_replays_the_first_response(client: httpx.AsyncCli
         content=yaml.safe_dump(region("east-china")),
         headers={**headers, "content-type": "application/yaml"},
     )
-    assert as_yaml.status_code == 201 and as_yaml.json() == first.json()
+    assert as_yaml.status_code == 201
+    assert as_yaml.json() == first.json()
 
     reused = await client.post(API, json=region("east-china", displayName="x"), headers=headers)
     assert_problem(reused, 422, "Idempotency-Key")
