@@ -5,6 +5,10 @@ resourceVersion at least as new (one Lua script on one key, so it is atomic in a
 Writers put the committed object after commit and deletes leave a short tombstone; a reader
 that loaded an older row from PostgreSQL can therefore never overwrite a newer entry, and a
 read after an update never returns the old object. Redis trouble only means a cache miss.
+
+If a put or tombstone cannot reach Redis (an outage, or a partition between this replica and
+Redis), it is kept and written before this process uses the cache again; until then other
+replicas may serve the older copy, for at most the entry TTL.
 """
 
 from __future__ import annotations
@@ -35,18 +39,34 @@ Loaded = tuple[int, dict[str, Any]]
 
 
 class ObjectCache:
-    def __init__(self, gateway: RedisGateway, ttl_seconds: float = 300.0) -> None:
+    def __init__(self, gateway: RedisGateway, ttl_seconds: float = 60.0) -> None:
         self._gateway = gateway
         self._ttl_ms = int(ttl_seconds * 1000)
+        # Stores that failed, newest per key: (version, payload, ttl_ms).
+        self._unsent: dict[str, tuple[int, str, int]] = {}
 
-    async def _store(self, key: str, version: int, payload: str, ttl_ms: int) -> None:
+    async def _send(self, key: str, version: int, payload: str, ttl_ms: int) -> None:
         async def store(client: RedisClient) -> Any:
             return await client.eval(_SET_IF_NOT_OLDER, 1, key, str(version), payload, ttl_ms)
 
+        await self._gateway.run(store)
+
+    async def _flush_unsent(self) -> None:
+        """Raises RedisUnavailable while Redis is still out of reach."""
+        while self._unsent:
+            key, (version, payload, ttl_ms) = next(iter(self._unsent.items()))
+            await self._send(key, version, payload, ttl_ms)
+            if self._unsent.get(key) == (version, payload, ttl_ms):
+                del self._unsent[key]
+
+    async def _store(self, key: str, version: int, payload: str, ttl_ms: int) -> None:
+        previous = self._unsent.get(key)
+        if previous is None or previous[0] <= version:
+            self._unsent[key] = (version, payload, ttl_ms)
         try:
-            await self._gateway.run(store)
+            await self._flush_unsent()
         except RedisUnavailable:
-            logger.debug("cache store skipped for %s: redis unavailable", key)
+            logger.debug("cache store for %s deferred: redis unavailable", key)
 
     async def put(self, key: str, version: int, obj: dict[str, Any]) -> None:
         await self._store(key, version, json.dumps(obj, separators=(",", ":")), self._ttl_ms)
@@ -57,6 +77,7 @@ class ObjectCache:
 
     async def get(self, key: str) -> dict[str, Any] | None:
         try:
+            await self._flush_unsent()
             raw = await self._gateway.run(lambda client: client.get(key))
         except RedisUnavailable:
             return None

@@ -23,6 +23,7 @@ from app.config import (
     load_settings,
     parse_bind_address,
 )
+from app.embedded import EmbeddedError
 from app.observability import configure_logging
 
 logger = logging.getLogger("edge_platform")
@@ -210,6 +211,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"edge-platform: configuration error: {exc}", file=sys.stderr)
         return 2
+    except EmbeddedError as exc:
+        print(f"edge-platform: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return result

