@@ -139,8 +139,9 @@ def test_dev_starts_on_the_embedded_default_and_keeps_data(
     port = free_port()
 
     def start() -> subprocess.Popen[str]:
+        command = ["dev", "--port", str(port), "--state-dir", str(state)]
         process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "dev", "--port", str(port), "--state-dir", str(state)],
+            [sys.executable, "-m", "app.cli", *command],
             env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         process_cleanup.append(process)

@@ -17,8 +17,8 @@ from tests.regions.test_regions_api import API, assert_problem, region
 from tests.support.services import PostgresProcess, RedisProcess, start_redis_cluster
 
 
-async def wait_for(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
+async def wait_for(predicate, within: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if await predicate():
             return
