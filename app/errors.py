@@ -151,7 +151,6 @@ def _is_connection_failure(exc: BaseException | None) -> bool:
             "ConnectionDoesNotExistError",
             "CannotConnectNowError",
             "ConnectionFailureError",
-            "InterfaceError",
             "QueryCanceledError",  # statement_timeout: overloaded, not the caller's fault
             "AdminShutdownError",
             "CrashShutdownError",
@@ -178,9 +177,13 @@ def install_error_handlers(app: FastAPI) -> None:
         errors = [{"field": field_path(err["loc"]), "message": err["msg"]} for err in exc.errors()]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or "invalid request"
         return problem_response(
-            request, status=422, title="Invalid request", detail=detail, code="Invalid",
+            request,
+            status=422,
+            title="Invalid request",
+            detail=detail,
+            code="Invalid",
             errors=errors,
-        )  # fmt: skip
+        )
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
