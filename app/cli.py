@@ -39,12 +39,12 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def serve_api(settings: Settings, host: str, port: int) -> None:
+async def serve_api(settings: Settings, host: str, port: int, *, dev: bool = False) -> None:
     """Run the API, plus the side listeners for metrics and health probes when configured."""
     from app.main import OnlyPaths, create_app
     from app.ops.router import HEALTH_PATHS, METRICS_PATHS
 
-    api = create_app(settings)
+    api = create_app(settings, dev=dev)
     common: dict[str, Any] = {"log_config": None, "access_log": False, "proxy_headers": True}
     servers = [_Server(uvicorn.Config(api, host=host, port=port, **common))]
     for address, paths in (
@@ -153,7 +153,7 @@ def cmd_dev(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
                 "  Press Ctrl-C to stop.",
                 flush=True,
             )
-            asyncio.run(serve_api(settings, args.host, args.port))
+            asyncio.run(serve_api(settings, args.host, args.port, dev=True))
         finally:
             if redis is not None:
                 redis.stop()

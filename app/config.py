@@ -73,6 +73,12 @@ PLACEHOLDER_SECRETS = frozenset(
     {"your-jwt-secret-key", "edge-secret", "changeme", "change-me", "secret", "password"}
 )
 MIN_SECRET_BYTES = 32
+# Passwords found in documentation and default installs of similar platforms.
+WELL_KNOWN_PASSWORDS = frozenset(
+    {"admin", "password", "changeme", "change-me", "admin123", "p@88w0rd", "123456", "edge",
+     "edge-platform", "12345678", "administrator", "root", "passw0rd"}
+)  # fmt: skip
+MIN_PRODUCTION_PASSWORD = 12
 
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
@@ -170,6 +176,28 @@ class Settings(BaseSettings):
     oauth_client_secret: str | None = Field(None, description="OAuth client secret.")
     oauth_issuer: str | None = Field(None, description="External OIDC issuer URL.")
     admin_password: str | None = Field(None, description="Bootstrap password of user `admin`.")
+    public_url: str = Field(
+        "http://127.0.0.1:8000",
+        description="External base URL of the API: token issuer (`iss`) and OAuth redirects.",
+    )
+    jwt_private_key_file: Path | None = Field(
+        None, description="PEM RSA or EC private key: sign RS256/ES256 with a `kid` (JWKS)."
+    )
+    access_token_ttl: Seconds = Field(3600.0, description="Access token lifetime.")
+    refresh_token_ttl: Seconds = Field(7 * 86400.0, description="Refresh token lifetime.")
+    oauth_accept_issuer_tokens: bool = Field(
+        False, description="Also accept the external issuer's access tokens as bearer tokens."
+    )
+    login_lockout_failures: int = Field(
+        5, ge=1, description="Failed logins of one user within the window that lock it."
+    )
+    login_lockout_window: Seconds = Field(900.0, description="Window of the login lockout.")
+    rate_limit_token_per_minute: int = Field(
+        60, ge=1, description="Requests to /oauth/token per client IP and minute."
+    )
+    rate_limit_api_per_minute: int = Field(
+        3000, ge=1, description="API requests per principal and minute."
+    )
     encryption_key: str | None = Field(None, description="Key for secrets at rest.")
 
     edge_state_dir: Path = Field(Path(".edge-platform"), description="State folder of `dev`.")
@@ -221,6 +249,14 @@ class Settings(BaseSettings):
             raise ValueError("must be one of debug, info, warning, error, critical")
         return level
 
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an absolute http(s) URL")
+        return value.rstrip("/")
+
     @field_validator("oauth_issuer")
     @classmethod
     def _issuer(cls, value: str | None) -> str | None:
@@ -268,6 +304,14 @@ class Settings(BaseSettings):
                     f"{env_name} is {len(value.encode())} bytes; production mode needs "
                     f"at least {MIN_SECRET_BYTES}"
                 )
+        if self.admin_password is not None and (
+            self.admin_password.lower() in WELL_KNOWN_PASSWORDS
+            or len(self.admin_password) < MIN_PRODUCTION_PASSWORD
+        ):
+            raise ConfigError(
+                "ADMIN_PASSWORD is a well-known or short password; production mode needs at "
+                f"least {MIN_PRODUCTION_PASSWORD} characters that are not a documented default"
+            )
         if not self.database_url:
             raise ConfigError("DATABASE_URL must be set in production mode")
         if not (self.redis_url or self.redis_addresses):

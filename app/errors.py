@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -159,9 +159,19 @@ def _is_connection_failure(exc: BaseException | None) -> bool:
     )
 
 
-def install_error_handlers(app: FastAPI) -> None:
+ErrorObserver = Callable[[Request, int, str], Awaitable[None]]
+
+
+def install_error_handlers(app: FastAPI, observers: Sequence[ErrorObserver] = ()) -> None:
+    """Render errors; `observers` hear about every 4xx answered (e.g. to audit refusals)."""
+
     async def app_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, AppError)
+        for observer in observers:
+            try:
+                await observer(request, exc.status, exc.detail)
+            except Exception:
+                logger.warning("error observer failed", exc_info=True)
         return problem_response(
             request,
             status=exc.status,

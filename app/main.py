@@ -8,14 +8,20 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import app as app_package
+from app.audit.router import router as audit_router
+from app.audit.service import RequestInfo, record
+from app.auth.ratelimit import RateLimiter
+from app.auth.router import router as auth_router
+from app.auth.tokens import TokenIssuer
+from app.bootstrap import ensure_admin
 from app.cache import ObjectCache
 from app.config import Settings, load_settings
 from app.db.engine import create_engine, create_sessionmaker
-from app.errors import install_error_handlers
+from app.errors import install_error_handlers, is_database_unavailable
 from app.kit.body import MAX_CHART_BYTES, BodySizeLimitMiddleware
 from app.kit.idempotency import purge_expired_keys
 from app.kit.openapi import add_body_schemas
@@ -23,6 +29,10 @@ from app.observability import POOL_COLLECTOR, RequestContextMiddleware
 from app.ops.router import router as ops_router
 from app.redis import RedisGateway
 from app.regions.router import router as regions_router
+from app.serviceaccounts.router import platform_router as platform_accounts_router
+from app.serviceaccounts.router import workspace_router as workspace_accounts_router
+from app.users.router import router as users_router
+from app.workspaces.router import router as workspaces_router
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +62,25 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         timeout=settings.redis_timeout,
     )
     app.state.cache = ObjectCache(app.state.redis)
+    app.state.tokens = TokenIssuer(settings)
+    app.state.rate_limiter = RateLimiter(
+        app.state.redis, settings.rate_limit_api_per_minute, settings.rate_limit_token_per_minute
+    )
+    try:
+        generated = await ensure_admin(
+            app.state.sessionmaker, settings.admin_password, dev=app.state.dev
+        )
+    except Exception as exc:
+        if not is_database_unavailable(exc):
+            raise
+        generated = None  # the database is down; the next start creates it
+        logger.warning("could not check for the bootstrap admin: database unavailable")
+    if generated is not None:
+        print(
+            f"\n  Log in as user 'admin' with password: {generated}\n"
+            "  (generated once for this state folder; change it with PATCH /api/v1/users/me)\n",
+            flush=True,
+        )
     POOL_COLLECTOR.engines.append(engine)
     purger = asyncio.create_task(_purge_idempotency_keys(app))
     try:
@@ -63,7 +92,21 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await engine.dispose()
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+async def _audit_refusal(request: Request, status: int, detail: str) -> None:
+    """Refused changes are audited too, in their own transaction (the request's rolled back)."""
+    principal = getattr(request.state, "principal", None)
+    if request.method in ("GET", "HEAD", "OPTIONS") or principal is None:
+        return
+    route = getattr(request.scope.get("route"), "path", request.url.path)
+    async with request.app.state.sessionmaker.begin() as session:
+        record(
+            session, RequestInfo.of(request), principal.actor, action=request.method.lower(),
+            outcome=status, kind=None, name=route, workspace=request.path_params.get("ws"),
+            detail=detail[:1024],
+        )  # fmt: skip
+
+
+def create_app(settings: Settings | None = None, *, dev: bool = False) -> FastAPI:
     settings = settings or load_settings()
     app = FastAPI(
         title="Edge Platform",
@@ -72,9 +115,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    install_error_handlers(app)
-    app.include_router(ops_router)
-    app.include_router(regions_router)
+    app.state.dev = dev
+    install_error_handlers(app, observers=[_audit_refusal])
+    for router in (
+        ops_router,
+        auth_router,
+        regions_router,
+        users_router,
+        workspaces_router,
+        platform_accounts_router,
+        workspace_accounts_router,
+        audit_router,
+    ):
+        app.include_router(router)
     # Outermost first: every response, errors included, gets a request id and is measured.
     app.add_middleware(BodySizeLimitMiddleware, limits={"/chartrepo/api/charts": MAX_CHART_BYTES})
     app.add_middleware(RequestContextMiddleware)

@@ -1,7 +1,23 @@
 """Every ORM model, imported once so `Base.metadata` is complete (Alembic, tests)."""
 
+from app.audit.models import AuditLog
+from app.auth.models import RefreshToken, TokenFamily
 from app.db.base import Base
 from app.kit.idempotency import IdempotencyKey
 from app.regions.models import Region
+from app.serviceaccounts.models import ServiceAccount
+from app.users.models import User
+from app.workspaces.models import Workspace, WorkspaceMember
 
-__all__ = ["Base", "IdempotencyKey", "Region"]
+__all__ = [
+    "AuditLog",
+    "Base",
+    "IdempotencyKey",
+    "RefreshToken",
+    "Region",
+    "ServiceAccount",
+    "TokenFamily",
+    "User",
+    "Workspace",
+    "WorkspaceMember",
+]

@@ -49,6 +49,17 @@ class IdempotencyKey(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+# Shown once in a create response (service account secrets); never stored for replays.
+ONE_TIME_STATUS_FIELDS = ("clientSecret",)
+
+
+def _without_secrets(data: dict[str, Any]) -> dict[str, Any]:
+    status = data.get("status")
+    if not isinstance(status, dict) or not any(f in status for f in ONE_TIME_STATUS_FIELDS):
+        return data
+    return {**data, "status": {k: v for k, v in status.items() if k not in ONE_TIME_STATUS_FIELDS}}
+
+
 def _body_hash(body: dict[str, Any]) -> str:
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -106,7 +117,7 @@ async def create_once(
     await session.execute(
         update(IdempotencyKey)
         .where(IdempotencyKey.id == claimed)
-        .values(status_code=status, response=data, headers=headers)
+        .values(status_code=status, response=_without_secrets(data), headers=headers)
     )
     return render(request, data, status_code=status, headers=headers)
 

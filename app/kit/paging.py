@@ -30,7 +30,7 @@ RowT = TypeVar("RowT", bound=ResourceMixin)
 @dataclass(frozen=True)
 class PageRequest:
     limit: int
-    after: str | None
+    after: str | int | None
     selector: list[Requirement]
     fingerprint: str
 
@@ -56,17 +56,17 @@ def page_request(
     return PageRequest(min(limit, MAX_LIMIT), after, selector, fingerprint)
 
 
-def _encode(after: str, fingerprint: str) -> str:
+def encode_token(after: str | int, fingerprint: str) -> str:
     raw = json.dumps({"v": 1, "after": after, "q": fingerprint}, separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def _decode(token: str, fingerprint: str) -> str:
+def _decode(token: str, fingerprint: str) -> str | int:
     try:
         padded = token + "=" * (-len(token) % 4)
         data = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
         after, query = data["after"], data["q"]
-        if data.get("v") != 1 or not isinstance(after, str) or not isinstance(query, str):
+        if data.get("v") != 1 or not isinstance(after, str | int) or not isinstance(query, str):
             raise ValueError("unexpected token content")
     except (ValueError, KeyError, TypeError, binascii.Error, UnicodeError):
         raise BadRequest("invalid continue token; start the list again without it") from None
@@ -81,6 +81,8 @@ async def fetch_page(
     session: AsyncSession, model: type[RowT], query: Select[RowT], page: PageRequest
 ) -> Page[RowT]:
     """Run `query` (already filtered by scope and kind-specific filters) one page at a time."""
+    if page.after is not None and not isinstance(page.after, str):
+        raise BadRequest("invalid continue token for this list")
     query = query.where(selector_clause(model.labels, page.selector))
     keyset = query.where(model.name > page.after) if page.after is not None else query
     rows = list((await session.scalars(keyset.order_by(model.name).limit(page.limit + 1))).all())
@@ -92,4 +94,4 @@ async def fetch_page(
         query.where(model.name > last).order_by(None).subquery()
     )
     remaining = int(await session.scalar(remaining_query) or 0)
-    return Page(rows, _encode(last, page.fingerprint), remaining)
+    return Page(rows, encode_token(last, page.fingerprint), remaining)

@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.audit.service import AuditTrail
 from app.cache import ObjectCache
 from app.db.base import ResourceMixin
 from app.db.repository import ResourceRepository
@@ -36,15 +37,27 @@ class ResourceService(Generic[RowT, InT, OutT]):
         session: AsyncSession,
         repository: ResourceRepository[RowT],
         cache: ObjectCache | None = None,
+        audit: AuditTrail | None = None,
     ) -> None:
         self.session = session
         self.repository = repository
         self.cache = cache if self.cache_namespace else None
+        self.audit = audit
+
+    def _audit(self, action: str, name: str, outcome: int = 200) -> None:
+        """Record the change in the transaction that makes it (no change without its record)."""
+        if self.audit is not None:
+            self.audit.record(
+                self.session, action=action, outcome=outcome, kind=self.repository.kind, name=name
+            )
 
     # Hooks -----------------------------------------------------------------------------------
 
     def new_row(self, name: str) -> RowT:
         raise NotImplementedError
+
+    async def after_create(self, row: RowT, body: InT) -> None:
+        """Work that needs the new row's id (e.g. the manager's membership)."""
 
     def apply_spec(self, row: RowT, body: InT) -> None:
         """Copy the body's spec onto the row (after domain validation)."""
@@ -101,8 +114,10 @@ class ResourceService(Generic[RowT, InT, OutT]):
         row.annotations = body.metadata.annotations or {}
         self.apply_spec(row, body)
         row = await self.repository.add(row)
+        await self.after_create(row, body)
         out = self.render(row)
         self._cache_after_commit(out)
+        self._audit("create", name, 201)
         return out
 
     async def read(self, name: str) -> dict[str, Any]:
@@ -148,6 +163,7 @@ class ResourceService(Generic[RowT, InT, OutT]):
         row = await self.repository.touch(row, spec_changed=spec_changed)
         out = self.render(row)
         self._cache_after_commit(out)
+        self._audit("update", name)
         return out
 
     async def patch(self, name: str, patch: dict[str, Any], if_match: str | None) -> OutT:
@@ -168,4 +184,5 @@ class ResourceService(Generic[RowT, InT, OutT]):
         out = self.render(row)
         version = await self.repository.delete(row)
         self._cache_after_commit(out, deleted_at=version)
+        self._audit("delete", name)
         return out

@@ -1,0 +1,1 @@
+"""Authentication (tokens, OAuth/OIDC) and the one authorization layer (principals, roles)."""

@@ -1,0 +1,201 @@
+"""Who is calling: the bearer token turned into a Principal, and the permission dependencies.
+
+This is the one authorization layer: every route declares what it needs with a dependency from
+here; services never check roles themselves.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.audit.service import Actor, AuditTrail, RequestInfo
+from app.auth.models import TokenFamily
+from app.auth.ratelimit import RateLimiter
+from app.auth.tokens import InvalidToken, TokenIssuer
+from app.cache import ObjectCache
+from app.db.session import SessionDep
+from app.errors import Forbidden, NotFound, Unauthorized
+from app.redis import key as redis_key
+from app.serviceaccounts.models import ServiceAccount
+from app.users.models import PLATFORM_ADMIN, User
+from app.workspaces.models import WORKSPACE_ROLES, Workspace, WorkspaceMember
+
+BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="edge-platform"'}
+
+
+@dataclass(frozen=True)
+class Principal:
+    kind: str  # "user" | "serviceaccount"
+    id: int
+    name: str
+    platform_role: str | None  # users and platform service accounts
+    workspace_id: int | None = None  # workspace service accounts
+    workspace_role: str | None = None
+    session_id: str | None = None
+
+    @property
+    def is_platform_admin(self) -> bool:
+        return self.platform_role == PLATFORM_ADMIN
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(self.name, self.kind)
+
+
+def user_subject(user: User) -> str:
+    return f"user:{user.uid}"
+
+
+def service_account_subject(account: ServiceAccount) -> str:
+    return f"serviceaccount:{account.uid}"
+
+
+def _unauthorized(detail: str) -> Unauthorized:
+    return Unauthorized(detail, headers=dict(BEARER_CHALLENGE))
+
+
+async def session_revoked(session: AsyncSession, cache: ObjectCache, session_id: str) -> bool:
+    """Is this login session revoked? PostgreSQL decides; Redis caches the answer."""
+
+    async def load() -> tuple[int, dict[str, Any]] | None:
+        try:
+            family_id = uuid.UUID(session_id)
+        except ValueError:
+            return 1, {"revoked": True}
+        family = await session.get(TokenFamily, family_id)
+        revoked = family is None or family.revoked_at is not None
+        return (1 if revoked else 0), {"revoked": revoked}
+
+    state = await cache.get_or_load(redis_key("sessions", session_id, tag=session_id), load)
+    return bool(state is None or state["revoked"])
+
+
+async def mark_session_revoked(cache: ObjectCache, session_id: str) -> None:
+    # Version 1 outranks the "valid" entry (version 0), so no replica can put it back.
+    await cache.put(redis_key("sessions", session_id, tag=session_id), 1, {"revoked": True})
+
+
+async def _load_principal(session: AsyncSession, subject: str, session_id: str) -> Principal:
+    kind, _, raw_uid = subject.partition(":")
+    try:
+        uid = uuid.UUID(raw_uid)
+    except ValueError:
+        raise _unauthorized("token subject is not recognised") from None
+    if kind == "user":
+        user = await session.scalar(select(User).where(User.uid == uid))
+        if user is None or user.disabled:
+            raise _unauthorized("the user of this token no longer exists or is disabled")
+        return Principal("user", user.id, user.name, user.platform_role, session_id=session_id)
+    if kind == "serviceaccount":
+        account = await session.scalar(select(ServiceAccount).where(ServiceAccount.uid == uid))
+        if account is None or account.disabled:
+            raise _unauthorized("the service account of this token no longer exists or is disabled")
+        if account.workspace_id is None:
+            return Principal(
+                "serviceaccount", account.id, account.name, account.role, session_id=session_id
+            )
+        return Principal(
+            "serviceaccount",
+            account.id,
+            account.name,
+            None,
+            workspace_id=account.workspace_id,
+            workspace_role=account.role,
+            session_id=session_id,
+        )
+    raise _unauthorized("token subject is not recognised")
+
+
+async def authenticate(request: Request, session: SessionDep) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise _unauthorized("a bearer token is required (Authorization: Bearer <token>)")
+    issuer: TokenIssuer = request.app.state.tokens
+    try:
+        claims = issuer.decode_access(token.strip())
+    except InvalidToken:
+        raise _unauthorized("the bearer token is invalid or expired") from None
+    if await session_revoked(session, request.app.state.cache, claims.session_id):
+        raise _unauthorized("the bearer token has been revoked")
+    principal = await _load_principal(session, claims.subject, claims.session_id)
+    request.state.principal = principal
+    limiter: RateLimiter = request.app.state.rate_limiter
+    await limiter.check(f"api:{principal.kind}:{principal.id}", limiter.api_per_minute)
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(authenticate)]
+
+
+def require_platform_admin(principal: CurrentPrincipal) -> Principal:
+    if not principal.is_platform_admin:
+        raise Forbidden("this needs the platform-admin role")
+    return principal
+
+
+PlatformAdmin = Annotated[Principal, Depends(require_platform_admin)]
+
+
+@dataclass(frozen=True)
+class WorkspaceAccess:
+    workspace: Workspace
+    principal: Principal
+    role: str  # the caller's effective role: viewer | operator | admin
+
+
+async def _workspace_access(
+    ws: str, principal: CurrentPrincipal, session: SessionDep
+) -> WorkspaceAccess:
+    workspace = await session.scalar(select(Workspace).where(Workspace.name == ws))
+    missing = NotFound(f"Workspace {ws!r} not found")
+    if workspace is None:
+        raise missing
+    if principal.is_platform_admin:
+        return WorkspaceAccess(workspace, principal, "admin")
+    if principal.kind == "serviceaccount":
+        if principal.workspace_id != workspace.id or principal.workspace_role is None:
+            raise missing
+        return WorkspaceAccess(workspace, principal, principal.workspace_role)
+    role = await session.scalar(
+        select(WorkspaceMember.role).where(
+            WorkspaceMember.workspace_id == workspace.id,
+            WorkspaceMember.user_id == principal.id,
+        )
+    )
+    if role is None:
+        raise missing  # exactly as a missing workspace: no existence leak
+    return WorkspaceAccess(workspace, principal, role)
+
+
+def workspace_role(minimum: str) -> Any:
+    """Dependency: the caller is a member of `{ws}` with at least `minimum`
+    (viewer < operator < admin); non-members get 404, members below it 403."""
+    needed = WORKSPACE_ROLES.index(minimum)
+
+    async def check(
+        access: Annotated[WorkspaceAccess, Depends(_workspace_access)],
+    ) -> WorkspaceAccess:
+        if WORKSPACE_ROLES.index(access.role) < needed:
+            raise Forbidden(
+                f"this needs the {minimum} role in workspace {access.workspace.name!r}; "
+                f"you are {access.role}"
+            )
+        return access
+
+    return Depends(check)
+
+
+WorkspaceViewer = Annotated[WorkspaceAccess, workspace_role("viewer")]
+WorkspaceOperator = Annotated[WorkspaceAccess, workspace_role("operator")]
+WorkspaceAdmin = Annotated[WorkspaceAccess, workspace_role("admin")]
+
+
+def audit_trail(request: Request, principal: Principal, workspace: str | None = None) -> AuditTrail:
+    return AuditTrail(RequestInfo.of(request), principal.actor, workspace)

@@ -1,0 +1,173 @@
+"""OAuth 2.0 endpoints (RFC 6749 token, RFC 7009 revoke), userinfo and discovery documents."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+from urllib.parse import unquote
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import select
+
+from app.audit.service import RequestInfo
+from app.auth.principal import CurrentPrincipal
+from app.auth.ratelimit import RateLimiter
+from app.auth.service import OAuthError, TokenService
+from app.db.session import SessionDep
+from app.kit.body import media_type
+from app.users.models import User
+
+router = APIRouter(tags=["auth"])
+
+FORM = "application/x-www-form-urlencoded"
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+_FORM_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            FORM: {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "grant_type": {
+                            "type": "string",
+                            "enum": ["password", "refresh_token", "client_credentials"],
+                        },
+                        "username": {"type": "string"},
+                        "password": {"type": "string", "format": "password"},
+                        "refresh_token": {"type": "string"},
+                        "client_id": {"type": "string"},
+                        "client_secret": {"type": "string", "format": "password"},
+                        "scope": {"type": "string"},
+                    },
+                    "required": ["grant_type"],
+                }
+            }
+        },
+    }
+}
+
+
+def _oauth_error(error: OAuthError) -> JSONResponse:
+    return JSONResponse(
+        {"error": error.error, "error_description": error.description},
+        status_code=error.status,
+        headers={**NO_STORE, **error.headers},
+    )
+
+
+def _basic_credentials(request: Request) -> tuple[str, str] | None:
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise OAuthError("invalid_client", "malformed Basic credentials", 401) from None
+    client_id, sep, secret = decoded.partition(":")
+    if not sep:
+        raise OAuthError("invalid_client", "malformed Basic credentials", 401)
+    return unquote(client_id), unquote(secret)
+
+
+async def _form(request: Request) -> dict[str, str]:
+    if media_type(request) != FORM:
+        raise OAuthError("invalid_request", f"the body must be {FORM}")
+    form = await request.form()
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+def _token_service(request: Request, session: SessionDep) -> TokenService:
+    return TokenService(
+        session,
+        request.app.state.settings,
+        request.app.state.tokens,
+        request.app.state.cache,
+        RequestInfo.of(request),
+    )
+
+
+@router.post("/oauth/token", operation_id="createToken", openapi_extra=_FORM_BODY)
+async def token(request: Request, session: SessionDep) -> JSONResponse:
+    """Issue tokens. Failures answer with RFC 6749 error bodies and are still audited."""
+    limiter: RateLimiter = request.app.state.rate_limiter
+    client_ip = request.client.host if request.client else "unknown"
+    await limiter.check(f"token-ip:{client_ip}", limiter.token_per_minute)
+    service = _token_service(request, session)
+    try:
+        form = await _form(request)
+        basic = _basic_credentials(request)
+        client_id = basic[0] if basic else form.get("client_id", "")
+        grant = form.get("grant_type")
+        if grant == "password":
+            result = await service.password_grant(
+                form.get("username", ""), form.get("password", ""), client_id
+            )
+        elif grant == "refresh_token":
+            result = await service.refresh_grant(form.get("refresh_token", ""), client_id)
+        elif grant == "client_credentials":
+            secret = basic[1] if basic else form.get("client_secret", "")
+            result = await service.client_credentials_grant(client_id, secret)
+        elif grant is None:
+            raise OAuthError("invalid_request", "grant_type is required")
+        else:
+            raise OAuthError("unsupported_grant_type", f"grant_type {grant!r} is not supported")
+    except OAuthError as error:
+        return _oauth_error(error)  # a response, not an exception: the audit record commits
+    return JSONResponse(result.body(), headers=NO_STORE)
+
+
+@router.post("/oauth/revoke", operation_id="revokeToken")
+async def revoke(request: Request, session: SessionDep) -> JSONResponse:
+    try:
+        form = await _form(request)
+    except OAuthError as error:
+        return _oauth_error(error)
+    await _token_service(request, session).revoke(form.get("token", ""))
+    return JSONResponse({}, headers=NO_STORE)  # RFC 7009: 200 whether or not it was known
+
+
+@router.get("/oauth/userinfo", operation_id="getUserInfo")
+async def userinfo(principal: CurrentPrincipal, session: SessionDep) -> dict[str, Any]:
+    if principal.kind != "user":
+        return {"sub": principal.name, "kind": principal.kind}
+    user = await session.scalar(select(User).where(User.id == principal.id))
+    assert user is not None  # authenticate() just loaded it
+    return {
+        "sub": str(user.uid),
+        "preferred_username": user.name,
+        "name": user.display_name,
+        "email": user.email,
+        "platform_role": user.platform_role,
+    }
+
+
+@router.get("/.well-known/openid-configuration", operation_id="getOpenIDConfiguration")
+async def openid_configuration(request: Request) -> dict[str, Any]:
+    base = request.app.state.settings.public_url
+    return {
+        "issuer": base,
+        "token_endpoint": f"{base}/oauth/token",
+        "revocation_endpoint": f"{base}/oauth/revoke",
+        "userinfo_endpoint": f"{base}/oauth/userinfo",
+        "jwks_uri": f"{base}/oauth/jwks",
+        "grant_types_supported": ["password", "refresh_token", "client_credentials"],
+        "token_endpoint_auth_methods_supported": [
+            "none",
+            "client_secret_basic",
+            "client_secret_post",
+        ],
+        "id_token_signing_alg_values_supported": [request.app.state.tokens.key.algorithm],
+        "response_types_supported": ["token"],
+        "subject_types_supported": ["public"],
+    }
+
+
+@router.get("/oauth/jwks", operation_id="getJWKS")
+async def jwks(request: Request) -> dict[str, Any]:
+    """Public keys for RS256/ES256 tokens; empty when tokens are HS256 (a shared secret)."""
+    result: dict[str, Any] = request.app.state.tokens.jwks()
+    return result

@@ -1,0 +1,53 @@
+"""First start: the `admin` user."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.auth.passwords import hash_secret
+from app.db.base import resource_version_seq
+from app.users.models import PLATFORM_ADMIN, User
+
+logger = logging.getLogger(__name__)
+
+ADMIN = "admin"
+
+
+async def ensure_admin(
+    sessionmaker: async_sessionmaker[AsyncSession], password: str | None, *, dev: bool
+) -> str | None:
+    """Create `admin` if it does not exist. Returns a generated password (dev only) once."""
+    async with sessionmaker.begin() as session:
+        if await session.scalar(select(User.id).where(User.name == ADMIN)) is not None:
+            return None
+        generated = None
+        if password is None:
+            if not dev:
+                logger.warning("no user %r exists and ADMIN_PASSWORD is not set", ADMIN)
+                return None
+            password = generated = secrets.token_urlsafe(12)
+        version = await session.scalar(resource_version_seq.next_value())
+        # Several API replicas may start at once: the first insert wins, the others do nothing.
+        result = await session.execute(
+            insert(User)
+            .values(
+                name=ADMIN,
+                resource_version=version,
+                display_name="Platform administrator",
+                password_hash=hash_secret(password),
+                platform_role=PLATFORM_ADMIN,
+                labels={},
+                annotations={},
+            )
+            .on_conflict_do_nothing(index_elements=["name"])
+            .returning(User.id)
+        )
+        if result.scalar() is None:
+            return None
+        logger.info("created the bootstrap user %r", ADMIN)
+        return generated

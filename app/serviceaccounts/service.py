@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+from sqlalchemy import ColumnElement
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.audit.service import AuditTrail
+from app.auth.passwords import hash_secret, new_client_secret
+from app.db.repository import ResourceRepository
+from app.errors import Unprocessable
+from app.kit.service import ResourceService
+from app.serviceaccounts.models import ServiceAccount
+from app.serviceaccounts.schemas import (
+    ServiceAccountIn,
+    ServiceAccountOut,
+    service_account_out,
+)
+from app.users.models import PLATFORM_ROLES
+from app.workspaces.models import WORKSPACE_ROLES, Workspace
+
+
+class ServiceAccountRepository(ResourceRepository[ServiceAccount]):
+    model = ServiceAccount
+    kind = "ServiceAccount"
+
+    def __init__(self, session: AsyncSession, workspace: Workspace | None) -> None:
+        super().__init__(session)
+        self.workspace = workspace
+
+    def scope(self) -> ColumnElement[bool]:
+        if self.workspace is None:
+            return ServiceAccount.workspace_id.is_(None)
+        return ServiceAccount.workspace_id == self.workspace.id
+
+
+class ServiceAccountService(ResourceService[ServiceAccount, ServiceAccountIn, ServiceAccountOut]):
+    """Platform accounts when `workspace` is None, else the accounts of that workspace."""
+
+    in_model = ServiceAccountIn
+
+    def __init__(
+        self, session: AsyncSession, workspace: Workspace | None, audit: AuditTrail
+    ) -> None:
+        super().__init__(session, ServiceAccountRepository(session, workspace), audit=audit)
+        self.workspace = workspace
+        self._new_secret: str | None = None
+
+    def new_row(self, name: str) -> ServiceAccount:
+        self._new_secret = new_client_secret()
+        scope = self.workspace.name if self.workspace else "platform"
+        return ServiceAccount(
+            name=name,
+            workspace_id=self.workspace.id if self.workspace else None,
+            client_id=f"sa-{scope}-{name}",
+            secret_hash=hash_secret(self._new_secret),
+        )
+
+    async def check_spec(self, body: ServiceAccountIn) -> None:
+        allowed = WORKSPACE_ROLES if self.workspace else PLATFORM_ROLES
+        if body.spec.role not in allowed:
+            raise Unprocessable(
+                f"spec.role must be one of {', '.join(allowed)} here",
+                errors=[{"field": "spec.role", "message": f"one of {', '.join(allowed)}"}],
+            )
+
+    def apply_spec(self, row: ServiceAccount, body: ServiceAccountIn) -> None:
+        row.display_name = body.spec.displayName
+        row.role = body.spec.role
+        row.disabled = body.spec.disabled
+
+    def render(self, row: ServiceAccount) -> ServiceAccountOut:
+        return service_account_out(row, self.workspace.name if self.workspace else None)
+
+    async def create(self, body: ServiceAccountIn) -> ServiceAccountOut:
+        out = await super().create(body)
+        out.status.clientSecret = self._new_secret  # shown once, stored only as a hash
+        return out

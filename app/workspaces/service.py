@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+from sqlalchemy import delete, select
+
+from app.errors import Conflict, NotFound, Unprocessable
+from app.kit.service import ResourceService
+from app.users.models import User
+from app.workspaces.models import Workspace, WorkspaceMember
+from app.workspaces.schemas import MemberOut, WorkspaceIn, WorkspaceOut, workspace_out
+
+
+class WorkspaceService(ResourceService[Workspace, WorkspaceIn, WorkspaceOut]):
+    in_model = WorkspaceIn
+
+    def new_row(self, name: str) -> Workspace:
+        return Workspace(name=name)
+
+    async def check_spec(self, body: WorkspaceIn) -> None:
+        manager = body.spec.manager
+        if manager is not None:
+            exists = await self.session.scalar(select(User.id).where(User.name == manager))
+            if exists is None:
+                raise Unprocessable(
+                    f"spec.manager: user {manager!r} does not exist",
+                    errors=[{"field": "spec.manager", "message": f"user {manager!r} not found"}],
+                )
+
+    def apply_spec(self, row: Workspace, body: WorkspaceIn) -> None:
+        spec = body.spec
+        row.display_name = spec.displayName
+        row.description = spec.description
+        row.manager = spec.manager
+        row.clusters = list(spec.clusters)
+        row.cluster_selector = (
+            spec.clusterSelector.model_dump(mode="json") if spec.clusterSelector else None
+        )
+
+    async def after_create(self, row: Workspace, body: WorkspaceIn) -> None:
+        if body.spec.manager is not None:
+            user_id = await self.session.scalar(
+                select(User.id).where(User.name == body.spec.manager)
+            )
+            self.session.add(WorkspaceMember(workspace_id=row.id, user_id=user_id, role="admin"))
+
+    def render(self, row: Workspace) -> WorkspaceOut:
+        return workspace_out(row)
+
+
+class MemberService:
+    """Members of one workspace; the router has already checked the caller's role."""
+
+    def __init__(self, workspace_service: WorkspaceService, workspace: Workspace) -> None:
+        self.session = workspace_service.session
+        self.audit = workspace_service.audit
+        self.workspace = workspace
+
+    def _out(self, user: str, role: str) -> MemberOut:
+        return MemberOut(workspace=self.workspace.name, user=user, role=role)
+
+    def _record(self, action: str, user: str, outcome: int = 200) -> None:
+        if self.audit is not None:
+            self.audit.record(
+                self.session, action=action, outcome=outcome, kind="WorkspaceMember", name=user
+            )
+
+    async def list(self) -> list[MemberOut]:
+        rows = await self.session.execute(
+            select(User.name, WorkspaceMember.role)
+            .join(User, User.id == WorkspaceMember.user_id)
+            .where(WorkspaceMember.workspace_id == self.workspace.id)
+            .order_by(User.name)
+        )
+        return [self._out(name, role) for name, role in rows.all()]
+
+    async def _membership(self, user: str) -> WorkspaceMember:
+        member = await self.session.scalar(
+            select(WorkspaceMember)
+            .join(User, User.id == WorkspaceMember.user_id)
+            .where(WorkspaceMember.workspace_id == self.workspace.id, User.name == user)
+            .with_for_update(of=WorkspaceMember)
+        )
+        if member is None:
+            raise NotFound(f"user {user!r} is not a member of workspace {self.workspace.name!r}")
+        return member
+
+    async def read(self, user: str) -> MemberOut:
+        return self._out(user, (await self._membership(user)).role)
+
+    async def add(self, user: str, role: str) -> MemberOut:
+        user_id = await self.session.scalar(select(User.id).where(User.name == user))
+        if user_id is None:
+            raise Unprocessable(
+                f"user: {user!r} does not exist",
+                errors=[{"field": "user", "message": f"user {user!r} not found"}],
+            )
+        exists = await self.session.scalar(
+            select(WorkspaceMember.id).where(
+                WorkspaceMember.workspace_id == self.workspace.id,
+                WorkspaceMember.user_id == user_id,
+            )
+        )
+        if exists is not None:
+            raise Conflict(f"user {user!r} is already a member", code="AlreadyExists")
+        self.session.add(
+            WorkspaceMember(workspace_id=self.workspace.id, user_id=user_id, role=role)
+        )
+        await self.session.flush()
+        self._record("create", user, 201)
+        return self._out(user, role)
+
+    async def change_role(self, user: str, role: str) -> MemberOut:
+        member = await self._membership(user)
+        member.role = role
+        await self.session.flush()
+        self._record("update", user)
+        return self._out(user, role)
+
+    async def remove(self, user: str) -> MemberOut:
+        member = await self._membership(user)
+        out = self._out(user, member.role)
+        await self.session.execute(delete(WorkspaceMember).where(WorkspaceMember.id == member.id))
+        self._record("delete", user)
+        return out
