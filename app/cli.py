@@ -79,8 +79,12 @@ def _settings(args: argparse.Namespace, flag_argv: Sequence[str]) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
+    from app.auth.tokens import load_signing_key
+
     settings = _settings(args, flag_argv)
     settings.check_production_secrets()
+    settings.database  # noqa: B018 - fails early with a clear message when unset
+    load_signing_key(settings)  # likewise for JWT_SECRET / JWT_PRIVATE_KEY_FILE
     configure_logging(settings.log_level)
     if args.workers > 1:
         if settings.metrics_bind_address or settings.health_probe_bind_address:
@@ -150,6 +154,8 @@ def cmd_dev(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
                 f"  state:     {state.path}\n"
                 f"  postgres:  {'embedded' if postgres else 'DATABASE_URL'}\n"
                 f"  redis:     {'embedded' if redis else 'configured'}\n"
+                "  login:     user 'admin' (ADMIN_PASSWORD, or the password printed on first\n"
+                "             start): POST /oauth/token grant_type=password client_id=edge-console\n"
                 "  Press Ctrl-C to stop.",
                 flush=True,
             )

@@ -115,10 +115,43 @@ async def _truncate(url: str) -> None:
         await conn.close()
 
 
+ADMIN_PASSWORD = "admin-test-password"
+JWT_SECRET = "test-jwt-secret-that-is-long-enough-0123456789"
+
+
 def make_settings(database_url: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {"database_url": database_url, "database_connect_timeout": 2.0}
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "database_connect_timeout": 2.0,
+        "jwt_secret": JWT_SECRET,
+        "admin_password": ADMIN_PASSWORD,
+        # Tests log in far more often than people do; the limit itself has its own test.
+        "rate_limit_token_per_minute": 100_000,
+    }
     values.update(overrides)
     return Settings(**values)
+
+
+async def login(
+    client: httpx.AsyncClient, username: str = "admin", password: str = ADMIN_PASSWORD
+) -> str:
+    response = await client.post(
+        "/oauth/token",
+        data={
+            "grant_type": "password",
+            "username": username,
+            "password": password,
+            "client_id": "edge-console",
+        },
+    )
+    assert response.status_code == 200, response.text
+    token: str = response.json()["access_token"]
+    return token
+
+
+async def authenticated(client: httpx.AsyncClient, *args: str) -> httpx.AsyncClient:
+    client.headers["Authorization"] = f"Bearer {await login(client, *args)}"
+    return client
 
 
 @contextlib.asynccontextmanager
@@ -170,8 +203,9 @@ async def settings(request: pytest.FixtureRequest, clean_database: str) -> Setti
 
 @pytest.fixture
 async def app_client(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    async with running_app(settings) as pair:
-        yield pair
+    """The app and a client signed in as the bootstrap admin."""
+    async with running_app(settings) as (app, client):
+        yield app, await authenticated(client)
 
 
 @pytest.fixture
@@ -184,4 +218,4 @@ async def api(standalone_settings: Settings) -> AsyncIterator[httpx.AsyncClient]
     """A client against the app with standalone Redis (tests that do not depend on the mode)."""
     await _flush_redis(standalone_settings)
     async with running_app(standalone_settings) as (_, client):
-        yield client
+        yield await authenticated(client)

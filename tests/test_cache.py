@@ -8,12 +8,14 @@ from fastapi import FastAPI
 from app.cache import ObjectCache
 from app.config import Settings
 from app.redis import key
-from tests.conftest import running_app
+from tests.conftest import authenticated, running_app
 from tests.regions.test_regions_api import API, region
 
 
 async def test_read_after_update_on_another_replica_is_fresh(settings: Settings) -> None:
     async with running_app(settings) as (_, replica_a), running_app(settings) as (_, replica_b):
+        await authenticated(replica_a)
+        await authenticated(replica_b)
         await replica_a.post(API, json=region("east-china", displayName="v1"))
         assert (await replica_a.get(f"{API}/east-china")).json()["spec"]["displayName"] == "v1"
 

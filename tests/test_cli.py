@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,6 +65,15 @@ def test_production_refuses_the_guide_placeholders() -> None:
     assert "placeholder" in lines[0]
 
 
+def test_serve_without_a_signing_secret_says_so() -> None:
+    env = clean_env(DATABASE_URL="postgres://edge@127.0.0.1:1/edge")
+    result = run_cli("serve", env=env)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "edge-platform: configuration error: JWT_SECRET must be set (or JWT_PRIVATE_KEY_FILE)"
+    ]
+
+
 def test_version() -> None:
     assert run_cli("version").stdout.startswith("edge-platform ")
 
@@ -108,7 +119,12 @@ def test_serve_with_the_guide_api_server_args(
       --leader-elect-renew-deadline=10s
       --leader-elect-retry-period=2s
     """
-    env = clean_env(DATABASE_URL=clean_database, REDIS_URL=redis_server.url, API_SERVER_ARGS=args)
+    env = clean_env(
+        DATABASE_URL=clean_database,
+        REDIS_URL=redis_server.url,
+        API_SERVER_ARGS=args,
+        JWT_SECRET="x" * 40,
+    )
     process = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(api_port)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -123,12 +139,36 @@ def test_serve_with_the_guide_api_server_args(
     assert httpx.get(f"http://127.0.0.1:{metrics_port}/api/v1/regions").status_code == 404
 
     secret_query = "/api/v1/regions?token=s3cr3t-in-query"
-    assert httpx.get(f"http://127.0.0.1:{api_port}{secret_query}").status_code == 200
+    assert httpx.get(f"http://127.0.0.1:{api_port}{secret_query}").status_code == 401
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=30)
     assert process.returncode == 0, output
     assert '"route": "/api/v1/regions"' in output  # JSON access log with the route template
     assert "s3cr3t" not in output  # query strings are never logged
+
+
+class Output:
+    """Collects a process's output lines while it runs."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        assert process.stdout is not None
+        stream = process.stdout
+        self._thread = threading.Thread(target=lambda: self.lines.extend(stream), daemon=True)
+        self._thread.start()
+
+    def wait_for(self, pattern: str, timeout: float = 30) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if match := re.search(pattern, line):
+                    return match
+            time.sleep(0.1)
+        raise AssertionError(f"{pattern!r} not printed:\n{''.join(self.lines)}")
+
+    def text(self) -> str:
+        self._thread.join(timeout=30)
+        return "".join(self.lines)
 
 
 def test_dev_starts_on_the_embedded_default_and_keeps_data(
@@ -137,38 +177,50 @@ def test_dev_starts_on_the_embedded_default_and_keeps_data(
     """The README's run command on a machine with nothing configured."""
     state = workdir / f"dev-state-{time.monotonic_ns()}"
     port = free_port()
+    base = f"http://127.0.0.1:{port}"
 
-    def start() -> subprocess.Popen[str]:
+    def start() -> tuple[subprocess.Popen[str], Output]:
         command = ["dev", "--port", str(port), "--state-dir", str(state)]
         process = subprocess.Popen(
             [sys.executable, "-m", "app.cli", *command],
             env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         process_cleanup.append(process)
-        return process
+        return process, Output(process)
 
-    process = start()
-    took = wait_ready(f"http://127.0.0.1:{port}/readyz", process, 30)
-    ready = httpx.get(f"http://127.0.0.1:{port}/readyz").json()
-    assert ready["status"] == "ok", ready
+    process, output = start()
+    took = wait_ready(f"{base}/readyz", process, 30)
+    assert httpx.get(f"{base}/readyz").json()["status"] == "ok"
+    password = output.wait_for(r"user 'admin' with password: (\S+)").group(1)
+    token = httpx.post(
+        f"{base}/oauth/token",
+        data={"grant_type": "password", "username": "admin", "password": password,
+              "client_id": "edge-console"},
+    ).json()["access_token"]  # fmt: skip
+    auth = {"Authorization": f"Bearer {token}"}
     created = httpx.post(
-        f"http://127.0.0.1:{port}/api/v1/regions",
+        f"{base}/api/v1/regions",
         content="metadata: {name: east-china}\nspec: {displayName: East China}\n",
-        headers={"content-type": "application/yaml"},
+        headers={"content-type": "application/yaml", **auth},
     )
     assert created.status_code == 201, created.text
     process.send_signal(signal.SIGINT)  # Ctrl-C
-    output, _ = process.communicate(timeout=60)
-    assert process.returncode in (0, 130), output
-    assert f"http://127.0.0.1:{port}/api/v1" in output
+    process.wait(timeout=60)
+    text = output.text()
+    assert process.returncode in (0, 130), text
+    assert f"{base}/api/v1" in text
     assert not (state / "postgres" / "postmaster.pid").exists(), "embedded PostgreSQL left running"
+    # The generated password is shown on the terminal once, never in a log line.
+    assert sum(password in line for line in text.splitlines()) == 1
+    assert not any(password in line for line in text.splitlines() if line.startswith("{"))
 
-    process = start()
-    wait_ready(f"http://127.0.0.1:{port}/readyz", process, 30)
-    kept = httpx.get(f"http://127.0.0.1:{port}/api/v1/regions/east-china")
+    process, output = start()
+    wait_ready(f"{base}/readyz", process, 30)
+    kept = httpx.get(f"{base}/api/v1/regions/east-china", headers=auth)
     assert kept.status_code == 200
     assert kept.json()["spec"]["displayName"] == "East China"
     process.send_signal(signal.SIGTERM)
-    process.communicate(timeout=60)
+    process.wait(timeout=60)
     assert process.returncode == 0
+    assert password not in output.text()  # not printed again
     assert took < 30

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from app.config import Settings
-from tests.conftest import make_settings, running_app
+from tests.conftest import authenticated, make_settings, running_app
 from tests.regions.test_regions_api import API, assert_problem, region
 from tests.support.services import PostgresProcess, RedisProcess, start_redis_cluster
 
@@ -44,6 +44,7 @@ async def test_postgres_outage_gives_503_then_heals(
 ) -> None:
     settings = make_settings(own_postgres.url, redis_url=redis_server.url, database_pool_timeout=2)
     async with running_app(settings) as (_, client):
+        await authenticated(client)
         acknowledged = []
         for i in range(5):
             response = await client.post(API, json=region(f"before-{i}"))
@@ -87,6 +88,7 @@ async def test_redis_down_reads_and_writes_still_served(clean_database: str, wor
     settings = make_settings(clean_database, redis_url=redis.url, redis_timeout=0.3)
     try:
         async with running_app(settings) as (app, client):
+            await authenticated(client)
             await client.post(API, json=region("east-china", displayName="v1"))
             assert (await client.get(f"{API}/east-china")).status_code == 200  # now cached
 
@@ -127,6 +129,7 @@ async def test_redis_cluster_node_lost_keeps_serving(clean_database: str, workdi
     )
     try:
         async with running_app(settings) as (app, client):
+            await authenticated(client)
             for i in range(6):
                 await client.post(API, json=region(f"r{i}"))
                 assert (await client.get(f"{API}/r{i}")).status_code == 200
@@ -149,6 +152,7 @@ async def test_redis_unreachable_at_start_is_degraded_not_fatal(
 ) -> None:
     settings: Settings = make_settings(clean_database, redis_url="redis://127.0.0.1:1/0")
     async with running_app(settings) as (_, client):
+        await authenticated(client)
         assert (await client.post(API, json=region("east-china"))).status_code == 201
         assert (await client.get(f"{API}/east-china")).status_code == 200
         ready = await client.get("/readyz")
@@ -160,10 +164,16 @@ async def test_request_while_database_is_unreachable_from_start(
     redis_server: RedisProcess,
 ) -> None:
     settings = make_settings("postgresql://postgres@127.0.0.1:1/none", redis_url=redis_server.url)
-    async with running_app(settings) as (_, client):
-        response = await client.get(API)
+    async with running_app(settings) as (app, client):
+        # A token minted without the database: the request itself must then reach PostgreSQL.
+        token = app.state.tokens.issue_access(
+            subject=f"user:{uuid.uuid4()}",
+            session_id=uuid.uuid4(),
+            client_id="edge-console",
+            claims={},
+        )
+        response = await client.get(API, headers={"Authorization": f"Bearer {token}"})
         assert_problem(response, 503, "database")
-        assert isinstance(response, httpx.Response)
 
 
 async def test_cache_writes_missed_during_an_outage_are_sent_on_recovery(

@@ -4,7 +4,8 @@ A domain router calls `add_resource_routes` with its models, a dependency that b
 service, and the permission dependencies for reads and writes; it adds any extra routes itself.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: the routes below are closures whose
+# annotations name local variables, which FastAPI can only see when evaluated eagerly.
 
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any
