@@ -154,7 +154,7 @@ def cmd_dev(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
                 f"  state:     {state.path}\n"
                 f"  postgres:  {'embedded' if postgres else 'DATABASE_URL'}\n"
                 f"  redis:     {'embedded' if redis else 'configured'}\n"
-                "  login:     user 'admin': ADMIN_PASSWORD, or the password printed on first start\n"
+                "  login:     user 'admin': ADMIN_PASSWORD or the password printed at first start\n"
                 "             (POST /oauth/token grant_type=password client_id=edge-console)\n"
                 "  Press Ctrl-C to stop.",
                 flush=True,
