@@ -164,7 +164,7 @@ async def running_app(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.
             yield app, client
 
 
-async def _flush_redis(settings: Settings) -> None:
+async def flush_redis(settings: Settings) -> None:
     from app.redis import RedisGateway
 
     gateway = RedisGateway(url=settings.redis_url, addresses=settings.redis_addresses)
@@ -197,7 +197,7 @@ async def settings(request: pytest.FixtureRequest, clean_database: str) -> Setti
     else:
         server: RedisProcess = request.getfixturevalue("redis_server")
         result = make_settings(clean_database, redis_url=server.url)
-    await _flush_redis(result)
+    await flush_redis(result)
     return result
 
 
@@ -216,6 +216,6 @@ async def client(app_client: tuple[FastAPI, httpx.AsyncClient]) -> httpx.AsyncCl
 @pytest.fixture
 async def api(standalone_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """A client against the app with standalone Redis (tests that do not depend on the mode)."""
-    await _flush_redis(standalone_settings)
+    await flush_redis(standalone_settings)
     async with running_app(standalone_settings) as (_, client):
         yield await authenticated(client)

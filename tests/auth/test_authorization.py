@@ -148,7 +148,8 @@ PLATFORM_ADMIN_CALLS = [
     ("DELETE", "/api/v1/users/admin", None),
     ("POST", "/api/v1/workspaces", {"metadata": {"name": "w"}, "spec": {}}),
     ("GET", "/api/v1/serviceaccounts", None),
-    ("POST", "/api/v1/serviceaccounts", {"metadata": {"name": "s"}, "spec": {"role": "platform-admin"}}),
+    ("POST", "/api/v1/serviceaccounts",
+     {"metadata": {"name": "s"}, "spec": {"role": "platform-admin"}}),
     ("GET", "/api/v1/auditlogs", None),
 ]  # fmt: skip
 

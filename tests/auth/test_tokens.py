@@ -138,9 +138,9 @@ async def test_revocation_survives_a_redis_flush(
     _, client = app_client
     tokens = (await client.post(TOKEN, data=password_form())).json()
     await client.post("/oauth/revoke", data={"token": tokens["refresh_token"]})
-    from tests.conftest import _flush_redis
+    from tests.conftest import flush_redis
 
-    await _flush_redis(settings)  # as a Redis restart without persistence would
+    await flush_redis(settings)  # as a Redis restart without persistence would
     await assert_rejected(client, tokens["access_token"])
 
 
