@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 import app as app_package
 from app.audit.router import router as audit_router
 from app.audit.service import RequestInfo, record
+from app.auth.oidc import OIDCClient
 from app.auth.ratelimit import RateLimiter
 from app.auth.router import router as auth_router
 from app.auth.tokens import TokenIssuer
@@ -63,6 +64,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     app.state.cache = ObjectCache(app.state.redis)
     app.state.tokens = TokenIssuer(settings)
+    app.state.oidc = OIDCClient(settings, app.state.redis) if settings.oauth_issuer else None
     app.state.rate_limiter = RateLimiter(
         app.state.redis, settings.rate_limit_api_per_minute, settings.rate_limit_token_per_minute
     )

@@ -7,15 +7,17 @@ import binascii
 from typing import Any
 from urllib.parse import unquote
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse, RedirectResponse
 from sqlalchemy import select
 
 from app.audit.service import RequestInfo
+from app.auth.oidc import OIDCClient, OIDCError
 from app.auth.principal import CurrentPrincipal
 from app.auth.ratelimit import RateLimiter
 from app.auth.service import OAuthError, TokenService
 from app.db.session import SessionDep
+from app.errors import NotFound
 from app.kit.body import media_type
 from app.users.models import User
 
@@ -117,6 +119,50 @@ async def token(request: Request, session: SessionDep) -> JSONResponse:
             raise OAuthError("unsupported_grant_type", f"grant_type {grant!r} is not supported")
     except OAuthError as error:
         return _oauth_error(error)  # a response, not an exception: the audit record commits
+    return JSONResponse(result.body(), headers=NO_STORE)
+
+
+def _oidc(request: Request) -> OIDCClient:
+    client: OIDCClient | None = request.app.state.oidc
+    if client is None:
+        raise NotFound("external login is not configured (set OAUTH_ISSUER)")
+    return client
+
+
+@router.get(
+    "/oauth/authorize",
+    operation_id="startExternalLogin",
+    status_code=302,
+    response_class=RedirectResponse,
+    responses={302: {"description": "Redirect to the external OpenID Connect issuer"}},
+)
+async def authorize(request: Request) -> Response:
+    try:
+        url = await _oidc(request).authorization_url()
+    except OIDCError as error:
+        return _oauth_error(OAuthError(error.error, error.description, error.status))
+    return RedirectResponse(url, status_code=302, headers=NO_STORE)
+
+
+@router.get("/oauth/callback", operation_id="completeExternalLogin")
+async def callback(
+    request: Request, session: SessionDep, code: str = "", state: str = "", error: str = ""
+) -> JSONResponse:
+    """The issuer sends the browser back here; answers with platform tokens."""
+    client = _oidc(request)
+    service = _token_service(request, session)
+    try:
+        if error:
+            raise OAuthError("access_denied", f"the identity provider answered {error!r}")
+        if not code or not state:
+            raise OAuthError("invalid_request", "code and state are required")
+        try:
+            identity = await client.complete(code, state)
+        except OIDCError as failure:
+            raise OAuthError(failure.error, failure.description, failure.status) from failure
+        result = await service.external_login(identity)
+    except OAuthError as failure:
+        return _oauth_error(failure)
     return JSONResponse(result.body(), headers=NO_STORE)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -13,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.audit.models import AuditLog
 from app.audit.service import Actor, RequestInfo, record
 from app.auth.models import RefreshToken, TokenFamily
+from app.auth.oidc import ExternalIdentity
 from app.auth.passwords import MAX_PASSWORD_LENGTH, verify_secret
 from app.auth.principal import mark_session_revoked, service_account_subject, user_subject
 from app.auth.tokens import (
@@ -24,6 +27,7 @@ from app.auth.tokens import (
 )
 from app.cache import ObjectCache
 from app.config import Settings
+from app.db.base import resource_version_seq
 from app.db.session import after_commit
 from app.serviceaccounts.models import ServiceAccount
 from app.users.models import User
@@ -166,6 +170,54 @@ class TokenService:
         self._login_record(username, 200, f"password grant, client {client_id}")
         family = await self._start_session(user_subject(user), client_id)
         return await self._issue(family, {"preferred_username": user.name}, with_refresh=True)
+
+    # external OpenID Connect login ---------------------------------------------------------
+
+    async def external_login(self, identity: ExternalIdentity) -> TokenResponse:
+        """Link the issuer's user to a platform user by (issuer, subject), creating it on its
+        first login, and issue platform tokens."""
+        user = await self.session.scalar(
+            select(User).where(
+                User.identity_provider == identity.issuer,
+                User.external_subject == identity.subject,
+            )
+        )
+        if user is None:
+            user = await self._provision(identity)
+        if user.disabled:
+            self._login_record(user.name, 401, f"disabled user, issuer {identity.issuer}")
+            raise OAuthError("access_denied", "this user is disabled", 403)
+        user.last_login_time = _now()
+        self._login_record(user.name, 200, f"OIDC login, issuer {identity.issuer}")
+        family = await self._start_session(user_subject(user), self.settings.oauth_client_id)
+        return await self._issue(family, {"preferred_username": user.name}, with_refresh=True)
+
+    async def _provision(self, identity: ExternalIdentity) -> User:
+        claims = identity.claims
+        wanted = str(
+            claims.get("preferred_username") or str(claims.get("email", "")).split("@")[0] or "user"
+        )
+        base = re.sub(r"[^a-z0-9-]+", "-", wanted.lower()).strip("-")[:50] or "user"
+        name = base
+        if await self.session.scalar(select(User.id).where(User.name == name)) is not None:
+            # Never take over an existing local user: a suffix from the subject keeps them apart.
+            suffix = hashlib.sha256(f"{identity.issuer} {identity.subject}".encode()).hexdigest()
+            name = f"{base}-{suffix[:8]}"
+        version = int(await self.session.scalar(resource_version_seq.next_value()))
+        email = claims.get("email")
+        user = User(
+            name=name,
+            resource_version=version,
+            display_name=str(claims.get("name") or name)[:253],
+            email=str(email)[:320] if email else None,
+            identity_provider=identity.issuer,
+            external_subject=identity.subject,
+            labels={},
+            annotations={},
+        )
+        self.session.add(user)
+        await self.session.flush()
+        return user
 
     # refresh_token ----------------------------------------------------------------------------
 
