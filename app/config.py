@@ -185,9 +185,6 @@ class Settings(BaseSettings):
     )
     access_token_ttl: Seconds = Field(3600.0, description="Access token lifetime.")
     refresh_token_ttl: Seconds = Field(7 * 86400.0, description="Refresh token lifetime.")
-    oauth_accept_issuer_tokens: bool = Field(
-        False, description="Also accept the external issuer's access tokens as bearer tokens."
-    )
     login_lockout_failures: int = Field(
         5, ge=1, description="Failed logins of one user within the window that lock it."
     )

@@ -157,6 +157,9 @@ def test_bad_database_urls() -> None:
         ({"encryption_key": "x" * 10}, "ENCRYPTION_KEY is 10 bytes"),
         ({"database_url": None}, "DATABASE_URL must be set"),
         ({"redis_addresses": []}, "REDIS_ADDRESSES or REDIS_URL"),
+        ({"admin_password": "P@88w0rd"}, "ADMIN_PASSWORD is a well-known or short password"),
+        ({"admin_password": "admin"}, "ADMIN_PASSWORD"),
+        ({"admin_password": "short-pw"}, "ADMIN_PASSWORD"),
     ],
 )
 def test_production_refuses_placeholder_and_short_secrets(
