@@ -20,6 +20,8 @@ PUBLIC = {
     "/oauth/token",
     "/oauth/revoke",
     "/oauth/jwks",
+    "/oauth/authorize",  # starts a login
+    "/oauth/callback",  # completes a login
     "/.well-known/openid-configuration",
     "/openapi.json",
     "/docs",
