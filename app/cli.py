@@ -80,11 +80,13 @@ def _settings(args: argparse.Namespace, flag_argv: Sequence[str]) -> Settings:
 
 def cmd_serve(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
     from app.auth.tokens import load_signing_key
+    from app.crypto import secret_box
 
     settings = _settings(args, flag_argv)
     settings.check_production_secrets()
     settings.database  # noqa: B018 - fails early with a clear message when unset
     load_signing_key(settings)  # likewise for JWT_SECRET / JWT_PRIVATE_KEY_FILE
+    secret_box(settings)  # and ENCRYPTION_KEY
     configure_logging(settings.log_level)
     if args.workers > 1:
         if settings.metrics_bind_address or settings.health_probe_bind_address:
@@ -168,6 +170,29 @@ def cmd_dev(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
     return 0
 
 
+def cmd_rotate_key(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
+    """Re-encrypt stored secrets with the current ENCRYPTION_KEY (previous keys in
+    ENCRYPTION_KEYS_PREVIOUS must still be set while this runs)."""
+    from app.clusters.service import rotate_kubeconfigs
+    from app.crypto import secret_box
+    from app.db.engine import create_engine, create_sessionmaker
+
+    settings = load_settings()
+    box = secret_box(settings)
+
+    async def rotate() -> int:
+        engine = create_engine(settings)
+        try:
+            async with create_sessionmaker(engine).begin() as session:
+                return await rotate_kubeconfigs(session, box)
+        finally:
+            await engine.dispose()
+
+    count = asyncio.run(rotate())
+    print(f"re-encrypted {count} kubeconfig(s) with key {box.current_id}")
+    return 0
+
+
 def cmd_version(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
     print(f"edge-platform {app_package.__version__}")
     return 0
@@ -202,6 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--state-dir", help="state folder (env EDGE_STATE_DIR, ./.edge-platform)")
     add_server_flags(dev)
     dev.set_defaults(handler=cmd_dev)
+
+    rotate = commands.add_parser(
+        "rotate-key", help="re-encrypt stored secrets with the current ENCRYPTION_KEY"
+    )
+    rotate.set_defaults(handler=cmd_rotate_key)
 
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(handler=cmd_version)

@@ -196,6 +196,11 @@ class Settings(BaseSettings):
         3000, ge=1, description="API requests per principal and minute."
     )
     encryption_key: str | None = Field(None, description="Key for secrets at rest.")
+    encryption_keys_previous: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Earlier ENCRYPTION_KEY values, comma-separated: still decrypt until "
+        "`edge-platform rotate-key` has re-encrypted everything.",
+    )
 
     edge_state_dir: Path = Field(Path(".edge-platform"), description="State folder of `dev`.")
     allow_private_cluster_endpoints: bool | None = Field(
@@ -224,9 +229,9 @@ class Settings(BaseSettings):
     leader_elect_renew_deadline: Seconds = Field(10.0, description="Leader renew deadline.")
     leader_elect_retry_period: Seconds = Field(2.0, description="Leader election retry period.")
 
-    @field_validator("redis_addresses", mode="before")
+    @field_validator("redis_addresses", "encryption_keys_previous", mode="before")
     @classmethod
-    def _addresses(cls, value: Any) -> Any:
+    def _comma_separated(cls, value: Any) -> Any:
         return _split_addresses(value)
 
     @field_validator("redis_addresses")

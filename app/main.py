@@ -20,10 +20,13 @@ from app.auth.router import router as auth_router
 from app.auth.tokens import TokenIssuer
 from app.bootstrap import ensure_admin
 from app.cache import ObjectCache
+from app.clusters.router import nodegroups as nodegroups_router
+from app.clusters.router import router as clusters_router
 from app.config import Settings, load_settings
+from app.crypto import secret_box
 from app.db.engine import create_engine, create_sessionmaker
 from app.errors import install_error_handlers, is_database_unavailable
-from app.kit.body import MAX_CHART_BYTES, BodySizeLimitMiddleware
+from app.kit.body import MAX_BODY_BYTES, MAX_CHART_BYTES, BodySizeLimitMiddleware
 from app.kit.idempotency import purge_expired_keys
 from app.kit.openapi import add_body_schemas
 from app.observability import POOL_COLLECTOR, RequestContextMiddleware
@@ -64,6 +67,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     app.state.cache = ObjectCache(app.state.redis)
     app.state.tokens = TokenIssuer(settings)
+    app.state.secrets = secret_box(settings)
     app.state.oidc = OIDCClient(settings, app.state.redis) if settings.oauth_issuer else None
     app.state.rate_limiter = RateLimiter(
         app.state.redis, settings.rate_limit_api_per_minute, settings.rate_limit_token_per_minute
@@ -123,6 +127,8 @@ def create_app(settings: Settings | None = None, *, dev: bool = False) -> FastAP
         ops_router,
         auth_router,
         regions_router,
+        clusters_router,
+        nodegroups_router,
         users_router,
         workspaces_router,
         platform_accounts_router,
@@ -131,7 +137,11 @@ def create_app(settings: Settings | None = None, *, dev: bool = False) -> FastAP
     ):
         app.include_router(router)
     # Outermost first: every response, errors included, gets a request id and is measured.
-    app.add_middleware(BodySizeLimitMiddleware, limits={"/chartrepo/api/charts": MAX_CHART_BYTES})
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        # Clusters may carry a kubeconfig, whose own limit (512 KiB) answers with a clear 422.
+        limits={"/chartrepo/api/charts": MAX_CHART_BYTES, "/api/v1/clusters": 2 * MAX_BODY_BYTES},
+    )
     app.add_middleware(RequestContextMiddleware)
 
     def openapi() -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from app.audit.models import AuditLog
 from app.auth.models import RefreshToken, TokenFamily
+from app.clusters.models import Cluster, NodeGroup
 from app.db.base import Base
 from app.kit.idempotency import IdempotencyKey
 from app.regions.models import Region
@@ -12,7 +13,9 @@ from app.workspaces.models import Workspace, WorkspaceMember
 __all__ = [
     "AuditLog",
     "Base",
+    "Cluster",
     "IdempotencyKey",
+    "NodeGroup",
     "RefreshToken",
     "Region",
     "ServiceAccount",

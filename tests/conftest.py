@@ -117,6 +117,7 @@ async def _truncate(url: str) -> None:
 
 ADMIN_PASSWORD = "admin-test-password"
 JWT_SECRET = "test-jwt-secret-that-is-long-enough-0123456789"
+ENCRYPTION_KEY = "test-encryption-key-that-is-long-enough-0123456789"
 
 
 def make_settings(database_url: str, **overrides: Any) -> Settings:
@@ -124,6 +125,8 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "database_url": database_url,
         "database_connect_timeout": 2.0,
         "jwt_secret": JWT_SECRET,
+        "encryption_key": ENCRYPTION_KEY,
+        "allow_private_cluster_endpoints": True,  # edge clusters are emulated on loopback
         "admin_password": ADMIN_PASSWORD,
         # Tests log in far more often than people do; the limit itself has its own test.
         "rate_limit_token_per_minute": 100_000,

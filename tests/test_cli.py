@@ -35,7 +35,9 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("command", [[], ["serve"], ["migrate"], ["dev"], ["version"]])
+@pytest.mark.parametrize(
+    "command", [[], ["serve"], ["migrate"], ["dev"], ["version"], ["rotate-key"]]
+)
 def test_help(command: list[str]) -> None:
     result = run_cli(*command, "--help")
     assert result.returncode == 0, result.stderr
@@ -124,6 +126,7 @@ def test_serve_with_the_guide_api_server_args(
         REDIS_URL=redis_server.url,
         API_SERVER_ARGS=args,
         JWT_SECRET="x" * 40,
+        ENCRYPTION_KEY="y" * 40,
     )
     process = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(api_port)],

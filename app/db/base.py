@@ -21,7 +21,12 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {dict[str, Any]: JSONB, dict[str, str]: JSONB, list[str]: JSONB}
+    type_annotation_map = {
+        dict[str, Any]: JSONB,
+        dict[str, str]: JSONB,
+        list[str]: JSONB,
+        list[dict[str, Any]]: JSONB,
+    }
 
 
 # One sequence for every kind, like etcd's revision: a resourceVersion is globally ordered, so

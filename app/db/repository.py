@@ -40,7 +40,9 @@ class ResourceRepository(Generic[RowT]):
         return row
 
     async def page(self, page: PageRequest, query: Select[RowT] | None = None) -> Page[RowT]:
-        return await fetch_page(self.session, self.model, query or self.select(), page)
+        return await fetch_page(
+            self.session, self.model, self.select() if query is None else query, page
+        )
 
     async def add(self, row: RowT) -> RowT:
         if await self.get(row.name) is not None:

@@ -23,7 +23,7 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-class _NoAliasLoader(yaml.SafeLoader):
+class NoAliasLoader(yaml.SafeLoader):
     """SafeLoader that refuses anchors and aliases: they are how "billion laughs" bombs work,
     and an API object never needs them."""
 
@@ -72,7 +72,7 @@ def decode_json(raw: bytes) -> Any:
 
 def decode_yaml(raw: bytes) -> Any:
     try:
-        documents = list(yaml.load_all(raw, Loader=_NoAliasLoader))
+        documents = list(yaml.load_all(raw, Loader=NoAliasLoader))
     except RecursionError:
         raise BadRequest("malformed YAML body: nested too deeply") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:

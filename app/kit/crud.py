@@ -7,7 +7,7 @@ service, and the permission dependencies for reads and writes; it adds any extra
 # No `from __future__ import annotations` here: the routes below are closures whose
 # annotations name local variables, which FastAPI can only see when evaluated eagerly.
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
@@ -38,10 +38,14 @@ def add_resource_routes(
     in_model: type[ResourceIn[Any]],
     out_model: type[ResourceOut[Any, Any]],
     list_model: type[ResourceList[Any]],
-    service: Callable[..., ResourceService[Any, Any, Any]],
+    service: Callable[
+        ..., ResourceService[Any, Any, Any] | Awaitable[ResourceService[Any, Any, Any]]
+    ],
     read_access: Sequence[DependsParam],
     write_access: Sequence[DependsParam],
+    filters: Sequence[str] = (),
 ) -> None:
+    """`filters`: query parameters that filter lists by equality on the column of that name."""
     Service = Annotated[ResourceService[Any, Any, Any], Depends(service)]
     reads, writes = list(read_access), list(write_access)
 
@@ -53,8 +57,10 @@ def add_resource_routes(
         continue_: Annotated[str | None, Query(alias="continue")] = None,
         label_selector: Annotated[str | None, Query(alias="labelSelector")] = None,
     ) -> Response:
-        items, page = await service.list(page_request(limit, continue_, label_selector))
-        return routes.render_list(request, list_model, items, page)
+        chosen = {f: request.query_params[f] for f in filters if f in request.query_params}
+        page = page_request(limit, continue_, label_selector, **chosen)
+        items, result = await service.list(page, chosen)
+        return routes.render_list(request, list_model, items, result)
 
     @router.post(
         "",

@@ -59,7 +59,7 @@ class ResourceService(Generic[RowT, InT, OutT]):
     async def after_create(self, row: RowT, body: InT) -> None:
         """Work that needs the new row's id (e.g. the manager's membership)."""
 
-    def apply_spec(self, row: RowT, body: InT) -> None:
+    async def apply_spec(self, row: RowT, body: InT) -> None:
         """Copy the body's spec onto the row (after domain validation)."""
         raise NotImplementedError
 
@@ -112,7 +112,7 @@ class ResourceService(Generic[RowT, InT, OutT]):
         row = self.new_row(name)
         row.labels = body.metadata.labels or {}
         row.annotations = body.metadata.annotations or {}
-        self.apply_spec(row, body)
+        await self.apply_spec(row, body)
         row = await self.repository.add(row)
         await self.after_create(row, body)
         out = self.render(row)
@@ -136,9 +136,19 @@ class ResourceService(Generic[RowT, InT, OutT]):
             raise self.not_found(name)
         return found
 
-    async def list(self, page: PageRequest) -> tuple[list[OutT], Page[RowT]]:
-        result = await self.repository.page(page)
+    async def list(
+        self, page: PageRequest, filters: dict[str, str] | None = None
+    ) -> tuple[list[OutT], Page[RowT]]:
+        """One page; `filters` are equality filters on columns of the same name."""
+        query = self.repository.select()
+        for column, value in (filters or {}).items():
+            query = query.where(getattr(self.repository.model, column) == value)
+        result = await self.repository.page(page, query)
         return [self.render(row) for row in result.items], result
+
+    def editable(self, row: RowT) -> dict[str, Any]:
+        """The object as a write body, for merge patches (kinds with write-only fields adapt it)."""
+        return editable_form(self.render(row))
 
     async def _locked(self, name: str) -> RowT:
         row = await self.repository.get(name, for_update=True)
@@ -158,7 +168,7 @@ class ResourceService(Generic[RowT, InT, OutT]):
         before = self.render(row).spec
         row.labels = body.metadata.labels or {}
         row.annotations = body.metadata.annotations or {}
-        self.apply_spec(row, body)
+        await self.apply_spec(row, body)
         spec_changed = self.render(row).spec != before
         row = await self.repository.touch(row, spec_changed=spec_changed)
         out = self.render(row)
@@ -168,7 +178,7 @@ class ResourceService(Generic[RowT, InT, OutT]):
 
     async def patch(self, name: str, patch: dict[str, Any], if_match: str | None) -> OutT:
         row = await self._locked(name)
-        merged = merge_patch(editable_form(self.render(row)), patch)
+        merged = merge_patch(self.editable(row), patch)
         if not isinstance(merged, dict) or merged.get("metadata", {}).get("name") != name:
             raise Unprocessable(
                 "a patch cannot change metadata.name",

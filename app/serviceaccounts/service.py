@@ -62,7 +62,7 @@ class ServiceAccountService(ResourceService[ServiceAccount, ServiceAccountIn, Se
                 errors=[{"field": "spec.role", "message": f"one of {', '.join(allowed)}"}],
             )
 
-    def apply_spec(self, row: ServiceAccount, body: ServiceAccountIn) -> None:
+    async def apply_spec(self, row: ServiceAccount, body: ServiceAccountIn) -> None:
         row.display_name = body.spec.displayName
         row.role = body.spec.role
         row.disabled = body.spec.disabled

@@ -16,7 +16,7 @@ class UserService(ResourceService[User, UserIn, UserOut]):
     def new_row(self, name: str) -> User:
         return User(name=name)
 
-    def apply_spec(self, row: User, body: UserIn) -> None:
+    async def apply_spec(self, row: User, body: UserIn) -> None:
         spec = body.spec
         row.display_name = spec.displayName
         row.email = spec.email

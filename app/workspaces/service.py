@@ -25,7 +25,7 @@ class WorkspaceService(ResourceService[Workspace, WorkspaceIn, WorkspaceOut]):
                     errors=[{"field": "spec.manager", "message": f"user {manager!r} not found"}],
                 )
 
-    def apply_spec(self, row: Workspace, body: WorkspaceIn) -> None:
+    async def apply_spec(self, row: Workspace, body: WorkspaceIn) -> None:
         spec = body.spec
         row.display_name = spec.displayName
         row.description = spec.description

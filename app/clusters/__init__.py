@@ -1,0 +1,1 @@
+"""Edge clusters: inventory, kubeconfigs (encrypted), node groups and health status."""

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    DateTime,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+    true,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db.base import Base, ResourceMixin
+
+PHASES = ("Pending", "Ready", "NotReady", "Unreachable", "Disabled")
+
+
+class Cluster(ResourceMixin, Base):
+    __tablename__ = "clusters"
+    __table_args__ = (
+        UniqueConstraint("name"),
+        Index("ix_clusters_labels", "labels", postgresql_using="gin"),
+        Index("ix_clusters_region", "region"),
+        Index("ix_clusters_phase", "phase"),
+    )
+
+    # spec
+    # Region names never change, so the name itself is the reference.
+    region: Mapped[str] = mapped_column(ForeignKey("regions.name", ondelete="RESTRICT"))
+    zone: Mapped[str | None] = mapped_column(String(63))
+    provider: Mapped[str | None] = mapped_column(String(63))
+    display_name: Mapped[str | None] = mapped_column(String(253))
+    enabled: Mapped[bool] = mapped_column(default=True, server_default=true())
+    connection_type: Mapped[str] = mapped_column(String(16), default="direct")
+    endpoint: Mapped[str | None] = mapped_column(String(2048))
+    # The kubeconfig, encrypted (app.crypto); never returned.
+    kubeconfig_key_id: Mapped[str | None] = mapped_column(String(32))
+    kubeconfig_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
+    server: Mapped[str | None] = mapped_column(String(2048))
+    # status, written by the controller's prober
+    phase: Mapped[str] = mapped_column(String(16), default="Pending", server_default="Pending")
+    kubernetes_version: Mapped[str | None] = mapped_column(String(64))
+    node_count: Mapped[int] = mapped_column(default=0, server_default="0")
+    ready_node_count: Mapped[int] = mapped_column(default=0, server_default="0")
+    zones: Mapped[list[str]] = mapped_column(default=list, server_default="[]")
+    conditions: Mapped[list[dict[str, Any]]] = mapped_column(default=list, server_default="[]")
+    last_probe_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_ready_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    status_message: Mapped[str | None] = mapped_column(String(1024))
+
+
+class NodeGroup(ResourceMixin, Base):
+    """A named set of a cluster's nodes, chosen by a label selector."""
+
+    __tablename__ = "node_groups"
+    __table_args__ = (UniqueConstraint("cluster_id", "name"),)
+
+    cluster_id: Mapped[int] = mapped_column(ForeignKey("clusters.id", ondelete="CASCADE"))
+    display_name: Mapped[str | None] = mapped_column(String(253))
+    selector: Mapped[dict[str, Any] | None]
+    # status, written by the prober
+    node_count: Mapped[int] = mapped_column(default=0, server_default="0")
+    ready_node_count: Mapped[int] = mapped_column(default=0, server_default="0")
+    nodes: Mapped[list[str]] = mapped_column(default=list, server_default="[]")

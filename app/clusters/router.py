@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+
+from app.auth.principal import CurrentPrincipal, audit_trail, authenticate, require_platform_admin
+from app.clusters.models import Cluster
+from app.clusters.schemas import (
+    ClusterIn,
+    ClusterList,
+    ClusterOut,
+    NodeGroupIn,
+    NodeGroupList,
+    NodeGroupOut,
+)
+from app.clusters.service import (
+    ClusterRepository,
+    ClusterService,
+    NodeGroupService,
+    visible_clusters,
+)
+from app.db.session import SessionDep
+from app.errors import NotFound
+from app.kit.crud import add_resource_routes
+
+router = APIRouter(
+    prefix="/api/v1/clusters", tags=["clusters"], dependencies=[Depends(authenticate)]
+)
+nodegroups = APIRouter(
+    prefix="/api/v1/clusters/{cluster}/nodegroups",
+    tags=["clusters"],
+    dependencies=[Depends(authenticate)],
+)
+
+
+async def cluster_service(
+    request: Request, session: SessionDep, principal: CurrentPrincipal
+) -> ClusterService:
+    admin = principal.is_platform_admin
+    visible = await visible_clusters(session, None if admin else principal.id)
+    state = request.app.state
+    return ClusterService(
+        session,
+        ClusterRepository(session, visible),
+        state.settings,
+        state.secrets,
+        # The shared cache holds whole objects; callers who see a subset read PostgreSQL.
+        cache=state.cache if admin else None,
+        audit=audit_trail(request, principal),
+    )
+
+
+async def node_group_service(
+    request: Request, cluster: str, session: SessionDep, principal: CurrentPrincipal
+) -> NodeGroupService:
+    clusters = await cluster_service(request, session, principal)
+    row: Cluster | None = await clusters.repository.get(cluster)
+    if row is None:
+        raise NotFound(f"Cluster {cluster!r} not found")
+    return NodeGroupService(session, row, audit=audit_trail(request, principal))
+
+
+add_resource_routes(
+    router,
+    kind="Cluster",
+    plural="Clusters",
+    in_model=ClusterIn,
+    out_model=ClusterOut,
+    list_model=ClusterList,
+    service=cluster_service,
+    read_access=[],  # the repository shows each caller the clusters granted to them
+    write_access=[Depends(require_platform_admin)],
+    filters=("region", "phase", "provider"),
+)
+add_resource_routes(
+    nodegroups,
+    kind="NodeGroup",
+    plural="NodeGroups",
+    in_model=NodeGroupIn,
+    out_model=NodeGroupOut,
+    list_model=NodeGroupList,
+    service=node_group_service,
+    read_access=[],
+    write_access=[Depends(require_platform_admin)],
+)

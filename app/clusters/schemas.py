@@ -1,0 +1,179 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.clusters.models import Cluster, NodeGroup
+from app.kit.resource import ResourceIn, ResourceList, ResourceOut, object_meta
+from app.workspaces.schemas import LabelSelector
+
+Phase = Literal["Pending", "Ready", "NotReady", "Unreachable", "Disabled"]
+
+
+class ConnectionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["direct", "agent"] = "direct"
+    kubeconfig: str | None = Field(
+        None,
+        description="Kubeconfig YAML or base64. Write-only: stored encrypted, never returned. "
+        "Omit it on updates to keep the stored one.",
+        json_schema_extra={"writeOnly": True},
+    )
+    endpoint: str | None = Field(None, max_length=2048, description="Reachable API address.")
+
+
+class ConnectionOut(BaseModel):
+    type: Literal["direct", "agent"] = "direct"
+    endpoint: str | None = None
+    kubeconfigConfigured: bool = Field(False, description="A kubeconfig is stored.")
+
+
+class ClusterSpecBase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    region: str = Field(description="Name of an existing Region.")
+    zone: str | None = Field(None, max_length=63)
+    provider: str | None = Field(None, max_length=63)
+    displayName: str | None = Field(None, max_length=253)
+    enabled: bool = True
+
+
+class ClusterSpecIn(ClusterSpecBase):
+    connection: ConnectionIn = Field(default_factory=ConnectionIn)
+
+
+class ClusterSpec(ClusterSpecBase):
+    connection: ConnectionOut = Field(default_factory=ConnectionOut)
+
+
+class Condition(BaseModel):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str | None = None
+    message: str | None = None
+    lastTransitionTime: datetime | None = None
+
+
+class ClusterStatus(BaseModel):
+    phase: Phase = "Pending"
+    kubernetesVersion: str | None = None
+    nodeCount: int = 0
+    readyNodeCount: int = 0
+    zones: list[str] = Field(default_factory=list)
+    conditions: list[Condition] = Field(default_factory=list)
+    lastProbeTime: datetime | None = None
+    lastReadyTime: datetime | None = None
+    message: str | None = None
+
+
+class ClusterIn(ResourceIn[ClusterSpecIn]):
+    apiVersion: Literal["edge.theriseunion.io/v1alpha1"] = "edge.theriseunion.io/v1alpha1"
+    kind: Literal["Cluster"] = "Cluster"
+
+
+class ClusterOut(ResourceOut[ClusterSpec, ClusterStatus]):
+    kind: Literal["Cluster"] = "Cluster"
+
+
+class ClusterList(ResourceList[ClusterOut]):
+    kind: Literal["ClusterList"] = "ClusterList"
+
+
+def cluster_out(row: Cluster) -> ClusterOut:
+    return ClusterOut(
+        metadata=object_meta(row),
+        spec=ClusterSpec(
+            region=row.region,
+            zone=row.zone,
+            provider=row.provider,
+            displayName=row.display_name,
+            enabled=row.enabled,
+            connection=ConnectionOut(
+                type=row.connection_type,
+                endpoint=row.endpoint,
+                kubeconfigConfigured=row.kubeconfig_ciphertext is not None,
+            ),
+        ),
+        status=ClusterStatus(
+            phase=row.phase,
+            kubernetesVersion=row.kubernetes_version,
+            nodeCount=row.node_count,
+            readyNodeCount=row.ready_node_count,
+            zones=list(row.zones or []),
+            conditions=[Condition.model_validate(c) for c in row.conditions or []],
+            lastProbeTime=row.last_probe_time,
+            lastReadyTime=row.last_ready_time,
+            message=row.status_message,
+        ),
+    )
+
+
+def cluster_write_form(out: ClusterOut) -> dict[str, Any]:
+    """A Cluster as a write body (the stored kubeconfig is kept by leaving it out)."""
+    spec = out.spec.model_dump(mode="json", exclude_none=True)
+    spec["connection"].pop("kubeconfigConfigured", None)
+    return {
+        "apiVersion": out.apiVersion,
+        "kind": out.kind,
+        "metadata": {
+            "name": out.metadata.name,
+            "labels": out.metadata.labels,
+            "annotations": out.metadata.annotations,
+        },
+        "spec": spec,
+    }
+
+
+class NodeGroupSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    selector: LabelSelector | None = Field(
+        None,
+        description="Nodes of the group; default: label theriseunion.io/nodegroup=<name>.",
+    )
+    displayName: str | None = Field(None, max_length=253)
+
+
+class NodeGroupStatus(BaseModel):
+    nodeCount: int = 0
+    readyNodeCount: int = 0
+    nodes: list[str] = Field(default_factory=list)
+
+
+class NodeGroupIn(ResourceIn[NodeGroupSpec]):
+    apiVersion: Literal["edge.theriseunion.io/v1alpha1"] = "edge.theriseunion.io/v1alpha1"
+    kind: Literal["NodeGroup"] = "NodeGroup"
+    spec: NodeGroupSpec = Field(default_factory=NodeGroupSpec)
+
+
+class NodeGroupOut(ResourceOut[NodeGroupSpec, NodeGroupStatus]):
+    kind: Literal["NodeGroup"] = "NodeGroup"
+
+
+class NodeGroupList(ResourceList[NodeGroupOut]):
+    kind: Literal["NodeGroupList"] = "NodeGroupList"
+
+
+NODEGROUP_LABEL = "theriseunion.io/nodegroup"
+
+
+def effective_selector(row: NodeGroup) -> LabelSelector:
+    if row.selector:
+        return LabelSelector.model_validate(row.selector)
+    return LabelSelector(matchLabels={NODEGROUP_LABEL: row.name})
+
+
+def node_group_out(row: NodeGroup) -> NodeGroupOut:
+    return NodeGroupOut(
+        metadata=object_meta(row),
+        spec=NodeGroupSpec(
+            selector=LabelSelector.model_validate(row.selector) if row.selector else None,
+            displayName=row.display_name,
+        ),
+        status=NodeGroupStatus(
+            nodeCount=row.node_count, readyNodeCount=row.ready_node_count, nodes=list(row.nodes)
+        ),
+    )

@@ -1,0 +1,224 @@
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from sqlalchemy import ColumnElement, false, or_, select, true
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.audit.service import AuditTrail
+from app.cache import ObjectCache
+from app.clusters.endpoints import EndpointRefused, check_server_url
+from app.clusters.kubeconfig import InvalidKubeconfig, parse_kubeconfig
+from app.clusters.models import Cluster, NodeGroup
+from app.clusters.schemas import (
+    ClusterIn,
+    ClusterOut,
+    NodeGroupIn,
+    NodeGroupOut,
+    cluster_out,
+    cluster_write_form,
+    node_group_out,
+)
+from app.config import Settings
+from app.crypto import Sealed, SecretBox
+from app.db.repository import ResourceRepository
+from app.errors import Unprocessable
+from app.kit.selectors import Requirement, selector_clause
+from app.kit.service import ResourceService
+from app.regions.models import Region
+from app.workspaces.models import Workspace, WorkspaceMember
+from app.workspaces.schemas import LabelSelector
+
+_OPERATORS = {"In": "in", "NotIn": "notin", "Exists": "exists", "DoesNotExist": "!"}
+
+
+def requirements_of(selector: LabelSelector) -> list[Requirement]:
+    """A Kubernetes LabelSelector as the requirements `selector_clause` evaluates in SQL."""
+    found = [Requirement(k, "=", (v,)) for k, v in selector.matchLabels.items()]
+    for expression in selector.matchExpressions:
+        found.append(
+            Requirement(
+                expression.key,
+                _OPERATORS[expression.operator],  # type: ignore[arg-type]
+                tuple(sorted(expression.values)),
+            )
+        )
+    return found
+
+
+def granted_clause(workspaces: list[Workspace]) -> ColumnElement[bool]:
+    """Clusters granted to any of `workspaces` (by name list or by cluster selector)."""
+    grants: list[ColumnElement[bool]] = []
+    for workspace in workspaces:
+        if workspace.clusters:
+            grants.append(Cluster.name.in_(workspace.clusters))
+        if workspace.cluster_selector is not None:
+            selector = LabelSelector.model_validate(workspace.cluster_selector)
+            grants.append(selector_clause(Cluster.labels, requirements_of(selector)))
+    return or_(false(), *grants)
+
+
+async def visible_clusters(session: AsyncSession, user_id: int | None) -> ColumnElement[bool]:
+    """Platform admins (user_id None) see every cluster; others those of their workspaces."""
+    if user_id is None:
+        return true()
+    workspaces = (
+        await session.scalars(
+            select(Workspace).join(WorkspaceMember).where(WorkspaceMember.user_id == user_id)
+        )
+    ).all()
+    return granted_clause(list(workspaces))
+
+
+class ClusterRepository(ResourceRepository[Cluster]):
+    model = Cluster
+    kind = "Cluster"
+
+    def __init__(self, session: AsyncSession, visible: ColumnElement[bool]) -> None:
+        super().__init__(session)
+        self.visible = visible
+
+    def scope(self) -> ColumnElement[bool]:
+        return self.visible
+
+
+class ClusterService(ResourceService[Cluster, ClusterIn, ClusterOut]):
+    in_model = ClusterIn
+    cache_namespace = "clusters"
+
+    def __init__(
+        self,
+        session: AsyncSession,
+        repository: ClusterRepository,
+        settings: Settings,
+        secrets: SecretBox,
+        cache: ObjectCache | None = None,
+        audit: AuditTrail | None = None,
+    ) -> None:
+        super().__init__(session, repository, cache, audit)
+        self.settings = settings
+        self.secrets = secrets
+
+    def new_row(self, name: str) -> Cluster:
+        return Cluster(name=name, uid=uuid.uuid4())
+
+    @property
+    def _allow_private(self) -> bool:
+        return bool(self.settings.allow_private_cluster_endpoints)
+
+    async def check_spec(self, body: ClusterIn) -> None:
+        region = await self.session.scalar(select(Region.id).where(Region.name == body.spec.region))
+        if region is None:
+            raise Unprocessable(
+                f"spec.region: region {body.spec.region!r} does not exist",
+                errors=[{"field": "spec.region", "message": "no such region"}],
+            )
+        connection = body.spec.connection
+        if connection.endpoint is not None:
+            try:
+                check_server_url(
+                    connection.endpoint,
+                    allow_private=self._allow_private,
+                    allow_insecure=self.settings.allow_insecure_cluster_endpoints,
+                )
+            except EndpointRefused as exc:
+                raise Unprocessable(
+                    f"spec.connection.endpoint: {exc}",
+                    errors=[{"field": "spec.connection.endpoint", "message": str(exc)}],
+                ) from None
+        if connection.kubeconfig is not None:
+            await asyncio.to_thread(self._parse, connection.kubeconfig)
+
+    def _parse(self, kubeconfig: str) -> Any:
+        try:
+            return parse_kubeconfig(
+                kubeconfig,
+                allow_private=self._allow_private,
+                allow_insecure=self.settings.allow_insecure_cluster_endpoints,
+            )
+        except InvalidKubeconfig as exc:
+            raise Unprocessable(
+                f"spec.connection.kubeconfig: {exc}",
+                errors=[{"field": "spec.connection.kubeconfig", "message": str(exc)}],
+            ) from None
+
+    async def apply_spec(self, row: Cluster, body: ClusterIn) -> None:
+        spec = body.spec
+        row.region = spec.region
+        row.zone = spec.zone
+        row.provider = spec.provider
+        row.display_name = spec.displayName
+        row.enabled = spec.enabled
+        row.connection_type = spec.connection.type
+        row.endpoint = spec.connection.endpoint
+        if spec.connection.kubeconfig is not None:
+            parsed = self._parse(spec.connection.kubeconfig)
+            sealed = self.secrets.seal(parsed.to_yaml(), bound_to=f"cluster:{row.uid}")
+            row.kubeconfig_key_id, row.kubeconfig_ciphertext = sealed.key_id, sealed.ciphertext
+            row.server = parsed.server
+        if not spec.enabled:
+            row.phase = "Disabled"
+        elif row.phase in (None, "Disabled"):
+            row.phase = "Pending"
+
+    def render(self, row: Cluster) -> ClusterOut:
+        return cluster_out(row)
+
+    def editable(self, row: Cluster) -> dict[str, Any]:
+        return cluster_write_form(self.render(row))
+
+
+class NodeGroupRepository(ResourceRepository[NodeGroup]):
+    model = NodeGroup
+    kind = "NodeGroup"
+
+    def __init__(self, session: AsyncSession, cluster: Cluster) -> None:
+        super().__init__(session)
+        self.cluster = cluster
+
+    def scope(self) -> ColumnElement[bool]:
+        return NodeGroup.cluster_id == self.cluster.id
+
+
+class NodeGroupService(ResourceService[NodeGroup, NodeGroupIn, NodeGroupOut]):
+    in_model = NodeGroupIn
+
+    def __init__(
+        self, session: AsyncSession, cluster: Cluster, audit: AuditTrail | None = None
+    ) -> None:
+        super().__init__(session, NodeGroupRepository(session, cluster), audit=audit)
+        self.cluster = cluster
+
+    def new_row(self, name: str) -> NodeGroup:
+        return NodeGroup(name=name, cluster_id=self.cluster.id)
+
+    async def apply_spec(self, row: NodeGroup, body: NodeGroupIn) -> None:
+        row.display_name = body.spec.displayName
+        row.selector = body.spec.selector.model_dump(mode="json") if body.spec.selector else None
+
+    def render(self, row: NodeGroup) -> NodeGroupOut:
+        return node_group_out(row)
+
+
+async def rotate_kubeconfigs(session: AsyncSession, secrets: SecretBox) -> int:
+    """Re-encrypt every kubeconfig not sealed with the current key; returns how many."""
+    rows = (
+        await session.scalars(
+            select(Cluster)
+            .where(
+                Cluster.kubeconfig_ciphertext.is_not(None),
+                Cluster.kubeconfig_key_id != secrets.current_id,
+            )
+            .with_for_update()
+        )
+    ).all()
+    for row in rows:
+        assert row.kubeconfig_key_id is not None
+        assert row.kubeconfig_ciphertext is not None
+        bound = f"cluster:{row.uid}"
+        plain = secrets.open(Sealed(row.kubeconfig_key_id, row.kubeconfig_ciphertext), bound)
+        sealed = secrets.seal(plain, bound)
+        row.kubeconfig_key_id, row.kubeconfig_ciphertext = sealed.key_id, sealed.ciphertext
+    return len(rows)

@@ -1,0 +1,74 @@
+"""Secrets at rest: AES-GCM with key ids, rotation, and ciphertexts bound to their object."""
+
+from __future__ import annotations
+
+import asyncpg
+import httpx
+import pytest
+import yaml
+from fastapi import FastAPI
+
+from app.crypto import DecryptionError, Sealed, SecretBox
+from tests.clusters.test_clusters_api import TOKEN_VALUE, cluster_body
+from tests.conftest import ENCRYPTION_KEY
+from tests.test_cli import clean_env, run_cli
+
+
+def test_seal_and_open() -> None:
+    box = SecretBox("k" * 40)
+    sealed = box.seal(b"kubeconfig", "cluster:1")
+    assert b"kubeconfig" not in sealed.ciphertext
+    assert box.open(sealed, "cluster:1") == b"kubeconfig"
+    assert box.seal(b"kubeconfig", "cluster:1").ciphertext != sealed.ciphertext  # fresh nonce
+
+
+def test_a_ciphertext_moved_to_another_object_or_tampered_does_not_open() -> None:
+    box = SecretBox("k" * 40)
+    sealed = box.seal(b"secret", "cluster:1")
+    with pytest.raises(DecryptionError):
+        box.open(sealed, "cluster:2")
+    flipped = bytes([sealed.ciphertext[-1] ^ 1])
+    tampered = type(sealed)(sealed.key_id, sealed.ciphertext[:-1] + flipped)
+    with pytest.raises(DecryptionError):
+        box.open(tampered, "cluster:1")
+
+
+def test_rotation_keeps_old_ciphertexts_readable() -> None:
+    old = SecretBox("old-key-" * 5)
+    sealed = old.seal(b"secret", "x")
+    new = SecretBox("new-key-" * 5, previous=["old-key-" * 5])
+    assert new.needs_rotation(sealed)
+    assert new.open(sealed, "x") == b"secret"
+    assert not new.needs_rotation(new.seal(b"secret", "x"))
+    with pytest.raises(DecryptionError, match="no key"):
+        SecretBox("new-key-" * 5).open(sealed, "x")
+
+
+async def test_rotate_key_command(
+    app_client: tuple[FastAPI, httpx.AsyncClient], database_url: str
+) -> None:
+    _, client = app_client
+    await client.post("/api/v1/regions", json={"metadata": {"name": "east-china"}})
+    created = await client.post("/api/v1/clusters", json=cluster_body("c1", "east-china"))
+    uid = created.json()["metadata"]["uid"]
+    new_key = "rotated-encryption-key-0123456789-abcdef"
+    env = clean_env(
+        DATABASE_URL=database_url,
+        ENCRYPTION_KEY=new_key,
+        ENCRYPTION_KEYS_PREVIOUS=ENCRYPTION_KEY,
+    )
+    result = run_cli("rotate-key", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "re-encrypted 1 kubeconfig" in result.stdout
+    assert run_cli("rotate-key", env=env).stdout.startswith("re-encrypted 0")
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        row = await conn.fetchrow(
+            "SELECT kubeconfig_key_id, kubeconfig_ciphertext FROM clusters WHERE name = 'c1'"
+        )
+    finally:
+        await conn.close()
+    sealed = Sealed(row["kubeconfig_key_id"], row["kubeconfig_ciphertext"])
+    plain = SecretBox(new_key).open(sealed, f"cluster:{uid}")  # the old key is no longer needed
+    assert yaml.safe_load(plain)["users"][0]["user"]["token"] == TOKEN_VALUE
