@@ -110,6 +110,19 @@ def cmd_serve(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
     return 0
 
 
+def cmd_controller(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
+    from app.controller.process import run_controller
+    from app.crypto import secret_box
+
+    settings = _settings(args, flag_argv)
+    settings.check_production_secrets()
+    settings.database  # noqa: B018 - fails early with a clear message when unset
+    secret_box(settings)
+    configure_logging(settings.log_level)
+    asyncio.run(run_controller(settings))
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
     from app.db import migrate
 
@@ -211,6 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     add_server_flags(serve)
     serve.set_defaults(handler=cmd_serve)
+
+    controller = commands.add_parser(
+        "controller", help="run the controller: cluster probes, leader-only housekeeping"
+    )
+    add_server_flags(controller)
+    controller.set_defaults(handler=cmd_controller)
 
     migrate = commands.add_parser("migrate", help="apply or inspect database migrations")
     migrate.add_argument("action", choices=("upgrade", "downgrade", "current"))

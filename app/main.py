@@ -23,11 +23,11 @@ from app.cache import ObjectCache
 from app.clusters.router import nodegroups as nodegroups_router
 from app.clusters.router import router as clusters_router
 from app.config import Settings, load_settings
+from app.controller.runner import Controller
 from app.crypto import secret_box
 from app.db.engine import create_engine, create_sessionmaker
 from app.errors import install_error_handlers, is_database_unavailable
 from app.kit.body import MAX_BODY_BYTES, MAX_CHART_BYTES, BodySizeLimitMiddleware
-from app.kit.idempotency import purge_expired_keys
 from app.kit.openapi import add_body_schemas
 from app.observability import POOL_COLLECTOR, RequestContextMiddleware
 from app.ops.router import router as ops_router
@@ -39,19 +39,6 @@ from app.users.router import router as users_router
 from app.workspaces.router import router as workspaces_router
 
 logger = logging.getLogger(__name__)
-
-IDEMPOTENCY_PURGE_INTERVAL = 3600.0
-
-
-async def _purge_idempotency_keys(app: FastAPI) -> None:
-    while True:
-        await asyncio.sleep(IDEMPOTENCY_PURGE_INTERVAL)
-        try:
-            async with app.state.sessionmaker.begin() as session:
-                purged = await purge_expired_keys(session)
-            logger.info("purged %d expired idempotency keys", purged)
-        except Exception:
-            logger.warning("idempotency key purge failed; will retry", exc_info=True)
 
 
 @contextlib.asynccontextmanager
@@ -88,11 +75,21 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             flush=True,
         )
     POOL_COLLECTOR.engines.append(engine)
-    purger = asyncio.create_task(_purge_idempotency_keys(app))
+    controller_stop = asyncio.Event()
+    controller = None
+    if app.state.dev:  # `edge-platform dev` runs the controller in the same process
+        controller = asyncio.create_task(
+            Controller(
+                settings, app.state.sessionmaker, app.state.redis, app.state.cache,
+                app.state.secrets,
+            ).run(controller_stop)
+        )  # fmt: skip
     try:
         yield
     finally:
-        purger.cancel()
+        controller_stop.set()
+        if controller is not None:
+            await controller
         POOL_COLLECTOR.engines.remove(engine)
         await app.state.redis.close()
         await engine.dispose()

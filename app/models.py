@@ -3,6 +3,7 @@
 from app.audit.models import AuditLog
 from app.auth.models import RefreshToken, TokenFamily
 from app.clusters.models import Cluster, NodeGroup
+from app.controller.models import LeaderEpoch
 from app.db.base import Base
 from app.kit.idempotency import IdempotencyKey
 from app.regions.models import Region
@@ -15,6 +16,7 @@ __all__ = [
     "Base",
     "Cluster",
     "IdempotencyKey",
+    "LeaderEpoch",
     "NodeGroup",
     "RefreshToken",
     "Region",

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -10,8 +11,10 @@ from sqlalchemy import (
     LargeBinary,
     String,
     UniqueConstraint,
+    func,
     true,
 )
+from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, ResourceMixin
@@ -26,6 +29,7 @@ class Cluster(ResourceMixin, Base):
         Index("ix_clusters_labels", "labels", postgresql_using="gin"),
         Index("ix_clusters_region", "region"),
         Index("ix_clusters_phase", "phase"),
+        Index("ix_clusters_next_probe_at", "next_probe_at"),
     )
 
     # spec
@@ -51,6 +55,14 @@ class Cluster(ResourceMixin, Base):
     last_probe_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_ready_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     status_message: Mapped[str | None] = mapped_column(String(1024))
+    # prober bookkeeping: when the next probe is due, and the lease of the replica probing it
+    next_probe_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    failing_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    consecutive_failures: Mapped[int] = mapped_column(default=0, server_default="0")
+    lock_token: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    lock_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class NodeGroup(ResourceMixin, Base):

@@ -1,0 +1,1 @@
+"""The controller process: leader election, work claiming, and reconcilers (cluster probes)."""

@@ -1,0 +1,56 @@
+"""Claiming per-object work across controller replicas, as dstack's background pipelines do.
+
+Rows are claimed with a lease (`lock_token`, `lock_expires_at`) under
+`SELECT … FOR UPDATE SKIP LOCKED`, so replicas never take the same row; the slow part
+(Kubernetes calls) runs outside any transaction; results are written back only while the lease
+is still held (`WHERE id = … AND lock_token = …`). A replica that died leaves leases that expire.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+
+async def claim(
+    session: AsyncSession,
+    model: Any,
+    *,
+    ready: ColumnElement[bool],
+    order_by: Any,
+    limit: int,
+    lease_seconds: float,
+) -> tuple[uuid.UUID, list[int]]:
+    """Claim up to `limit` rows matching `ready` whose lease is free; returns (token, ids)."""
+    token = uuid.uuid4()
+    free = or_(model.lock_expires_at.is_(None), model.lock_expires_at < func.now())
+    candidates = (
+        select(model.id)
+        .where(ready, free)
+        .order_by(order_by)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    result = await session.execute(
+        update(model)
+        .where(model.id.in_(candidates.scalar_subquery()))
+        .values(lock_token=token, lock_expires_at=func.now() + timedelta(seconds=lease_seconds))
+        .returning(model.id)
+    )
+    return token, [int(row_id) for row_id in result.scalars().all()]
+
+
+def held(model: Any, row_id: int, token: uuid.UUID) -> ColumnElement[bool]:
+    """The WHERE clause of a write-back: the row, and only while our lease holds."""
+    clause: ColumnElement[bool] = (model.id == row_id) & (model.lock_token == token)
+    return clause
+
+
+async def release(session: AsyncSession, model: Any, token: uuid.UUID) -> None:
+    await session.execute(
+        update(model).where(model.lock_token == token).values(lock_token=None, lock_expires_at=None)
+    )

@@ -1,0 +1,80 @@
+"""`edge-platform controller`: the controller with its own metrics and health listeners."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+from app.cache import ObjectCache
+from app.config import Settings, parse_bind_address
+from app.controller.runner import Controller
+from app.crypto import secret_box
+from app.db.engine import create_engine, create_sessionmaker
+from app.errors import install_error_handlers
+from app.observability import POOL_COLLECTOR, RequestContextMiddleware
+from app.ops.router import HEALTH_PATHS, METRICS_PATHS
+from app.ops.router import router as ops_router
+from app.redis import RedisGateway
+
+
+class _Listener(uvicorn.Server):
+    """Signals are handled once, by `run_controller`."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Any:
+        yield
+
+
+def probe_app(engine: Any, redis: RedisGateway) -> FastAPI:
+    app = FastAPI(title="Edge Platform controller", openapi_url=None, docs_url=None)
+    app.state.engine = engine
+    app.state.redis = redis
+    install_error_handlers(app)
+    app.include_router(ops_router)
+    app.add_middleware(RequestContextMiddleware)
+    return app
+
+
+async def run_controller(settings: Settings) -> None:
+    from app.main import OnlyPaths
+
+    engine = create_engine(settings)
+    redis = RedisGateway(
+        url=settings.redis_url, addresses=settings.redis_addresses, timeout=settings.redis_timeout
+    )
+    sessionmaker = create_sessionmaker(engine)
+    controller = Controller(settings, sessionmaker, redis, ObjectCache(redis), secret_box(settings))
+    POOL_COLLECTOR.engines.append(engine)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+
+    app = probe_app(engine, redis)
+    listeners = []
+    for address, paths in (
+        (settings.metrics_bind_address, METRICS_PATHS),
+        (settings.health_probe_bind_address, HEALTH_PATHS),
+    ):
+        if address:
+            host, port = parse_bind_address(address)
+            config = uvicorn.Config(
+                OnlyPaths(app, paths), host=host, port=port, lifespan="off",
+                log_config=None, access_log=False,
+            )  # fmt: skip
+            listeners.append(_Listener(config))
+    served = [asyncio.create_task(listener.serve()) for listener in listeners]
+    try:
+        await controller.run(stop)
+    finally:
+        for listener in listeners:
+            listener.should_exit = True
+        await asyncio.gather(*served, return_exceptions=True)
+        POOL_COLLECTOR.engines.remove(engine)
+        await redis.close()
+        await engine.dispose()

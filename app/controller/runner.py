@@ -1,0 +1,117 @@
+"""The controller process: elects a leader, probes clusters (any replica, by claiming work),
+and runs housekeeping (leader only, fenced)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from sqlalchemy import delete, func
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.auth.models import TokenFamily
+from app.cache import ObjectCache
+from app.config import Settings
+from app.controller.kube import KubeClients
+from app.controller.leader import Fenced, LeaderElector
+from app.controller.prober import ClusterProber
+from app.crypto import SecretBox
+from app.kit.idempotency import purge_expired_keys
+from app.redis import RedisGateway
+
+logger = logging.getLogger(__name__)
+
+TICK_SECONDS = 1.0
+HOUSEKEEPING_SECONDS = 300.0
+SHUTDOWN_DEADLINE = 20.0
+
+
+class Controller:
+    def __init__(
+        self,
+        settings: Settings,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        redis: RedisGateway,
+        cache: ObjectCache,
+        secrets: SecretBox,
+    ) -> None:
+        self.settings = settings
+        self.sessionmaker = sessionmaker
+        self.elector = LeaderElector(
+            "controller",
+            redis,
+            sessionmaker,
+            lease_duration=settings.leader_elect_lease_duration,
+            renew_deadline=settings.leader_elect_renew_deadline,
+            retry_period=settings.leader_elect_retry_period,
+        )
+        self.clients = KubeClients(
+            secrets, allow_private=bool(settings.allow_private_cluster_endpoints)
+        )
+        self.prober = ClusterProber(
+            sessionmaker,
+            self.clients,
+            cache,
+            interval=settings.cluster_probe_interval,
+            unreachable_after=settings.cluster_unreachable_after,
+        )
+        self._last_housekeeping = 0.0
+
+    async def housekeeping(self) -> None:
+        """Leader-only clean-up: expired idempotency keys and login sessions."""
+        async with self.sessionmaker.begin() as session:
+            await self.elector.fence(session)
+            keys = await purge_expired_keys(session)
+            sessions = await session.execute(
+                delete(TokenFamily).where(TokenFamily.expires_at < func.now())
+            )
+        logger.info(
+            "housekeeping: %d idempotency keys, %d login sessions purged",
+            keys,
+            getattr(sessions, "rowcount", 0),
+        )
+
+    async def _work(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            busy = False
+            try:
+                busy = await self.prober.run_once() > 0
+                now = time.monotonic()
+                if self.elector.is_leader and now - self._last_housekeeping > HOUSEKEEPING_SECONDS:
+                    self._last_housekeeping = now
+                    await self.housekeeping()
+            except Fenced as exc:
+                logger.warning("leader-only work refused: %s", exc)
+            except Exception:
+                logger.warning("controller round failed; retrying", exc_info=True)
+            if not busy:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), TICK_SECONDS)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until `stop` is set, then finish in-flight probes (bounded) and let go."""
+        if self.settings.leader_elect:
+            election = asyncio.create_task(self.elector.run(stop))
+        else:
+            # A single controller leads without an election; the epoch still fences.
+            election = None
+            while not stop.is_set() and not self.elector.is_leader:
+                try:
+                    self.elector.epoch = await self.elector.bump_epoch()
+                except Exception:
+                    logger.warning("cannot record the leader epoch yet; retrying")
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), TICK_SECONDS)
+        worker = asyncio.create_task(self._work(stop))
+        await stop.wait()
+        try:
+            await asyncio.wait_for(worker, SHUTDOWN_DEADLINE)
+        except TimeoutError:
+            logger.warning("in-flight work did not finish within %ss", SHUTDOWN_DEADLINE)
+        if election is not None:
+            await election
+        else:
+            await self.elector.release()
+        await self.clients.close()
