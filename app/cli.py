@@ -206,6 +206,30 @@ def cmd_rotate_key(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
     return 0
 
 
+def cmd_charts(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
+    from app.catalog.builtin import load_charts
+    from app.db.engine import create_engine, create_sessionmaker
+    from app.redis import RedisGateway
+
+    settings = load_settings()
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        raise ConfigError(f"{folder} is not a folder")
+
+    async def load() -> list[str]:
+        engine = create_engine(settings)
+        redis = RedisGateway(url=settings.redis_url, addresses=settings.redis_addresses)
+        try:
+            return await load_charts(create_sessionmaker(engine), redis, folder)
+        finally:
+            await redis.close()
+            await engine.dispose()
+
+    added = asyncio.run(load())
+    print(f"loaded {len(added)} chart(s): {', '.join(added) or 'none new'}")
+    return 0
+
+
 def cmd_version(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
     print(f"edge-platform {app_package.__version__}")
     return 0
@@ -251,6 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
         "rotate-key", help="re-encrypt stored secrets with the current ENCRYPTION_KEY"
     )
     rotate.set_defaults(handler=cmd_rotate_key)
+
+    charts = commands.add_parser("charts", help="manage the chart repository")
+    charts_commands = charts.add_subparsers(dest="charts_command", required=True)
+    load = charts_commands.add_parser("load", help="load every .tgz of a folder when absent")
+    load.add_argument("folder", help="folder of chart archives")
+    load.set_defaults(handler=cmd_charts)
 
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(handler=cmd_version)

@@ -20,6 +20,8 @@ from app.auth.router import router as auth_router
 from app.auth.tokens import TokenIssuer
 from app.bootstrap import ensure_admin
 from app.cache import ObjectCache
+from app.catalog.builtin import default_charts_dir, load_charts
+from app.catalog.router import router as chartrepo_router
 from app.clusters.router import nodegroups as nodegroups_router
 from app.clusters.router import router as clusters_router
 from app.config import Settings, load_settings
@@ -59,15 +61,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.rate_limiter = RateLimiter(
         app.state.redis, settings.rate_limit_api_per_minute, settings.rate_limit_token_per_minute
     )
+    generated = None
+    charts_dir = settings.charts_dir or default_charts_dir()
     try:
         generated = await ensure_admin(
             app.state.sessionmaker, settings.admin_password, dev=app.state.dev
         )
+        if charts_dir is not None:
+            await load_charts(app.state.sessionmaker, app.state.redis, charts_dir)
     except Exception as exc:
         if not is_database_unavailable(exc):
             raise
-        generated = None  # the database is down; the next start creates it
-        logger.warning("could not check for the bootstrap admin: database unavailable")
+        # The database is down: serve 503s until it is back; the next start does this.
+        logger.warning("start-up tasks skipped: database unavailable")
     if generated is not None:
         print(
             f"\n  Log in as user 'admin' with password: {generated}\n"
@@ -131,6 +137,7 @@ def create_app(settings: Settings | None = None, *, dev: bool = False) -> FastAP
         platform_accounts_router,
         workspace_accounts_router,
         audit_router,
+        chartrepo_router,
     ):
         app.include_router(router)
     # Outermost first: every response, errors included, gets a request id and is measured.

@@ -2,6 +2,7 @@
 
 from app.audit.models import AuditLog
 from app.auth.models import RefreshToken, TokenFamily
+from app.catalog.models import ChartArchive
 from app.clusters.models import Cluster, NodeGroup
 from app.controller.models import LeaderEpoch
 from app.db.base import Base
@@ -14,6 +15,7 @@ from app.workspaces.models import Workspace, WorkspaceMember
 __all__ = [
     "AuditLog",
     "Base",
+    "ChartArchive",
     "Cluster",
     "IdempotencyKey",
     "LeaderEpoch",

@@ -6,6 +6,9 @@ here; services never check roles themselves.
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
 import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -16,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import Actor, AuditTrail, RequestInfo
 from app.auth.models import TokenFamily
+from app.auth.passwords import verify_secret
 from app.auth.ratelimit import RateLimiter
 from app.auth.tokens import InvalidToken, TokenIssuer
 from app.cache import ObjectCache
@@ -199,3 +203,50 @@ WorkspaceAdmin = Annotated[WorkspaceAccess, workspace_role("admin")]
 
 def audit_trail(request: Request, principal: Principal, workspace: str | None = None) -> AuditTrail:
     return AuditTrail(RequestInfo.of(request), principal.actor, workspace)
+
+
+async def _basic_principal(session: AsyncSession, client_id: str, secret: str) -> Principal:
+    account = await session.scalar(
+        select(ServiceAccount).where(ServiceAccount.client_id == client_id)
+    )
+    # argon2 takes tens of milliseconds: keep it off the event loop.
+    ok = await asyncio.to_thread(verify_secret, account.secret_hash if account else None, secret)
+    if account is None or not ok or account.disabled:
+        raise Unauthorized(
+            "invalid service account credentials",
+            headers={"WWW-Authenticate": 'Basic realm="edge-platform"'},
+        )
+    return Principal(
+        "serviceaccount",
+        account.id,
+        account.name,
+        account.role if account.workspace_id is None else None,
+        workspace_id=account.workspace_id,
+        workspace_role=account.role if account.workspace_id is not None else None,
+    )
+
+
+async def authenticate_bearer_or_basic(request: Request, session: SessionDep) -> Principal:
+    """For clients that only speak basic auth (Helm's repository client): a service account's
+    client id and secret, or else a bearer token as everywhere else."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return await authenticate(request, session)
+    try:
+        client_id, sep, secret = base64.b64decode(value, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        raise _unauthorized("malformed basic credentials") from None
+    if not sep:
+        raise _unauthorized("malformed basic credentials")
+    principal = await _basic_principal(session, client_id, secret)
+    request.state.principal = principal
+    return principal
+
+
+HelmClient = Annotated[Principal, Depends(authenticate_bearer_or_basic)]
+
+
+def require_helm_admin(principal: HelmClient) -> Principal:
+    if not principal.is_platform_admin:
+        raise Forbidden("this needs the platform-admin role")
+    return principal

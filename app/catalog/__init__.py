@@ -1,0 +1,1 @@
+"""The application catalog and the offline Helm chart repository."""

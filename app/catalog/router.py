@@ -1,0 +1,153 @@
+"""The chart repository, ChartMuseum-compatible, so `helm repo add` and Helm controllers work."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from app.audit.service import AuditTrail, RequestInfo
+from app.auth.principal import HelmClient, Principal, require_helm_admin
+from app.catalog.chartrepo import ChartStore, chart_version_entry
+from app.catalog.charts import InvalidChart, inspect_chart
+from app.db.session import SessionDep
+from app.errors import NotFound, Unprocessable, UnsupportedMediaType
+from app.kit.body import media_type
+
+router = APIRouter(prefix="/chartrepo", tags=["chartrepo"])
+
+ARCHIVE_TYPES = frozenset(
+    {"application/gzip", "application/x-gzip", "application/octet-stream", "application/x-tar"}
+)
+Admin = Annotated[Principal, Depends(require_helm_admin)]
+
+
+def chart_store(request: Request, session: SessionDep) -> ChartStore:
+    return ChartStore(session, request.app.state.redis)
+
+
+Store = Annotated[ChartStore, Depends(chart_store)]
+
+
+async def _archive_from(request: Request) -> bytes:
+    kind = media_type(request)
+    if kind == "multipart/form-data":
+        form = await request.form(max_part_size=20 << 20)
+        upload = form.get("chart")
+        if upload is None or isinstance(upload, str):
+            raise Unprocessable(
+                "multipart upload needs the archive in the field 'chart'",
+                errors=[{"field": "chart", "message": "required"}],
+            )
+        return await upload.read()
+    if kind not in ARCHIVE_TYPES and kind != "":
+        raise UnsupportedMediaType(
+            f"content type {kind!r} is not accepted; send the .tgz as application/gzip "
+            "or as multipart/form-data field 'chart'"
+        )
+    return await request.body()
+
+
+@router.post(
+    "/api/charts",
+    operation_id="uploadChart",
+    status_code=201,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/gzip": {"schema": {"type": "string", "format": "binary"}},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"chart": {"type": "string", "format": "binary"}},
+                        "required": ["chart"],
+                    }
+                },
+            },
+        }
+    },
+)
+async def upload_chart(
+    request: Request,
+    session: SessionDep,
+    store: Store,
+    principal: Admin,
+    force: Annotated[bool, Query(description="Overwrite an existing version")] = False,
+) -> JSONResponse:
+    archive = await _archive_from(request)
+    try:
+        info = inspect_chart(archive)
+    except InvalidChart as exc:
+        raise Unprocessable(
+            f"invalid chart archive: {exc}", errors=[{"field": "chart", "message": str(exc)}]
+        ) from None
+    created = await store.save(info, archive, force=force)
+    AuditTrail(RequestInfo.of(request), principal.actor).record(
+        session, action="create" if created else "update", outcome=201, kind="Chart",
+        name=f"{info.name}-{info.version}",
+    )  # fmt: skip
+    return JSONResponse({"saved": True}, status_code=201)
+
+
+@router.get("/index.yaml", operation_id="getChartIndex", response_class=Response)
+async def index(request: Request, store: Store, _: HelmClient) -> Response:
+    etag = await store.index_etag()
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if etag in (request.headers.get("if-none-match") or "").split(", "):
+        return Response(status_code=304, headers=headers)
+    return Response(await store.index_yaml(etag), media_type="application/x-yaml", headers=headers)
+
+
+@router.get("/charts/{filename}", operation_id="downloadChart", response_class=Response)
+async def download(filename: str, store: Store, _: HelmClient) -> Response:
+    row = await store.archive(filename)
+    if row is None:
+        raise NotFound(f"chart archive {filename!r} not found")
+    return Response(
+        row.content,
+        media_type="application/gzip",
+        headers={
+            "ETag": f'"{row.digest}"',
+            "Content-Disposition": f'attachment; filename="{row.filename}"',
+        },
+    )
+
+
+@router.api_route("/api/charts", methods=["GET", "HEAD"], operation_id="listCharts")
+async def list_charts(store: Store, _: HelmClient) -> dict[str, list[dict[str, Any]]]:
+    charts: dict[str, list[dict[str, Any]]] = {}
+    for row in reversed(await store.versions()):
+        charts.setdefault(row.name, []).append(chart_version_entry(row))
+    return charts
+
+
+@router.api_route("/api/charts/{name}", methods=["GET", "HEAD"], operation_id="listChartVersions")
+async def chart_versions(name: str, store: Store, _: HelmClient) -> list[dict[str, Any]]:
+    rows = await store.versions(name)
+    if not rows:
+        raise NotFound(f"chart {name!r} not found")
+    return [chart_version_entry(row) for row in reversed(rows)]
+
+
+@router.api_route(
+    "/api/charts/{name}/{version}", methods=["GET", "HEAD"], operation_id="readChartVersion"
+)
+async def chart_version(name: str, version: str, store: Store, _: HelmClient) -> dict[str, Any]:
+    row = await store.version(name, version)
+    if row is None:
+        raise NotFound(f"chart {name} {version} not found")
+    return chart_version_entry(row)
+
+
+@router.delete("/api/charts/{name}/{version}", operation_id="deleteChartVersion")
+async def delete_chart(
+    request: Request, name: str, version: str, session: SessionDep, store: Store, principal: Admin
+) -> dict[str, bool]:
+    if not await store.delete(name, version):
+        raise NotFound(f"chart {name} {version} not found")
+    AuditTrail(RequestInfo.of(request), principal.actor).record(
+        session, action="delete", outcome=200, kind="Chart", name=f"{name}-{version}"
+    )
+    return {"deleted": True}
