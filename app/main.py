@@ -21,6 +21,7 @@ from app.auth.tokens import TokenIssuer
 from app.bootstrap import ensure_admin
 from app.cache import ObjectCache
 from app.catalog.builtin import default_charts_dir, load_charts
+from app.catalog.router import applications_router, versions_router
 from app.catalog.router import router as chartrepo_router
 from app.clusters.router import nodegroups as nodegroups_router
 from app.clusters.router import router as clusters_router
@@ -138,6 +139,8 @@ def create_app(settings: Settings | None = None, *, dev: bool = False) -> FastAP
         workspace_accounts_router,
         audit_router,
         chartrepo_router,
+        applications_router,
+        versions_router,
     ):
         app.include_router(router)
     # Outermost first: every response, errors included, gets a request id and is measured.

@@ -2,7 +2,7 @@
 
 from app.audit.models import AuditLog
 from app.auth.models import RefreshToken, TokenFamily
-from app.catalog.models import ChartArchive
+from app.catalog.models import Application, ApplicationVersion, ChartArchive
 from app.clusters.models import Cluster, NodeGroup
 from app.controller.models import LeaderEpoch
 from app.db.base import Base
@@ -13,6 +13,8 @@ from app.users.models import User
 from app.workspaces.models import Workspace, WorkspaceMember
 
 __all__ = [
+    "Application",
+    "ApplicationVersion",
     "AuditLog",
     "Base",
     "ChartArchive",

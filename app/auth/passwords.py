@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 
 from argon2 import PasswordHasher
@@ -18,6 +19,15 @@ MAX_PASSWORD_LENGTH = 1024  # argon2 takes any length; a cap stops CPU abuse
 
 def hash_secret(secret: str) -> str:
     return _hasher.hash(secret)
+
+
+async def hash_secret_async(secret: str) -> str:
+    return await asyncio.to_thread(hash_secret, secret)
+
+
+async def verify_secret_async(stored_hash: str | None, secret: str) -> bool:
+    """argon2 takes tens of milliseconds of CPU: run it off the event loop."""
+    return await asyncio.to_thread(verify_secret, stored_hash, secret)
 
 
 def verify_secret(stored_hash: str | None, secret: str) -> bool:

@@ -6,7 +6,6 @@ here; services never check roles themselves.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import uuid
@@ -14,16 +13,16 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import Actor, AuditTrail, RequestInfo
 from app.auth.models import TokenFamily
-from app.auth.passwords import verify_secret
+from app.auth.passwords import verify_secret_async
 from app.auth.ratelimit import RateLimiter
 from app.auth.tokens import InvalidToken, TokenIssuer
 from app.cache import ObjectCache
-from app.db.session import SessionDep
+from app.db.session import SessionDep, after_commit
 from app.errors import Forbidden, NotFound, Unauthorized
 from app.redis import key as redis_key
 from app.serviceaccounts.models import ServiceAccount
@@ -78,6 +77,25 @@ async def session_revoked(session: AsyncSession, cache: ObjectCache, session_id:
 
     state = await cache.get_or_load(redis_key("sessions", session_id, tag=session_id), load)
     return bool(state is None or state["revoked"])
+
+
+async def revoke_sessions(session: AsyncSession, cache: ObjectCache, subject: str) -> None:
+    """Revoke every live login of `subject`; the cache learns of it after the commit."""
+    revoked = (
+        await session.scalars(
+            update(TokenFamily)
+            .where(TokenFamily.subject == subject, TokenFamily.revoked_at.is_(None))
+            .values(revoked_at=func.now(), revoked_reason="password changed")
+            .returning(TokenFamily.id)
+        )
+    ).all()
+    for family_id in revoked:
+        session_id = str(family_id)
+
+        async def publish(session_id: str = session_id) -> None:
+            await mark_session_revoked(cache, session_id)
+
+        after_commit(session, publish)
 
 
 async def mark_session_revoked(cache: ObjectCache, session_id: str) -> None:
@@ -209,8 +227,7 @@ async def _basic_principal(session: AsyncSession, client_id: str, secret: str) -
     account = await session.scalar(
         select(ServiceAccount).where(ServiceAccount.client_id == client_id)
     )
-    # argon2 takes tens of milliseconds: keep it off the event loop.
-    ok = await asyncio.to_thread(verify_secret, account.secret_hash if account else None, secret)
+    ok = await verify_secret_async(account.secret_hash if account else None, secret)
     if account is None or not ok or account.disabled:
         raise Unauthorized(
             "invalid service account credentials",

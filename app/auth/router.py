@@ -79,7 +79,10 @@ async def _form(request: Request) -> dict[str, str]:
     if media_type(request) != FORM:
         raise OAuthError("invalid_request", f"the body must be {FORM}")
     form = await request.form()
-    return {k: v for k, v in form.items() if isinstance(v, str)}
+    values = {k: v for k, v in form.items() if isinstance(v, str)}
+    if any("\x00" in v for v in values.values()):
+        raise OAuthError("invalid_request", "NUL characters are not accepted")
+    return values
 
 
 def _token_service(request: Request, session: SessionDep) -> TokenService:

@@ -3,10 +3,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Identity, LargeBinary, String, UniqueConstraint, func
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+    func,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db.base import Base
+from app.db.base import Base, ResourceMixin
 
 
 class ChartArchive(Base):
@@ -29,3 +39,33 @@ class ChartArchive(Base):
     content: Mapped[bytes] = mapped_column(LargeBinary)
     resource_version: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Application(ResourceMixin, Base):
+    __tablename__ = "applications"
+    __table_args__ = (
+        UniqueConstraint("name"),
+        Index("ix_applications_labels", "labels", postgresql_using="gin"),
+    )
+
+    display_name: Mapped[str | None] = mapped_column(String(253))
+    description: Mapped[str | None] = mapped_column(String(4096))
+    category: Mapped[str | None] = mapped_column(String(63))
+    icon: Mapped[str | None] = mapped_column(String(2048))
+    provisioner: Mapped[str] = mapped_column(String(16))
+
+
+class ApplicationVersion(ResourceMixin, Base):
+    """Immutable once created: deployments refer to it by name and must get what they saw."""
+
+    __tablename__ = "application_versions"
+    __table_args__ = (
+        UniqueConstraint("name"),
+        UniqueConstraint("application", "version"),
+        Index("ix_application_versions_labels", "labels", postgresql_using="gin"),
+    )
+
+    application: Mapped[str] = mapped_column(ForeignKey("applications.name", ondelete="RESTRICT"))
+    version: Mapped[str] = mapped_column(String(128))
+    helm: Mapped[dict[str, Any] | None]
+    workload: Mapped[dict[str, Any] | None]

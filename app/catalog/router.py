@@ -8,12 +8,35 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from app.audit.service import AuditTrail, RequestInfo
-from app.auth.principal import HelmClient, Principal, require_helm_admin
+from app.auth.principal import (
+    CurrentPrincipal,
+    HelmClient,
+    Principal,
+    audit_trail,
+    authenticate,
+    require_helm_admin,
+    require_platform_admin,
+)
 from app.catalog.chartrepo import ChartStore, chart_version_entry
 from app.catalog.charts import InvalidChart, inspect_chart
+from app.catalog.schemas import (
+    ApplicationIn,
+    ApplicationList,
+    ApplicationOut,
+    ApplicationVersionIn,
+    ApplicationVersionList,
+    ApplicationVersionOut,
+)
+from app.catalog.service import (
+    ApplicationRepository,
+    ApplicationService,
+    ApplicationVersionRepository,
+    ApplicationVersionService,
+)
 from app.db.session import SessionDep
 from app.errors import NotFound, Unprocessable, UnsupportedMediaType
 from app.kit.body import media_type
+from app.kit.crud import add_resource_routes
 
 router = APIRouter(prefix="/chartrepo", tags=["chartrepo"])
 
@@ -115,7 +138,8 @@ async def download(filename: str, store: Store, _: HelmClient) -> Response:
     )
 
 
-@router.api_route("/api/charts", methods=["GET", "HEAD"], operation_id="listCharts")
+@router.get("/api/charts", operation_id="listCharts")
+@router.head("/api/charts", operation_id="headCharts")
 async def list_charts(store: Store, _: HelmClient) -> dict[str, list[dict[str, Any]]]:
     charts: dict[str, list[dict[str, Any]]] = {}
     for row in reversed(await store.versions()):
@@ -123,7 +147,8 @@ async def list_charts(store: Store, _: HelmClient) -> dict[str, list[dict[str, A
     return charts
 
 
-@router.api_route("/api/charts/{name}", methods=["GET", "HEAD"], operation_id="listChartVersions")
+@router.get("/api/charts/{name}", operation_id="listChartVersions")
+@router.head("/api/charts/{name}", operation_id="headChartVersions")
 async def chart_versions(name: str, store: Store, _: HelmClient) -> list[dict[str, Any]]:
     rows = await store.versions(name)
     if not rows:
@@ -131,9 +156,8 @@ async def chart_versions(name: str, store: Store, _: HelmClient) -> list[dict[st
     return [chart_version_entry(row) for row in reversed(rows)]
 
 
-@router.api_route(
-    "/api/charts/{name}/{version}", methods=["GET", "HEAD"], operation_id="readChartVersion"
-)
+@router.get("/api/charts/{name}/{version}", operation_id="readChartVersion")
+@router.head("/api/charts/{name}/{version}", operation_id="headChartVersion")
 async def chart_version(name: str, version: str, store: Store, _: HelmClient) -> dict[str, Any]:
     row = await store.version(name, version)
     if row is None:
@@ -151,3 +175,53 @@ async def delete_chart(
         session, action="delete", outcome=200, kind="Chart", name=f"{name}-{version}"
     )
     return {"deleted": True}
+
+
+applications_router = APIRouter(
+    prefix="/api/v1/applications", tags=["catalog"], dependencies=[Depends(authenticate)]
+)
+versions_router = APIRouter(
+    prefix="/api/v1/applicationversions", tags=["catalog"], dependencies=[Depends(authenticate)]
+)
+
+
+def application_service(
+    request: Request, session: SessionDep, principal: CurrentPrincipal
+) -> ApplicationService:
+    return ApplicationService(
+        session, ApplicationRepository(session), audit=audit_trail(request, principal)
+    )
+
+
+def version_service(
+    request: Request, session: SessionDep, principal: CurrentPrincipal
+) -> ApplicationVersionService:
+    return ApplicationVersionService(
+        session, ApplicationVersionRepository(session), audit=audit_trail(request, principal)
+    )
+
+
+add_resource_routes(
+    applications_router,
+    kind="Application",
+    plural="Applications",
+    in_model=ApplicationIn,
+    out_model=ApplicationOut,
+    list_model=ApplicationList,
+    service=application_service,
+    read_access=[],  # the catalog is readable by every authenticated principal
+    write_access=[Depends(require_platform_admin)],
+    filters=("provisioner", "category"),
+)
+add_resource_routes(
+    versions_router,
+    kind="ApplicationVersion",
+    plural="ApplicationVersions",
+    in_model=ApplicationVersionIn,
+    out_model=ApplicationVersionOut,
+    list_model=ApplicationVersionList,
+    service=version_service,
+    read_access=[],
+    write_access=[Depends(require_platform_admin)],
+    filters=("application",),
+)

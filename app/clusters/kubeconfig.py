@@ -112,6 +112,10 @@ def parse_kubeconfig(value: str, *, allow_private: bool, allow_insecure: bool) -
     server = cluster.get("server")
     if not isinstance(server, str) or not server:
         raise InvalidKubeconfig(f"cluster {cluster_name!r} has no server URL")
+    if "proxy-url" in cluster:
+        raise InvalidKubeconfig(
+            "cluster.proxy-url is not accepted: the platform connects to the API server directly"
+        )
     if "certificate-authority" in cluster:
         raise InvalidKubeconfig(
             "cluster.certificate-authority refers to a file; use certificate-authority-data"

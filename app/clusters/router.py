@@ -36,7 +36,7 @@ async def cluster_service(
     request: Request, session: SessionDep, principal: CurrentPrincipal
 ) -> ClusterService:
     admin = principal.is_platform_admin
-    visible = await visible_clusters(session, None if admin else principal.id)
+    visible = await visible_clusters(session, principal)
     state = request.app.state
     return ClusterService(
         session,

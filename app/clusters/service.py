@@ -8,6 +8,7 @@ from sqlalchemy import ColumnElement, false, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import AuditTrail
+from app.auth.principal import Principal
 from app.cache import ObjectCache
 from app.clusters.endpoints import EndpointRefused, check_server_url
 from app.clusters.kubeconfig import InvalidKubeconfig, parse_kubeconfig
@@ -60,16 +61,20 @@ def granted_clause(workspaces: list[Workspace]) -> ColumnElement[bool]:
     return or_(false(), *grants)
 
 
-async def visible_clusters(session: AsyncSession, user_id: int | None) -> ColumnElement[bool]:
-    """Platform admins (user_id None) see every cluster; others those of their workspaces."""
-    if user_id is None:
+async def visible_clusters(session: AsyncSession, principal: Principal) -> ColumnElement[bool]:
+    """Platform admins see every cluster; users the clusters of their workspaces; a workspace
+    service account those of its workspace; other service accounts none."""
+    if principal.is_platform_admin:
         return true()
-    workspaces = (
-        await session.scalars(
-            select(Workspace).join(WorkspaceMember).where(WorkspaceMember.user_id == user_id)
+    if principal.kind == "user":
+        query = (
+            select(Workspace).join(WorkspaceMember).where(WorkspaceMember.user_id == principal.id)
         )
-    ).all()
-    return granted_clause(list(workspaces))
+    elif principal.workspace_id is not None:
+        query = select(Workspace).where(Workspace.id == principal.workspace_id)
+    else:
+        return false()
+    return granted_clause(list((await session.scalars(query)).all()))
 
 
 class ClusterRepository(ResourceRepository[Cluster]):

@@ -19,6 +19,7 @@ from app.clusters.endpoints import resolve_and_check
 from app.crypto import Sealed, SecretBox
 
 REQUEST_TIMEOUT = (5.0, 10.0)  # (connect, read) seconds for every call to an edge cluster
+RESOLVE_TIMEOUT = 5.0  # seconds to resolve a cluster's API host name
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,8 @@ class KubeClients:
         self._max = max_clients
         self._idle = idle_seconds
         self._entries: dict[int, _Entry] = {}
-        self._lock = asyncio.Lock()
+        # One lock per cluster: a slow build (DNS, TLS) holds up only its own cluster.
+        self._locks: dict[int, asyncio.Lock] = {}
 
     async def client_for(self, target: ClusterTarget) -> ApiClient:
         fingerprint = hashlib.sha256(target.ciphertext).hexdigest()
@@ -61,13 +63,16 @@ class KubeClients:
         if entry is not None and entry.fingerprint == fingerprint:
             entry.used_at = time.monotonic()
             return entry.client
-        async with self._lock:
+        async with self._locks.setdefault(target.id, asyncio.Lock()):
+            entry = self._entries.get(target.id)
+            if entry is not None and entry.fingerprint == fingerprint:
+                return entry.client  # built by a concurrent caller meanwhile
             if entry is not None:
                 await self._close(target.id)
             client = await self._build(target)
             self._entries[target.id] = _Entry(fingerprint, client, time.monotonic())
-            await self._evict()
-            return client
+        await self._evict()
+        return client
 
     async def _build(self, target: ClusterTarget) -> ApiClient:
         plain = self._secrets.open(
@@ -78,8 +83,11 @@ class KubeClients:
         parts = urlsplit(server)
         port = parts.port or (443 if parts.scheme == "https" else 80)
         # Refuses names that now resolve to metadata or (unless allowed) private addresses.
-        await asyncio.to_thread(
-            resolve_and_check, parts.hostname or "", port, allow_private=self._allow_private
+        await asyncio.wait_for(
+            asyncio.to_thread(
+                resolve_and_check, parts.hostname or "", port, allow_private=self._allow_private
+            ),
+            RESOLVE_TIMEOUT,
         )
         client: ApiClient = await new_client_from_config_dict(config)
         return client
@@ -99,10 +107,8 @@ class KubeClients:
             await self._close(oldest)
 
     async def forget(self, cluster_id: int) -> None:
-        async with self._lock:
-            await self._close(cluster_id)
+        await self._close(cluster_id)
 
     async def close(self) -> None:
-        async with self._lock:
-            for cluster_id in list(self._entries):
-                await self._close(cluster_id)
+        for cluster_id in list(self._entries):
+            await self._close(cluster_id)

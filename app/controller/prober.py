@@ -168,13 +168,19 @@ class ClusterProber:
             observation = await observe(self._clients, target)
         except Exception as exc:  # any failure to reach or read the cluster
             PROBES.labels("failure").inc()
+            PROBE_SECONDS.observe(time.perf_counter() - started)
             await self._clients.forget(target.id)
-            await self._record_failure(token, target, exc)
+            await self._write_back(self._record_failure(token, target, exc), target)
         else:
             PROBES.labels("success").inc()
-            await self._record_success(token, target, observation)
-        finally:
             PROBE_SECONDS.observe(time.perf_counter() - started)
+            await self._write_back(self._record_success(token, target, observation), target)
+
+    async def _write_back(self, write: Any, target: ClusterTarget) -> None:
+        try:
+            await write
+        except Exception:  # the database is down: the lease expires and the probe is redone
+            logger.warning("could not record the probe of %s", target.name, exc_info=True)
 
     async def _write(
         self, token: Any, target: ClusterTarget, values: dict[str, Any], session: AsyncSession
@@ -182,7 +188,12 @@ class ClusterProber:
         values["resource_version"] = resource_version_seq.next_value()
         row: Cluster | None = await session.scalar(
             update(Cluster)
-            .where(held(Cluster, target.id, token))
+            .where(
+                held(Cluster, target.id, token),
+                # Disabled or re-pointed meanwhile: this result no longer describes it.
+                Cluster.enabled.is_(True),
+                Cluster.kubeconfig_ciphertext == target.ciphertext,
+            )
             .values(**values)
             .returning(Cluster)
         )
@@ -242,9 +253,16 @@ class ClusterProber:
             for group in groups:
                 selector = effective_selector(group)
                 members = [n for n in seen.nodes if selector_matches(selector, n.labels)]
-                group.node_count = len(members)
-                group.ready_node_count = sum(n.ready for n in members)
-                group.nodes = sorted(n.name for n in members)
+                status = (
+                    len(members),
+                    sum(n.ready for n in members),
+                    sorted(n.name for n in members),
+                )
+                if status != (group.node_count, group.ready_node_count, list(group.nodes)):
+                    group.node_count, group.ready_node_count, group.nodes = status
+                    group.resource_version = int(
+                        await session.scalar(resource_version_seq.next_value())
+                    )
         await self._publish(row)
 
     async def _record_failure(self, token: Any, target: ClusterTarget, exc: Exception) -> None:

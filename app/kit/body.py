@@ -102,9 +102,21 @@ async def read_object(
     if not raw.strip():
         raise BadRequest("request body is empty")
     data = decode_yaml(raw) if kind in YAML_TYPES else decode_json(raw)
+    if _has_nul(data):
+        raise BadRequest("NUL characters are not accepted")
     if not isinstance(data, dict):
         raise BadRequest(f"request body must be an object, not {type(data).__name__}")
     return data
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -138,10 +150,14 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if "\x00" in scope["path"] or b"%00" in scope.get("query_string", b""):
+            await _send_problem(scope, send, 400, "BadRequest", "NUL characters are not accepted")
+            return
         limit = self._limit_for(scope["path"])
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > limit:
-                await _send_too_large(scope, send, limit)
+                detail = f"request body exceeds the limit of {limit} bytes"
+                await _send_problem(scope, send, 413, "PayloadTooLarge", detail)
                 return
         received = 0
 
@@ -157,21 +173,22 @@ class BodySizeLimitMiddleware:
         await self.app(scope, limited_receive, send)
 
 
-async def _send_too_large(scope: Scope, send: Send, limit: int) -> None:
+async def _send_problem(scope: Scope, send: Send, status: int, code: str, detail: str) -> None:
+    """A problem+json answer sent before the application sees the request."""
     body = json.dumps(
         {
-            "type": "https://edge.theriseunion.io/problems/PayloadTooLarge",
-            "title": "Request body too large",
-            "status": 413,
-            "detail": f"request body exceeds the limit of {limit} bytes",
-            "code": "PayloadTooLarge",
-            "instance": scope["path"],
+            "type": f"https://edge.theriseunion.io/problems/{code}",
+            "title": detail,
+            "status": status,
+            "detail": detail,
+            "code": code,
+            "instance": scope["path"].replace("\x00", "\\0"),
         }
     ).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/problem+json"),
                 (b"content-length", str(len(body)).encode()),

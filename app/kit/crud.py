@@ -25,9 +25,13 @@ from app.kit.service import ResourceService
 IfMatch = Annotated[str | None, Header(alias="If-Match")]
 
 
-def principal_name(request: Request) -> str:
+def idempotency_owner(request: Request) -> str:
+    """Who an Idempotency-Key belongs to: kind and id, since a user and a service account may
+    share a name."""
     principal = getattr(request.state, "principal", None)
-    return str(getattr(principal, "name", "anonymous"))
+    if principal is None:
+        return "anonymous"
+    return f"{principal.kind}:{principal.id}"
 
 
 def add_resource_routes(
@@ -77,7 +81,9 @@ def add_resource_routes(
         async def create() -> routes.Created:
             return routes.created(request, await service.create(validate_as(in_model, body)))
 
-        return await create_once(request, session, body, create, principal=principal_name(request))
+        return await create_once(
+            request, session, body, create, principal=idempotency_owner(request)
+        )
 
     @router.get("/{name}", operation_id=f"read{kind}", response_model=out_model, dependencies=reads)
     async def read_object_route(request: Request, name: str, service: Service) -> Response:

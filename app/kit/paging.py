@@ -68,6 +68,8 @@ def _decode(token: str, fingerprint: str) -> str | int:
         after, query = data["after"], data["q"]
         if data.get("v") != 1 or not isinstance(after, str | int) or not isinstance(query, str):
             raise ValueError("unexpected token content")
+        if isinstance(after, str) and "\x00" in after:
+            raise ValueError("unexpected token content")
     except (ValueError, KeyError, TypeError, binascii.Error, UnicodeError):
         raise BadRequest("invalid continue token; start the list again without it") from None
     if query != fingerprint:

@@ -7,8 +7,9 @@ accepted in a body, so a GET result can be edited and sent back, and are then ig
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import yaml
 from fastapi import Request, Response
@@ -28,6 +29,21 @@ MAX_ANNOTATIONS_BYTES = 256 * 1024
 YAML_MEDIA_TYPE = "application/yaml"
 
 
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+def dotted_name_problem(name: str) -> str | None:
+    """For kinds whose names carry a version (`monitoring-stack-v2.0.0`): dots allowed."""
+    if len(name) > 63:
+        return f"name {name!r} is longer than 63 characters"
+    if not DNS1123_SUBDOMAIN.match(name) or ".." in name:
+        return (
+            f"name {name!r} must be lower-case alphanumerics, '-' and '.', "
+            "starting and ending alphanumeric"
+        )
+    return None
+
+
 def name_problem(name: str) -> str | None:
     if len(name) > 63:
         return f"name {name!r} is longer than 63 characters"
@@ -41,6 +57,8 @@ def name_problem(name: str) -> str | None:
 
 class ObjectMetaIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    NAME_RULE: ClassVar[Callable[[str], str | None]] = staticmethod(name_problem)
 
     name: str | None = Field(None, description="DNS-1123 label, at most 63 characters.")
     labels: dict[str, str] | None = None
@@ -58,7 +76,7 @@ class ObjectMetaIn(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str | None) -> str | None:
-        if value is not None and (problem := name_problem(value)):
+        if value is not None and (problem := cls.NAME_RULE(value)):
             raise ValueError(problem)
         return value
 
@@ -81,6 +99,10 @@ class ObjectMetaIn(BaseModel):
         if total > MAX_ANNOTATIONS_BYTES:
             raise ValueError(f"annotations total {total} bytes; the limit is 256 KiB")
         return value
+
+
+class DottedObjectMetaIn(ObjectMetaIn):
+    NAME_RULE: ClassVar[Callable[[str], str | None]] = staticmethod(dotted_name_problem)
 
 
 SpecT = TypeVar("SpecT", bound=BaseModel)

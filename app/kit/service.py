@@ -72,6 +72,11 @@ class ResourceService(Generic[RowT, InT, OutT]):
     async def check_delete(self, row: RowT) -> None:
         """Refuse a delete that would break references (409)."""
 
+    async def live_status(self, names: list[str]) -> dict[str, BaseModel] | None:
+        """Status computed at read time (e.g. counts of related objects), for each of `names`;
+        None when the kind has none. Never cached: it changes without the object changing."""
+        return None
+
     # Flow ------------------------------------------------------------------------------------
 
     def not_found(self, name: str) -> NotFound:
@@ -134,6 +139,9 @@ class ResourceService(Generic[RowT, InT, OutT]):
             found = loaded[1] if loaded else None
         if found is None:
             raise self.not_found(name)
+        live = await self.live_status([name])
+        if live is not None:
+            found = {**found, "status": live[name].model_dump(mode="json")}
         return found
 
     async def list(
@@ -144,7 +152,12 @@ class ResourceService(Generic[RowT, InT, OutT]):
         for column, value in (filters or {}).items():
             query = query.where(getattr(self.repository.model, column) == value)
         result = await self.repository.page(page, query)
-        return [self.render(row) for row in result.items], result
+        items = [self.render(row) for row in result.items]
+        live = await self.live_status([item.metadata.name for item in items])
+        if live is not None:
+            for item in items:
+                item.status = live[item.metadata.name]
+        return items, result
 
     def editable(self, row: RowT) -> dict[str, Any]:
         """The object as a write body, for merge patches (kinds with write-only fields adapt it)."""
@@ -179,7 +192,13 @@ class ResourceService(Generic[RowT, InT, OutT]):
     async def patch(self, name: str, patch: dict[str, Any], if_match: str | None) -> OutT:
         row = await self._locked(name)
         merged = merge_patch(self.editable(row), patch)
-        if not isinstance(merged, dict) or merged.get("metadata", {}).get("name") != name:
+        metadata = merged.get("metadata") if isinstance(merged, dict) else None
+        if not isinstance(metadata, dict):
+            raise Unprocessable(
+                "metadata: must be an object",
+                errors=[{"field": "metadata", "message": "must be an object"}],
+            )
+        if metadata.get("name") != name:
             raise Unprocessable(
                 "a patch cannot change metadata.name",
                 errors=[{"field": "metadata.name", "message": "cannot be changed"}],

@@ -1,12 +1,10 @@
 from __future__ import annotations
 
-from typing import Any
-
+from pydantic import BaseModel
 from sqlalchemy import func, select
 
 from app.clusters.models import Cluster
 from app.errors import Conflict
-from app.kit.paging import Page, PageRequest
 from app.kit.service import ResourceService
 from app.regions.models import Region
 from app.regions.schemas import RegionIn, RegionOut, RegionStatus, region_out
@@ -26,8 +24,8 @@ class RegionService(ResourceService[Region, RegionIn, RegionOut]):
     def render(self, row: Region) -> RegionOut:
         return region_out(row)
 
-    async def _counts(self, names: list[str]) -> dict[str, RegionStatus]:
-        """Cluster counts are read live, not cached: probes change them all the time."""
+    async def live_status(self, names: list[str]) -> dict[str, BaseModel] | None:
+        """Cluster counts change with every probe, so they are read live."""
         rows = await self.session.execute(
             select(
                 Cluster.region,
@@ -37,24 +35,14 @@ class RegionService(ResourceService[Region, RegionIn, RegionOut]):
             .where(Cluster.region.in_(names))
             .group_by(Cluster.region)
         )
+        counts = {region: (total, ready) for region, total, ready in rows.all()}
         return {
-            region: RegionStatus(clusterCount=total, readyClusterCount=ready)
-            for region, total, ready in rows.all()
+            name: RegionStatus(
+                clusterCount=counts.get(name, (0, 0))[0],
+                readyClusterCount=counts.get(name, (0, 0))[1],
+            )
+            for name in names
         }
-
-    async def read(self, name: str) -> dict[str, Any]:
-        found = await super().read(name)
-        status = (await self._counts([name])).get(name, RegionStatus())
-        return {**found, "status": status.model_dump()}
-
-    async def list(
-        self, page: PageRequest, filters: dict[str, str] | None = None
-    ) -> tuple[list[RegionOut], Page[Region]]:
-        items, result = await super().list(page, filters)
-        counts = await self._counts([item.metadata.name for item in items])
-        for item in items:
-            item.status = counts.get(item.metadata.name, RegionStatus())
-        return items, result
 
     async def check_delete(self, row: Region) -> None:
         names = (

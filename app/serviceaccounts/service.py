@@ -51,7 +51,7 @@ class ServiceAccountService(ResourceService[ServiceAccount, ServiceAccountIn, Se
             name=name,
             workspace_id=self.workspace.id if self.workspace else None,
             client_id=f"sa-{scope}-{name}",
-            secret_hash=hash_secret(self._new_secret),
+            secret_hash=hash_secret(self._new_secret),  # once per account: not worth a thread
         )
 
     async def check_spec(self, body: ServiceAccountIn) -> None:

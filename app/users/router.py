@@ -11,7 +11,6 @@ from app.kit import routes
 from app.kit.body import MERGE_PATCH_TYPES, read_object
 from app.kit.crud import IfMatch, add_resource_routes
 from app.kit.openapi import merge_patch_body
-from app.users.repository import UserRepository
 from app.users.schemas import OwnSpecPatch, UserIn, UserList, UserOut
 from app.users.service import UserService
 
@@ -19,7 +18,7 @@ router = APIRouter(prefix="/api/v1/users", tags=["users"], dependencies=[Depends
 
 
 def user_service(request: Request, session: SessionDep, principal: CurrentPrincipal) -> UserService:
-    return UserService(session, UserRepository(session), audit=audit_trail(request, principal))
+    return UserService(session, request.app.state.cache, audit_trail(request, principal))
 
 
 Service = Annotated[UserService, Depends(user_service)]

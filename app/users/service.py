@@ -2,16 +2,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.auth.passwords import hash_secret, verify_secret
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.audit.service import AuditTrail
+from app.auth.passwords import hash_secret_async, verify_secret_async
+from app.auth.principal import revoke_sessions, user_subject
+from app.cache import ObjectCache
 from app.errors import Conflict, Forbidden, Unprocessable
 from app.kit.resource import validate_as
 from app.kit.service import ResourceService
 from app.users.models import User
+from app.users.repository import UserRepository
 from app.users.schemas import OwnSpecPatch, UserIn, UserOut, user_out
 
 
 class UserService(ResourceService[User, UserIn, UserOut]):
     in_model = UserIn
+
+    def __init__(self, session: AsyncSession, sessions: ObjectCache, audit: AuditTrail) -> None:
+        super().__init__(session, UserRepository(session), audit=audit)
+        self.sessions = sessions  # login-session revocations are published here
 
     def new_row(self, name: str) -> User:
         return User(name=name)
@@ -23,7 +33,10 @@ class UserService(ResourceService[User, UserIn, UserOut]):
         row.platform_role = spec.platformRole
         row.disabled = spec.disabled
         if spec.password is not None:
-            row.password_hash = hash_secret(spec.password)
+            row.password_hash = await hash_secret_async(spec.password)
+            if row.id is not None:
+                # A new password ends every login made with the old one.
+                await revoke_sessions(self.session, self.sessions, user_subject(row))
 
     def render(self, row: User) -> UserOut:
         return user_out(row)
@@ -53,7 +66,9 @@ class UserService(ResourceService[User, UserIn, UserOut]):
             )
         if own.password is not None:
             row = await self._locked(name)
-            if own.oldPassword is None or not verify_secret(row.password_hash, own.oldPassword):
+            if own.oldPassword is None or not await verify_secret_async(
+                row.password_hash, own.oldPassword
+            ):
                 raise Forbidden("changing the password needs the current one in spec.oldPassword")
         spec = {k: v for k, v in spec.items() if k != "oldPassword"}
         metadata = patch.get("metadata")

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
 
 from app.errors import Conflict, NotFound, Unprocessable
 from app.kit.service import ResourceService
@@ -29,18 +31,29 @@ class WorkspaceService(ResourceService[Workspace, WorkspaceIn, WorkspaceOut]):
         spec = body.spec
         row.display_name = spec.displayName
         row.description = spec.description
+        manager_changed = row.id is not None and row.manager != spec.manager
         row.manager = spec.manager
         row.clusters = list(spec.clusters)
         row.cluster_selector = (
             spec.clusterSelector.model_dump(mode="json") if spec.clusterSelector else None
         )
+        if manager_changed:
+            await self._make_manager_admin(row)
 
     async def after_create(self, row: Workspace, body: WorkspaceIn) -> None:
-        if body.spec.manager is not None:
-            user_id = await self.session.scalar(
-                select(User.id).where(User.name == body.spec.manager)
+        await self._make_manager_admin(row)
+
+    async def _make_manager_admin(self, row: Workspace) -> None:
+        if row.manager is None:
+            return
+        user_id = await self.session.scalar(select(User.id).where(User.name == row.manager))
+        await self.session.execute(
+            insert(WorkspaceMember)
+            .values(workspace_id=row.id, user_id=user_id, role="admin")
+            .on_conflict_do_update(
+                index_elements=["workspace_id", "user_id"], set_={"role": "admin"}
             )
-            self.session.add(WorkspaceMember(workspace_id=row.id, user_id=user_id, role="admin"))
+        )
 
     def render(self, row: Workspace) -> WorkspaceOut:
         return workspace_out(row)
@@ -104,7 +117,11 @@ class MemberService:
         self.session.add(
             WorkspaceMember(workspace_id=self.workspace.id, user_id=user_id, role=role)
         )
-        await self.session.flush()
+        try:
+            async with self.session.begin_nested():
+                await self.session.flush()
+        except IntegrityError:  # added by a concurrent request
+            raise Conflict(f"user {user!r} is already a member", code="AlreadyExists") from None
         self._record("create", user, 201)
         return self._out(user, role)
 

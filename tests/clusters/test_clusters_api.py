@@ -171,6 +171,9 @@ BAD_KUBECONFIGS = [
     (kubeconfig(user={"client-certificate": "/etc/ssl/cert.pem", "client-key": "/k"}),
      "refers to a file"),
     ("x" * (1 << 20), "larger than 512 KiB"),
+    (kubeconfig().replace("server: https://127.0.0.1:6443",
+                          "server: https://127.0.0.1:6443\n    proxy-url: http://169.254.169.254"),
+     "proxy-url is not accepted"),
 ]  # fmt: skip
 
 

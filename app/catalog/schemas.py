@@ -1,0 +1,200 @@
+from __future__ import annotations
+
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from app.catalog.charts import CHART_NAME, SEMVER
+from app.catalog.models import Application, ApplicationVersion
+from app.kit.resource import (
+    DottedObjectMetaIn,
+    ResourceIn,
+    ResourceList,
+    ResourceOut,
+    name_problem,
+    object_meta,
+)
+
+Provisioner = Literal["helm", "workload"]
+
+
+class ApplicationSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    displayName: str | None = Field(None, max_length=253)
+    description: str | None = Field(None, max_length=4096)
+    category: str | None = Field(None, max_length=63)
+    icon: str | None = Field(None, max_length=2048, description="URL or data: URI.")
+    provisioner: Provisioner = "helm"
+
+
+class ApplicationStatus(BaseModel):
+    latestVersion: str | None = None
+    versionCount: int = 0
+
+
+class ApplicationIn(ResourceIn[ApplicationSpec]):
+    apiVersion: Literal["edge.theriseunion.io/v1alpha1"] = "edge.theriseunion.io/v1alpha1"
+    kind: Literal["Application"] = "Application"
+    spec: ApplicationSpec = Field(default_factory=ApplicationSpec)
+
+
+class ApplicationOut(ResourceOut[ApplicationSpec, ApplicationStatus]):
+    kind: Literal["Application"] = "Application"
+
+
+class ApplicationList(ResourceList[ApplicationOut]):
+    kind: Literal["ApplicationList"] = "ApplicationList"
+
+
+def application_out(row: Application, status: ApplicationStatus | None = None) -> ApplicationOut:
+    return ApplicationOut(
+        metadata=object_meta(row),
+        spec=ApplicationSpec(
+            displayName=row.display_name,
+            description=row.description,
+            category=row.category,
+            icon=row.icon,
+            provisioner=row.provisioner,
+        ),
+        status=status or ApplicationStatus(),
+    )
+
+
+class HelmSource(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    chart: str = Field(max_length=63)
+    version: str = Field(description="Chart version (SemVer 2).")
+    repository: str | None = Field(
+        None, max_length=2048, description="Chart repository URL; default: this platform's."
+    )
+    values: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("chart")
+    @classmethod
+    def _chart(cls, value: str) -> str:
+        if not CHART_NAME.match(value):
+            raise ValueError("chart names are lower-case alphanumerics and '-'")
+        return value
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        if not SEMVER.match(value):
+            raise ValueError("must be SemVer 2, e.g. 1.2.3")
+        return value
+
+
+class Container(BaseModel):
+    model_config = ConfigDict(extra="allow")  # the rest of a Kubernetes container
+
+    name: str
+    image: str = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if problem := name_problem(value):
+            raise ValueError(problem)
+        return value
+
+
+class PodSpec(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    containers: list[Container] = Field(min_length=1)
+
+
+class PodTemplate(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: PodSpec
+
+
+class WorkloadDeploymentSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    replicas: int = Field(1, ge=0, le=1000)
+    strategy: dict[str, Any] | None = None
+    template: PodTemplate
+
+
+class WorkloadDeployment(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    spec: WorkloadDeploymentSpec
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if problem := name_problem(value):
+            raise ValueError(problem)
+        return value
+
+
+class WorkloadSource(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    deployments: list[WorkloadDeployment] = Field(min_length=1)
+
+
+class ApplicationVersionSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    application: str
+    version: str
+    helm: HelmSource | None = None
+    workload: WorkloadSource | None = None
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        if not SEMVER.match(value):
+            raise ValueError("must be SemVer 2, e.g. 2.0.0")
+        if "+" in value:
+            raise ValueError("build metadata (+...) cannot be part of an object name")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if (self.helm is None) == (self.workload is None):
+            raise ValueError("give exactly one of helm or workload")
+        return self
+
+
+class ApplicationVersionStatus(BaseModel):
+    pass
+
+
+class ApplicationVersionIn(ResourceIn[ApplicationVersionSpec]):
+    apiVersion: Literal["edge.theriseunion.io/v1alpha1"] = "edge.theriseunion.io/v1alpha1"
+    kind: Literal["ApplicationVersion"] = "ApplicationVersion"
+    metadata: DottedObjectMetaIn
+
+
+class ApplicationVersionOut(ResourceOut[ApplicationVersionSpec, ApplicationVersionStatus]):
+    kind: Literal["ApplicationVersion"] = "ApplicationVersion"
+
+
+class ApplicationVersionList(ResourceList[ApplicationVersionOut]):
+    kind: Literal["ApplicationVersionList"] = "ApplicationVersionList"
+
+
+def version_name(application: str, version: str) -> str:
+    return f"{application}-v{version}"
+
+
+def application_version_out(row: ApplicationVersion) -> ApplicationVersionOut:
+    return ApplicationVersionOut(
+        metadata=object_meta(row),
+        spec=ApplicationVersionSpec(
+            application=row.application,
+            version=row.version,
+            helm=HelmSource.model_validate(row.helm) if row.helm else None,
+            workload=WorkloadSource.model_validate(row.workload) if row.workload else None,
+        ),
+        status=ApplicationVersionStatus(),
+    )
