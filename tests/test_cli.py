@@ -36,7 +36,17 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["serve"], ["migrate"], ["dev"], ["version"], ["rotate-key"]]
+    "command",
+    [
+        [],
+        ["serve"],
+        ["migrate"],
+        ["dev"],
+        ["version"],
+        ["rotate-key"],
+        ["controller"],
+        ["charts", "load"],
+    ],
 )
 def test_help(command: list[str]) -> None:
     result = run_cli(*command, "--help")
