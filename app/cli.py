@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import uvicorn
 
@@ -21,7 +19,6 @@ from app.config import (
     add_server_flags,
     apply_server_flags,
     load_settings,
-    parse_bind_address,
 )
 from app.embedded import EmbeddedError
 from app.observability import configure_logging
@@ -29,34 +26,14 @@ from app.observability import configure_logging
 logger = logging.getLogger("edge_platform")
 
 
-class _Server(uvicorn.Server):
-    """A listener whose signals are handled by `serve_api` for all listeners at once (uvicorn
-    would otherwise re-raise the signal after shutdown, killing the process before `dev` has
-    stopped its embedded PostgreSQL and Redis)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 async def serve_api(settings: Settings, host: str, port: int, *, dev: bool = False) -> None:
     """Run the API, plus the side listeners for metrics and health probes when configured."""
-    from app.main import OnlyPaths, create_app
-    from app.ops.router import HEALTH_PATHS, METRICS_PATHS
+    from app.main import create_app
+    from app.serving import COMMON, Listener, side_listeners
 
     api = create_app(settings, dev=dev)
-    common: dict[str, Any] = {"log_config": None, "access_log": False, "proxy_headers": True}
-    servers = [_Server(uvicorn.Config(api, host=host, port=port, **common))]
-    for address, paths in (
-        (settings.metrics_bind_address, METRICS_PATHS),
-        (settings.health_probe_bind_address, HEALTH_PATHS),
-    ):
-        if address:
-            side_host, side_port = parse_bind_address(address)
-            side = uvicorn.Config(
-                OnlyPaths(api, paths), host=side_host, port=side_port, lifespan="off", **common
-            )
-            servers.append(_Server(side))
+    main = Listener(uvicorn.Config(api, host=host, port=port, proxy_headers=True, **COMMON))
+    servers = [main, *side_listeners(api, settings)]
 
     def stop() -> None:
         for server in servers:

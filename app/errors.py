@@ -83,6 +83,13 @@ class Unprocessable(AppError):
     status, code, title = 422, "Invalid", "Invalid request"
 
 
+def invalid_field(field: str, message: str, *, code: str | None = None) -> Unprocessable:
+    """A 422 about one field, naming it in `detail` and in `errors`."""
+    return Unprocessable(
+        f"{field}: {message}", errors=[{"field": field, "message": message}], code=code
+    )
+
+
 class ServiceUnavailable(AppError):
     status, code, title = 503, "ServiceUnavailable", "Service unavailable"
 

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 import app as app_package
 from app.audit.router import router as audit_router
@@ -167,24 +166,3 @@ def create_app(settings: Settings | None = None, *, dev: bool = False) -> FastAP
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
-
-
-class OnlyPaths:
-    """Serve a subset of an app's paths on a side listener (metrics or health probes)."""
-
-    def __init__(self, app: ASGIApp, paths: frozenset[str]) -> None:
-        self.app = app
-        self.paths = paths
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] not in self.paths:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 404,
-                    "headers": [(b"content-type", b"text/plain")],
-                }
-            )
-            await send({"type": "http.response.body", "body": b"not found\n"})
-            return
-        await self.app(scope, receive, send)

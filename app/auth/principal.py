@@ -103,6 +103,20 @@ async def mark_session_revoked(cache: ObjectCache, session_id: str) -> None:
     await cache.put(redis_key("sessions", session_id, tag=session_id), 1, {"revoked": True})
 
 
+def service_account_principal(account: ServiceAccount, session_id: str | None = None) -> Principal:
+    """Platform accounts carry a platform role; workspace accounts a role in their workspace."""
+    in_workspace = account.workspace_id is not None
+    return Principal(
+        "serviceaccount",
+        account.id,
+        account.name,
+        None if in_workspace else account.role,
+        workspace_id=account.workspace_id,
+        workspace_role=account.role if in_workspace else None,
+        session_id=session_id,
+    )
+
+
 async def _load_principal(session: AsyncSession, subject: str, session_id: str) -> Principal:
     kind, _, raw_uid = subject.partition(":")
     try:
@@ -118,19 +132,7 @@ async def _load_principal(session: AsyncSession, subject: str, session_id: str) 
         account = await session.scalar(select(ServiceAccount).where(ServiceAccount.uid == uid))
         if account is None or account.disabled:
             raise _unauthorized("the service account of this token no longer exists or is disabled")
-        if account.workspace_id is None:
-            return Principal(
-                "serviceaccount", account.id, account.name, account.role, session_id=session_id
-            )
-        return Principal(
-            "serviceaccount",
-            account.id,
-            account.name,
-            None,
-            workspace_id=account.workspace_id,
-            workspace_role=account.role,
-            session_id=session_id,
-        )
+        return service_account_principal(account, session_id)
     raise _unauthorized("token subject is not recognised")
 
 
@@ -233,14 +235,7 @@ async def _basic_principal(session: AsyncSession, client_id: str, secret: str) -
             "invalid service account credentials",
             headers={"WWW-Authenticate": 'Basic realm="edge-platform"'},
         )
-    return Principal(
-        "serviceaccount",
-        account.id,
-        account.name,
-        account.role if account.workspace_id is None else None,
-        workspace_id=account.workspace_id,
-        workspace_role=account.role if account.workspace_id is not None else None,
-    )
+    return service_account_principal(account)
 
 
 async def authenticate_bearer_or_basic(request: Request, session: SessionDep) -> Principal:

@@ -34,7 +34,7 @@ from app.catalog.service import (
     ApplicationVersionService,
 )
 from app.db.session import SessionDep
-from app.errors import NotFound, Unprocessable, UnsupportedMediaType
+from app.errors import NotFound, UnsupportedMediaType, invalid_field
 from app.kit.body import media_type
 from app.kit.crud import add_resource_routes
 
@@ -59,10 +59,7 @@ async def _archive_from(request: Request) -> bytes:
         form = await request.form(max_part_size=20 << 20)
         upload = form.get("chart")
         if upload is None or isinstance(upload, str):
-            raise Unprocessable(
-                "multipart upload needs the archive in the field 'chart'",
-                errors=[{"field": "chart", "message": "required"}],
-            )
+            raise invalid_field("chart", "multipart upload needs the archive in the field 'chart'")
         return await upload.read()
     if kind not in ARCHIVE_TYPES and kind != "":
         raise UnsupportedMediaType(
@@ -103,9 +100,7 @@ async def upload_chart(
     try:
         info = inspect_chart(archive)
     except InvalidChart as exc:
-        raise Unprocessable(
-            f"invalid chart archive: {exc}", errors=[{"field": "chart", "message": str(exc)}]
-        ) from None
+        raise invalid_field("chart", f"invalid chart archive: {exc}") from None
     created = await store.save(info, archive, force=force)
     AuditTrail(RequestInfo.of(request), principal.actor).record(
         session, action="create" if created else "update", outcome=201, kind="Chart",

@@ -16,7 +16,7 @@ from app.catalog.schemas import (
     version_name,
 )
 from app.db.repository import ResourceRepository
-from app.errors import Conflict, Unprocessable
+from app.errors import Conflict, invalid_field
 from app.kit.service import ResourceService
 
 
@@ -28,10 +28,6 @@ class ApplicationRepository(ResourceRepository[Application]):
 class ApplicationVersionRepository(ResourceRepository[ApplicationVersion]):
     model = ApplicationVersion
     kind = "ApplicationVersion"
-
-
-def _invalid(field: str, message: str) -> Unprocessable:
-    return Unprocessable(f"{field}: {message}", errors=[{"field": field, "message": message}])
 
 
 class ApplicationService(ResourceService[Application, ApplicationIn, ApplicationOut]):
@@ -101,15 +97,17 @@ class ApplicationVersionService(
         spec = body.spec
         expected = version_name(spec.application, spec.version)
         if body.metadata.name not in (None, expected):
-            raise _invalid("metadata.name", f"must be {expected!r} (<application>-v<version>)")
+            raise invalid_field("metadata.name", f"must be {expected!r} (<application>-v<version>)")
         provisioner = await self.session.scalar(
             select(Application.provisioner).where(Application.name == spec.application)
         )
         if provisioner is None:
-            raise _invalid("spec.application", f"application {spec.application!r} does not exist")
+            raise invalid_field(
+                "spec.application", f"application {spec.application!r} does not exist"
+            )
         source = "helm" if spec.helm is not None else "workload"
         if source != provisioner:
-            raise _invalid(
+            raise invalid_field(
                 f"spec.{source}",
                 f"application {spec.application!r} is provisioned by {provisioner}",
             )
@@ -121,7 +119,7 @@ class ApplicationVersionService(
                 )
             )
             if stored is None:
-                raise _invalid(
+                raise invalid_field(
                     "spec.helm",
                     f"chart {helm.chart} {helm.version} is not in this platform's repository",
                 )

@@ -6,7 +6,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.clusters.models import Cluster, NodeGroup
-from app.kit.resource import ResourceIn, ResourceList, ResourceOut, object_meta
+from app.kit.resource import ResourceIn, ResourceList, ResourceOut, editable_form, object_meta
 from app.workspaces.schemas import LabelSelector
 
 Phase = Literal["Pending", "Ready", "NotReady", "Unreachable", "Disabled"]
@@ -113,18 +113,9 @@ def cluster_out(row: Cluster) -> ClusterOut:
 
 def cluster_write_form(out: ClusterOut) -> dict[str, Any]:
     """A Cluster as a write body (the stored kubeconfig is kept by leaving it out)."""
-    spec = out.spec.model_dump(mode="json", exclude_none=True)
-    spec["connection"].pop("kubeconfigConfigured", None)
-    return {
-        "apiVersion": out.apiVersion,
-        "kind": out.kind,
-        "metadata": {
-            "name": out.metadata.name,
-            "labels": out.metadata.labels,
-            "annotations": out.metadata.annotations,
-        },
-        "spec": spec,
-    }
+    form = editable_form(out)
+    form["spec"]["connection"].pop("kubeconfigConfigured", None)
+    return form
 
 
 class NodeGroupSpec(BaseModel):

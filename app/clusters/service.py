@@ -25,7 +25,7 @@ from app.clusters.schemas import (
 from app.config import Settings
 from app.crypto import Sealed, SecretBox
 from app.db.repository import ResourceRepository
-from app.errors import Unprocessable
+from app.errors import invalid_field
 from app.kit.selectors import Requirement, selector_clause
 from app.kit.service import ResourceService
 from app.regions.models import Region
@@ -116,10 +116,7 @@ class ClusterService(ResourceService[Cluster, ClusterIn, ClusterOut]):
     async def check_spec(self, body: ClusterIn) -> None:
         region = await self.session.scalar(select(Region.id).where(Region.name == body.spec.region))
         if region is None:
-            raise Unprocessable(
-                f"spec.region: region {body.spec.region!r} does not exist",
-                errors=[{"field": "spec.region", "message": "no such region"}],
-            )
+            raise invalid_field("spec.region", f"region {body.spec.region!r} does not exist")
         connection = body.spec.connection
         if connection.endpoint is not None:
             try:
@@ -129,10 +126,7 @@ class ClusterService(ResourceService[Cluster, ClusterIn, ClusterOut]):
                     allow_insecure=self.settings.allow_insecure_cluster_endpoints,
                 )
             except EndpointRefused as exc:
-                raise Unprocessable(
-                    f"spec.connection.endpoint: {exc}",
-                    errors=[{"field": "spec.connection.endpoint", "message": str(exc)}],
-                ) from None
+                raise invalid_field("spec.connection.endpoint", f"{exc}") from None
         if connection.kubeconfig is not None:
             await asyncio.to_thread(self._parse, connection.kubeconfig)
 
@@ -144,10 +138,7 @@ class ClusterService(ResourceService[Cluster, ClusterIn, ClusterOut]):
                 allow_insecure=self.settings.allow_insecure_cluster_endpoints,
             )
         except InvalidKubeconfig as exc:
-            raise Unprocessable(
-                f"spec.connection.kubeconfig: {exc}",
-                errors=[{"field": "spec.connection.kubeconfig", "message": str(exc)}],
-            ) from None
+            raise invalid_field("spec.connection.kubeconfig", f"{exc}") from None
 
     async def apply_spec(self, row: Cluster, body: ClusterIn) -> None:
         spec = body.spec

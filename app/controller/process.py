@@ -3,31 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI
 
 from app.cache import ObjectCache
-from app.config import Settings, parse_bind_address
+from app.config import Settings
 from app.controller.runner import Controller
 from app.crypto import secret_box
 from app.db.engine import create_engine, create_sessionmaker
 from app.errors import install_error_handlers
 from app.observability import POOL_COLLECTOR, RequestContextMiddleware
-from app.ops.router import HEALTH_PATHS, METRICS_PATHS
 from app.ops.router import router as ops_router
 from app.redis import RedisGateway
-
-
-class _Listener(uvicorn.Server):
-    """Signals are handled once, by `run_controller`."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Any:
-        yield
+from app.serving import side_listeners
 
 
 def probe_app(engine: Any, redis: RedisGateway) -> FastAPI:
@@ -41,8 +31,6 @@ def probe_app(engine: Any, redis: RedisGateway) -> FastAPI:
 
 
 async def run_controller(settings: Settings) -> None:
-    from app.main import OnlyPaths
-
     engine = create_engine(settings)
     redis = RedisGateway(
         url=settings.redis_url, addresses=settings.redis_addresses, timeout=settings.redis_timeout
@@ -55,19 +43,7 @@ async def run_controller(settings: Settings) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
 
-    app = probe_app(engine, redis)
-    listeners = []
-    for address, paths in (
-        (settings.metrics_bind_address, METRICS_PATHS),
-        (settings.health_probe_bind_address, HEALTH_PATHS),
-    ):
-        if address:
-            host, port = parse_bind_address(address)
-            config = uvicorn.Config(
-                OnlyPaths(app, paths), host=host, port=port, lifespan="off",
-                log_config=None, access_log=False,
-            )  # fmt: skip
-            listeners.append(_Listener(config))
+    listeners = side_listeners(probe_app(engine, redis), settings)
     served = [asyncio.create_task(listener.serve()) for listener in listeners]
     try:
         await controller.run(stop)

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base
-from app.errors import BadRequest, Conflict, Unprocessable
+from app.errors import BadRequest, Conflict, invalid_field
 from app.kit.resource import render
 
 KEY_TTL = timedelta(hours=24)
@@ -105,9 +105,9 @@ async def create_once(
         if first is None or first.status_code is None or first.response is None:
             raise Conflict("a request with this Idempotency-Key is still in progress; retry")
         if first.request_hash != digest:
-            raise Unprocessable(
-                "Idempotency-Key was already used with a different request body",
-                errors=[{"field": "Idempotency-Key", "message": "reused with another body"}],
+            raise invalid_field(
+                "Idempotency-Key",
+                "already used with a different request body",
                 code="IdempotencyKeyReused",
             )
         headers = {**first.headers, "Idempotent-Replayed": "true"}

@@ -16,7 +16,7 @@ from app.cache import ObjectCache
 from app.db.base import ResourceMixin
 from app.db.repository import ResourceRepository
 from app.db.session import after_commit
-from app.errors import NotFound, Unprocessable
+from app.errors import NotFound, invalid_field
 from app.kit.body import merge_patch
 from app.kit.etag import check_write_preconditions
 from app.kit.paging import Page, PageRequest
@@ -109,10 +109,7 @@ class ResourceService(Generic[RowT, InT, OutT]):
     async def create(self, body: InT) -> OutT:
         name = body.metadata.name
         if name is None:
-            raise Unprocessable(
-                "metadata.name: required",
-                errors=[{"field": "metadata.name", "message": "required"}],
-            )
+            raise invalid_field("metadata.name", "required")
         await self.check_spec(body)
         row = self.new_row(name)
         row.labels = body.metadata.labels or {}
@@ -171,9 +168,9 @@ class ResourceService(Generic[RowT, InT, OutT]):
 
     async def replace(self, name: str, body: InT, if_match: str | None) -> OutT:
         if body.metadata.name not in (None, name):
-            raise Unprocessable(
-                f"metadata.name {body.metadata.name!r} does not match {name!r} in the path",
-                errors=[{"field": "metadata.name", "message": "must match the name in the path"}],
+            raise invalid_field(
+                "metadata.name",
+                f"{body.metadata.name!r} does not match {name!r} in the path",
             )
         row = await self._locked(name)
         check_write_preconditions(if_match, row.resource_version, body.metadata.resourceVersion)
@@ -194,15 +191,9 @@ class ResourceService(Generic[RowT, InT, OutT]):
         merged = merge_patch(self.editable(row), patch)
         metadata = merged.get("metadata") if isinstance(merged, dict) else None
         if not isinstance(metadata, dict):
-            raise Unprocessable(
-                "metadata: must be an object",
-                errors=[{"field": "metadata", "message": "must be an object"}],
-            )
+            raise invalid_field("metadata", "must be an object")
         if metadata.get("name") != name:
-            raise Unprocessable(
-                "a patch cannot change metadata.name",
-                errors=[{"field": "metadata.name", "message": "cannot be changed"}],
-            )
+            raise invalid_field("metadata.name", "a patch cannot change it")
         body: InT = validate_as(self.in_model, merged)  # type: ignore[assignment]
         return await self.replace(name, body, if_match)
 

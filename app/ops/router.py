@@ -16,10 +16,6 @@ router = APIRouter(tags=["operations"])
 
 DATABASE_CHECK_TIMEOUT = 2.0
 
-# Paths served by the side listeners of `--health-probe-bind-address`/`--metrics-bind-address`.
-HEALTH_PATHS = frozenset({"/healthz", "/livez", "/readyz"})
-METRICS_PATHS = frozenset({"/metrics"})
-
 
 @router.get("/healthz", operation_id="getHealth")
 async def healthz() -> dict[str, str]:

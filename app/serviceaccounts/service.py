@@ -6,7 +6,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.audit.service import AuditTrail
 from app.auth.passwords import hash_secret, new_client_secret
 from app.db.repository import ResourceRepository
-from app.errors import Unprocessable
+from app.errors import invalid_field
 from app.kit.service import ResourceService
 from app.serviceaccounts.models import ServiceAccount
 from app.serviceaccounts.schemas import (
@@ -57,10 +57,7 @@ class ServiceAccountService(ResourceService[ServiceAccount, ServiceAccountIn, Se
     async def check_spec(self, body: ServiceAccountIn) -> None:
         allowed = WORKSPACE_ROLES if self.workspace else PLATFORM_ROLES
         if body.spec.role not in allowed:
-            raise Unprocessable(
-                f"spec.role must be one of {', '.join(allowed)} here",
-                errors=[{"field": "spec.role", "message": f"one of {', '.join(allowed)}"}],
-            )
+            raise invalid_field("spec.role", f"must be one of {', '.join(allowed)} here")
 
     async def apply_spec(self, row: ServiceAccount, body: ServiceAccountIn) -> None:
         row.display_name = body.spec.displayName

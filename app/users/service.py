@@ -8,7 +8,7 @@ from app.audit.service import AuditTrail
 from app.auth.passwords import hash_secret_async, verify_secret_async
 from app.auth.principal import revoke_sessions, user_subject
 from app.cache import ObjectCache
-from app.errors import Conflict, Forbidden, Unprocessable
+from app.errors import Conflict, Forbidden, Unprocessable, invalid_field
 from app.kit.resource import validate_as
 from app.kit.service import ResourceService
 from app.users.models import User
@@ -50,10 +50,7 @@ class UserService(ResourceService[User, UserIn, UserOut]):
         only with the current one."""
         spec = patch.get("spec") or {}
         if not isinstance(spec, dict):
-            raise Unprocessable(
-                "spec: must be an object",
-                errors=[{"field": "spec", "message": "must be an object"}],
-            )
+            raise invalid_field("spec", "must be an object")
         for field in ("platformRole", "disabled"):
             if field in spec:
                 raise Forbidden(f"spec.{field} can only be changed by a platform admin")

@@ -4,7 +4,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 
-from app.errors import Conflict, NotFound, Unprocessable
+from app.errors import Conflict, NotFound, invalid_field
 from app.kit.service import ResourceService
 from app.users.models import User
 from app.workspaces.models import Workspace, WorkspaceMember
@@ -22,10 +22,7 @@ class WorkspaceService(ResourceService[Workspace, WorkspaceIn, WorkspaceOut]):
         if manager is not None:
             exists = await self.session.scalar(select(User.id).where(User.name == manager))
             if exists is None:
-                raise Unprocessable(
-                    f"spec.manager: user {manager!r} does not exist",
-                    errors=[{"field": "spec.manager", "message": f"user {manager!r} not found"}],
-                )
+                raise invalid_field("spec.manager", f"user {manager!r} does not exist")
 
     async def apply_spec(self, row: Workspace, body: WorkspaceIn) -> None:
         spec = body.spec
@@ -102,10 +99,7 @@ class MemberService:
     async def add(self, user: str, role: str) -> MemberOut:
         user_id = await self.session.scalar(select(User.id).where(User.name == user))
         if user_id is None:
-            raise Unprocessable(
-                f"user: {user!r} does not exist",
-                errors=[{"field": "user", "message": f"user {user!r} not found"}],
-            )
+            raise invalid_field("user", f"user {user!r} does not exist")
         exists = await self.session.scalar(
             select(WorkspaceMember.id).where(
                 WorkspaceMember.workspace_id == self.workspace.id,
