@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import AuditTrail
@@ -11,7 +12,7 @@ from app.cache import ObjectCache
 from app.errors import Conflict, Forbidden, Unprocessable, invalid_field
 from app.kit.resource import validate_as
 from app.kit.service import ResourceService
-from app.users.models import User
+from app.users.models import PLATFORM_ADMIN, User
 from app.users.repository import UserRepository
 from app.users.schemas import OwnSpecPatch, UserIn, UserOut, user_out
 
@@ -26,8 +27,30 @@ class UserService(ResourceService[User, UserIn, UserOut]):
     def new_row(self, name: str) -> User:
         return User(name=name)
 
+    async def _keep_an_admin(self, row: User) -> None:
+        """Refuse to remove the last enabled platform admin (demote, disable or delete)."""
+        others = await self.session.scalar(
+            select(func.count()).where(
+                User.platform_role == PLATFORM_ADMIN,
+                User.disabled.is_(False),
+                User.id != row.id,
+            )
+        )
+        if not others:
+            raise Conflict(
+                f"{row.name!r} is the last enabled platform admin; make another one first",
+                code="LastPlatformAdmin",
+            )
+
     async def apply_spec(self, row: User, body: UserIn) -> None:
         spec = body.spec
+        losing_admin = (
+            row.platform_role == PLATFORM_ADMIN
+            and not row.disabled
+            and (spec.platformRole != PLATFORM_ADMIN or spec.disabled)
+        )
+        if row.id is not None and losing_admin:
+            await self._keep_an_admin(row)
         row.display_name = spec.displayName
         row.email = spec.email
         row.platform_role = spec.platformRole
@@ -44,6 +67,8 @@ class UserService(ResourceService[User, UserIn, UserOut]):
     async def check_delete(self, row: User) -> None:
         if self.audit is not None and self.audit.actor.name == row.name:
             raise Conflict("you cannot delete your own user")
+        if row.platform_role == PLATFORM_ADMIN and not row.disabled:
+            await self._keep_an_admin(row)
 
     async def patch_own(self, name: str, patch: dict[str, Any], if_match: str | None) -> UserOut:
         """A user's change to their own profile: no role or state changes, and a new password

@@ -100,3 +100,23 @@ async def test_changing_the_manager_makes_them_an_admin(api: httpx.AsyncClient) 
     assert response.status_code == 200
     members = (await api.get("/api/v1/workspaces/team/members")).json()["items"]
     assert {(m["user"], m["role"]) for m in members} == {("first", "admin"), ("second", "admin")}
+
+
+async def test_the_last_platform_admin_cannot_be_removed(api: httpx.AsyncClient) -> None:
+    """Found by fuzzing: a PUT without platformRole demoted the only admin."""
+    demote = await api.put("/api/v1/users/admin", json={"metadata": {"name": "admin"}, "spec": {}})
+    assert_problem(demote, 409, "last enabled platform admin")
+    disable = await api.patch(
+        "/api/v1/users/admin",
+        json={"spec": {"disabled": True}},
+        headers={"content-type": "application/merge-patch+json"},
+    )
+    assert_problem(disable, 409)
+    await create_user(api, "second-admin", role="platform-admin")
+    demoted = await api.patch(
+        "/api/v1/users/second-admin",
+        json={"spec": {"platformRole": "platform-regular"}},
+        headers={"content-type": "application/merge-patch+json"},
+    )
+    assert demoted.status_code == 200
+    assert (await api.get("/api/v1/users/me")).json()["spec"]["platformRole"] == "platform-admin"
