@@ -31,6 +31,7 @@ from app.db.engine import create_engine, create_sessionmaker
 from app.errors import install_error_handlers, is_database_unavailable
 from app.kit.body import MAX_BODY_BYTES, MAX_CHART_BYTES, BodySizeLimitMiddleware
 from app.kit.openapi import add_body_schemas
+from app.kit.routes import COMMON_ERRORS
 from app.observability import POOL_COLLECTOR, RequestContextMiddleware
 from app.ops.router import router as ops_router
 from app.redis import RedisGateway
@@ -141,7 +142,7 @@ def create_app(settings: Settings | None = None, *, dev: bool = False) -> FastAP
         applications_router,
         versions_router,
     ):
-        app.include_router(router)
+        app.include_router(router, responses=COMMON_ERRORS)
     # Outermost first: every response, errors included, gets a request id and is measured.
     app.add_middleware(
         BodySizeLimitMiddleware,

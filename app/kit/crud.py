@@ -118,7 +118,11 @@ def add_resource_routes(
         return routes.render_object(request, await service.patch(name, patch, if_match))
 
     @router.delete(
-        "/{name}", operation_id=f"delete{kind}", response_model=out_model, dependencies=writes
+        "/{name}",
+        operation_id=f"delete{kind}",
+        response_model=out_model,
+        responses=routes.WRITE_ERRORS,
+        dependencies=writes,
     )
     async def delete_object(
         request: Request, name: str, service: Service, if_match: IfMatch = None

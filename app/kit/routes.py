@@ -16,6 +16,16 @@ __all__ = ["Created", "created", "render_list", "render_object", "render_read"]
 LIMIT_HELP = "Page size, 1-1000 (default 100); larger values are clamped to 1000."
 
 _PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
+# What any route may answer, documented once for all of them (problem+json bodies).
+COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Malformed request", **_PROBLEM},
+    401: {"description": "No or invalid credentials", **_PROBLEM},
+    403: {"description": "Not allowed", **_PROBLEM},
+    404: {"description": "Not found, or not visible to the caller", **_PROBLEM},
+    422: {"description": "Invalid request", **_PROBLEM},
+    429: {"description": "Rate limited; see Retry-After", **_PROBLEM},
+    503: {"description": "A dependency is down; see Retry-After", **_PROBLEM},
+}
 WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "Malformed body", **_PROBLEM},
     409: {"description": "Conflict or stale metadata.resourceVersion", **_PROBLEM},
