@@ -214,6 +214,18 @@ class Settings(BaseSettings):
         40.0, description="Failed-probe grace before a cluster is Unreachable."
     )
     drift_check_interval: Seconds = Field(60.0, description="Re-check period of applied targets.")
+    dispatch_status_interval: Seconds = Field(
+        2.0, description="How often a target that is applied but not yet Ready is re-read."
+    )
+    dispatch_retry_max: Seconds = Field(
+        300.0, description="Cap of the exponential backoff between retries of an edge call."
+    )
+    dispatch_concurrency: int = Field(
+        64, ge=1, le=10000, description="Targets one controller works on at once."
+    )
+    dispatch_per_cluster: int = Field(
+        4, ge=1, le=1000, description="Targets of one edge cluster worked on at once."
+    )
     charts_dir: Path | None = Field(None, description="Built-in charts loaded at start.")
 
     api_server_args: str = Field("", description="Command-line flags given through the env.")

@@ -28,6 +28,7 @@ from app.config import Settings, load_settings
 from app.controller.runner import Controller
 from app.crypto import secret_box
 from app.db.engine import create_engine, create_sessionmaker
+from app.deployments.router import router as deployments_router
 from app.errors import install_error_handlers, is_database_unavailable
 from app.kit.body import MAX_BODY_BYTES, MAX_CHART_BYTES, BodySizeLimitMiddleware
 from app.kit.openapi import add_body_schemas
@@ -141,6 +142,7 @@ def create_app(settings: Settings | None = None, *, dev: bool = False) -> FastAP
         chartrepo_router,
         applications_router,
         versions_router,
+        deployments_router,
     ):
         app.include_router(router, responses=COMMON_ERRORS)
     # Outermost first: every response, errors included, gets a request id and is measured.

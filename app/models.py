@@ -6,6 +6,12 @@ from app.catalog.models import Application, ApplicationVersion, ChartArchive
 from app.clusters.models import Cluster, NodeGroup
 from app.controller.models import LeaderEpoch
 from app.db.base import Base
+from app.deployments.models import (
+    ApplicationDeployment,
+    DeploymentEvent,
+    DeploymentRevision,
+    DeploymentTarget,
+)
 from app.kit.idempotency import IdempotencyKey
 from app.regions.models import Region
 from app.serviceaccounts.models import ServiceAccount
@@ -14,11 +20,15 @@ from app.workspaces.models import Workspace, WorkspaceMember
 
 __all__ = [
     "Application",
+    "ApplicationDeployment",
     "ApplicationVersion",
     "AuditLog",
     "Base",
     "ChartArchive",
     "Cluster",
+    "DeploymentEvent",
+    "DeploymentRevision",
+    "DeploymentTarget",
     "IdempotencyKey",
     "LeaderEpoch",
     "NodeGroup",

@@ -74,6 +74,7 @@ class NodeGroup(ResourceMixin, Base):
     cluster_id: Mapped[int] = mapped_column(ForeignKey("clusters.id", ondelete="CASCADE"))
     display_name: Mapped[str | None] = mapped_column(String(253))
     selector: Mapped[dict[str, Any] | None]
+    taints: Mapped[list[dict[str, Any]]] = mapped_column(default=list, server_default="[]")
     # status, written by the prober
     node_count: Mapped[int] = mapped_column(default=0, server_default="0")
     ready_node_count: Mapped[int] = mapped_column(default=0, server_default="0")

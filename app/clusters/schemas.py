@@ -118,6 +118,16 @@ def cluster_write_form(out: ClusterOut) -> dict[str, Any]:
     return form
 
 
+class Taint(BaseModel):
+    """A taint the group's nodes carry; workloads sent to the group get a matching toleration."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(min_length=1, max_length=316)
+    value: str | None = Field(None, max_length=63)
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
+
+
 class NodeGroupSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -126,6 +136,7 @@ class NodeGroupSpec(BaseModel):
         description="Nodes of the group; default: label theriseunion.io/nodegroup=<name>.",
     )
     displayName: str | None = Field(None, max_length=253)
+    taints: list[Taint] = Field(default_factory=list, max_length=32)
 
 
 class NodeGroupStatus(BaseModel):
@@ -163,6 +174,7 @@ def node_group_out(row: NodeGroup) -> NodeGroupOut:
         spec=NodeGroupSpec(
             selector=LabelSelector.model_validate(row.selector) if row.selector else None,
             displayName=row.display_name,
+            taints=[Taint.model_validate(t) for t in row.taints],
         ),
         status=NodeGroupStatus(
             nodeCount=row.node_count, readyNodeCount=row.ready_node_count, nodes=list(row.nodes)

@@ -193,6 +193,7 @@ class NodeGroupService(ResourceService[NodeGroup, NodeGroupIn, NodeGroupOut]):
     async def apply_spec(self, row: NodeGroup, body: NodeGroupIn) -> None:
         row.display_name = body.spec.displayName
         row.selector = body.spec.selector.model_dump(mode="json") if body.spec.selector else None
+        row.taints = [t.model_dump(mode="json", exclude_none=True) for t in body.spec.taints]
 
     def render(self, row: NodeGroup) -> NodeGroupOut:
         return node_group_out(row)

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 import yaml
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.config import new_client_from_config_dict
@@ -19,6 +21,10 @@ from app.clusters.endpoints import resolve_and_check
 from app.crypto import Sealed, SecretBox
 
 REQUEST_TIMEOUT = (5.0, 10.0)  # (connect, read) seconds for every call to an edge cluster
+# The same bounds for the generic calls below, in the form call_api's signature takes.
+CALL_TIMEOUT = aiohttp.ClientTimeout(
+    connect=REQUEST_TIMEOUT[0], sock_connect=REQUEST_TIMEOUT[0], sock_read=REQUEST_TIMEOUT[1]
+)
 RESOLVE_TIMEOUT = 5.0  # seconds to resolve a cluster's API host name
 
 
@@ -112,3 +118,139 @@ class KubeClients:
     async def close(self) -> None:
         for cluster_id in list(self._entries):
             await self._close(cluster_id)
+
+
+# Objects at the edge --------------------------------------------------------------------------
+
+FIELD_MANAGER = "edge-platform"
+# Where each kind the platform writes lives in the Kubernetes API: (plural, namespaced).
+KINDS: dict[tuple[str, str], tuple[str, bool]] = {
+    ("v1", "Namespace"): ("namespaces", False),
+    ("v1", "ConfigMap"): ("configmaps", True),
+    ("apps/v1", "Deployment"): ("deployments", True),
+    ("helm.cattle.io/v1", "HelmChart"): ("helmcharts", True),
+    ("batch/v1", "Job"): ("jobs", True),
+}
+# Answers that will not change by asking again: the object or the request is wrong.
+PERMANENT_STATUSES = frozenset({400, 403, 404, 405, 409, 415, 422})
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    api_version: str
+    kind: str
+    name: str
+    namespace: str | None = None
+
+    @classmethod
+    def of(cls, obj: dict[str, Any]) -> ObjectRef:
+        meta = obj["metadata"]
+        return cls(obj["apiVersion"], obj["kind"], meta["name"], meta.get("namespace"))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "apiVersion": self.api_version,
+            "kind": self.kind,
+            "name": self.name,
+            "namespace": self.namespace,
+        }
+
+    def path(self) -> str:
+        plural, namespaced = KINDS[(self.api_version, self.kind)]
+        root = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
+        where = f"/namespaces/{self.namespace}" if namespaced else ""
+        return f"{root}{where}/{plural}/{self.name}"
+
+    def __str__(self) -> str:
+        where = f"{self.namespace}/" if self.namespace else ""
+        return f"{self.kind} {where}{self.name}"
+
+
+class EdgeError(Exception):
+    """A call to an edge cluster failed. `permanent`: asking again will not help (the edge
+    refused the object); otherwise (timeouts, connection errors, 429, 5xx) retry later."""
+
+    def __init__(self, message: str, *, permanent: bool, status: int | None = None) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+        self.status = status
+
+
+def _edge_error(exc: Exception, what: str) -> EdgeError:
+    status = getattr(exc, "status", None)
+    if isinstance(status, int) and status > 0:
+        message = getattr(exc, "reason", "") or ""
+        body = getattr(exc, "body", None)
+        if body:
+            try:
+                message = json.loads(body).get("message") or message
+            except (ValueError, AttributeError):
+                message = str(body)[:300]
+        return EdgeError(
+            f"{what}: {status} {message}"[:1000],
+            permanent=status in PERMANENT_STATUSES,
+            status=status,
+        )
+    return EdgeError(f"{what}: {type(exc).__name__}: {exc}"[:1000], permanent=False)
+
+
+async def _call(api: ApiClient, method: str, path: str, **kwargs: Any) -> Any:
+    result = await api.call_api(
+        path,
+        method,
+        response_types_map={200: "object", 201: "object"},
+        auth_settings=["BearerToken"],
+        _return_http_data_only=True,
+        _request_timeout=CALL_TIMEOUT,
+        **kwargs,
+    )
+    return result
+
+
+async def apply_object(api: ApiClient, obj: dict[str, Any]) -> dict[str, Any]:
+    """Server-side apply with the platform's field manager (force: the platform owns them)."""
+    ref = ObjectRef.of(obj)
+    try:
+        result: dict[str, Any] = await _call(
+            api,
+            "PATCH",
+            ref.path(),
+            query_params=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+            header_params={
+                "Content-Type": "application/apply-patch+yaml",
+                "Accept": "application/json",
+            },
+            body=obj,
+        )
+    except Exception as exc:
+        raise _edge_error(exc, f"apply {ref}") from exc
+    return result
+
+
+async def read_object(api: ApiClient, ref: ObjectRef) -> dict[str, Any] | None:
+    """The object as the edge has it, or None when it does not exist."""
+    try:
+        result: dict[str, Any] = await _call(
+            api, "GET", ref.path(), header_params={"Accept": "application/json"}
+        )
+    except Exception as exc:
+        if getattr(exc, "status", None) == 404:
+            return None
+        raise _edge_error(exc, f"read {ref}") from exc
+    return result
+
+
+async def delete_object(api: ApiClient, ref: ObjectRef) -> None:
+    """Delete it (background propagation); already gone counts as done."""
+    try:
+        await _call(
+            api,
+            "DELETE",
+            ref.path(),
+            header_params={"Accept": "application/json", "Content-Type": "application/json"},
+            body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"},
+        )
+    except Exception as exc:
+        if getattr(exc, "status", None) == 404:
+            return
+        raise _edge_error(exc, f"delete {ref}") from exc

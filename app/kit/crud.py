@@ -8,7 +8,7 @@ service, and the permission dependencies for reads and writes; it adds any extra
 # annotations name local variables, which FastAPI can only see when evaluated eagerly.
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.params import Depends as DependsParam
@@ -23,6 +23,13 @@ from app.kit.resource import ResourceIn, ResourceList, ResourceOut, validate_as
 from app.kit.service import ResourceService
 
 IfMatch = Annotated[str | None, Header(alias="If-Match")]
+PropagationPolicy = Annotated[
+    Literal["Orphan", "Background", "Foreground"] | None,
+    Query(
+        alias="propagationPolicy",
+        description="Orphan leaves what the object made at the edge; the default removes it.",
+    ),
+]
 
 
 def idempotency_owner(request: Request) -> str:
@@ -125,6 +132,11 @@ def add_resource_routes(
         dependencies=writes,
     )
     async def delete_object(
-        request: Request, name: str, service: Service, if_match: IfMatch = None
+        request: Request,
+        name: str,
+        service: Service,
+        if_match: IfMatch = None,
+        propagation_policy: PropagationPolicy = None,
     ) -> Response:
-        return routes.render_object(request, await service.delete(name, if_match))
+        orphan = propagation_policy == "Orphan"
+        return routes.render_object(request, await service.delete(name, if_match, orphan=orphan))

@@ -66,6 +66,9 @@ class ResourceService(Generic[RowT, InT, OutT]):
     def render(self, row: RowT) -> OutT:
         raise NotImplementedError
 
+    async def after_update(self, row: RowT, body: InT, *, spec_changed: bool) -> None:
+        """Work that follows an accepted update, in its transaction (e.g. a new revision)."""
+
     async def check_spec(self, body: InT) -> None:
         """Domain validation that needs the database (references to other objects)."""
 
@@ -181,6 +184,7 @@ class ResourceService(Generic[RowT, InT, OutT]):
         await self.apply_spec(row, body)
         spec_changed = self.render(row).spec != before
         row = await self.repository.touch(row, spec_changed=spec_changed)
+        await self.after_update(row, body, spec_changed=spec_changed)
         out = self.render(row)
         self._cache_after_commit(out)
         self._audit("update", name)
@@ -197,7 +201,8 @@ class ResourceService(Generic[RowT, InT, OutT]):
         body: InT = validate_as(self.in_model, merged)  # type: ignore[assignment]
         return await self.replace(name, body, if_match)
 
-    async def delete(self, name: str, if_match: str | None) -> OutT:
+    async def delete(self, name: str, if_match: str | None, *, orphan: bool = False) -> OutT:
+        """`orphan`: leave what the object made elsewhere (kinds that make nothing ignore it)."""
         row = await self._locked(name)
         check_write_preconditions(if_match, row.resource_version)
         await self.check_delete(row)

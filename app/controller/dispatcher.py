@@ -1,0 +1,663 @@
+"""Dispatch: makes each edge cluster hold what its deployments declare, and reports back.
+
+One row per (deployment, cluster) is the unit of work (`DeploymentTarget`), claimed with a lease
+(app.controller.claims) so any number of controller replicas share the fleet and never work on
+the same row at once. Each pass is level-triggered: it re-reads the desired state, renders the
+objects, applies them when they differ from what was applied (server-side apply, one field
+manager), otherwise re-reads them from the edge to repair drift and to follow readiness.
+
+Rows run as independent tasks, bounded overall and per cluster, so a slow or dead cluster holds
+up only its own rows. Edge errors are either permanent for the revision (the edge refused the
+object: 400/403/404/409/422) or retried with capped exponential backoff and jitter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import random
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.catalog.models import ApplicationVersion
+from app.clusters.models import Cluster, NodeGroup
+from app.clusters.schemas import effective_selector
+from app.controller.claims import claim, held
+from app.controller.kube import (
+    ClusterTarget,
+    EdgeError,
+    KubeClients,
+    ObjectRef,
+    apply_object,
+    delete_object,
+    read_object,
+)
+from app.deployments.manifests import (
+    Placement,
+    Rendered,
+    contains,
+    deployment_readiness,
+    helm_chart_failure,
+    helm_job_name,
+    job_readiness,
+    render,
+)
+from app.deployments.models import (
+    DISPATCH_CHANNEL,
+    ApplicationDeployment,
+    DeploymentEvent,
+    DeploymentRevision,
+    DeploymentTarget,
+)
+from app.deployments.schemas import Strategy, TargetSpec
+from app.deployments.service import default_namespace
+from app.workspaces.models import Workspace
+
+logger = logging.getLogger(__name__)
+
+EVENTS_KEPT = 200  # per deployment
+
+APPLIES = Counter(
+    "edge_dispatch_applies_total", "Objects sets applied to edge clusters, by result.", ["result"]
+)
+FAILURES = Counter(
+    "edge_dispatch_failures_total", "Targets that failed for their revision, by cause.", ["cause"]
+)
+RETRIES = Counter("edge_dispatch_retries_total", "Edge calls scheduled for a retry.")
+DRIFT_REPAIRS = Counter("edge_dispatch_drift_repairs_total", "Objects re-applied after drift.")
+LOST_LEASES = Counter("edge_dispatch_lost_leases_total", "Results dropped: the lease was lost.")
+TIME_TO_READY = Histogram(
+    "edge_dispatch_time_to_ready_seconds",
+    "From the write that made a revision to its target being Ready at the edge.",
+    buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
+)
+INFLIGHT = Gauge("edge_dispatch_inflight", "Targets this controller is working on.")
+DUE = Gauge("edge_dispatch_due", "Targets due for work, this controller's last look.")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def nudge_cluster_targets(session: AsyncSession, cluster_id: int) -> None:
+    """A cluster changed phase (went away, came back): look at its targets now, not after
+    their backoff."""
+    await session.execute(
+        update(DeploymentTarget)
+        .where(DeploymentTarget.cluster_id == cluster_id)
+        .values(next_attempt_at=func.now(), attempts=0)
+    )
+    await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": DISPATCH_CHANNEL})
+
+
+@dataclass
+class Context:
+    """Everything one pass over one target needs, read in one transaction."""
+
+    target: DeploymentTarget
+    deployment: ApplicationDeployment
+    workspace: str
+    cluster: Cluster
+    revision: DeploymentRevision | None
+    revision_params: TargetSpec | None
+    version: ApplicationVersion | None
+    placement: Placement | None
+    node_group_missing: bool
+    failed_targets: int
+
+
+@dataclass
+class Outcome:
+    """What a pass found and did, written back under the lease."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    delay: float = 0.0
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
+    remove_row: bool = False
+    ready_after: float | None = None  # seconds from the revision's write to Ready, if just now
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        clients: KubeClients,
+        *,
+        chart_repository: str,
+        drift_interval: float,
+        status_interval: float,
+        retry_max: float,
+        concurrency: int,
+        per_cluster: int,
+        lease_seconds: float = 120.0,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._clients = clients
+        self._chart_repository = chart_repository
+        self._drift_interval = drift_interval
+        self._status_interval = status_interval
+        self._retry_max = retry_max
+        self._concurrency = concurrency
+        self._per_cluster = per_cluster
+        self._lease = lease_seconds
+        self._inflight: dict[int, asyncio.Task[None]] = {}
+        self._slots: dict[int, asyncio.Semaphore] = {}
+        self.on_done: list[Any] = []  # callbacks when a task ends (the runner claims more)
+
+    # claiming --------------------------------------------------------------------------------
+
+    async def run_once(self) -> int:
+        """Claim due targets up to the free capacity and start a task for each."""
+        capacity = self._concurrency - len(self._inflight)
+        if capacity <= 0:
+            return 0
+        due = DeploymentTarget.next_attempt_at <= func.now()
+        async with self._sessionmaker.begin() as session:
+            DUE.set(float(await session.scalar(select(func.count()).where(due)) or 0))
+            token, ids = await claim(
+                session,
+                DeploymentTarget,
+                ready=due,
+                order_by=DeploymentTarget.next_attempt_at,
+                limit=capacity,
+                lease_seconds=self._lease,
+            )
+        for row_id in ids:
+            task = asyncio.create_task(self._process(row_id, token))
+            self._inflight[row_id] = task
+            task.add_done_callback(functools.partial(self._finished, row_id))
+        INFLIGHT.set(len(self._inflight))
+        return len(ids)
+
+    def _finished(self, row_id: int, _: object = None) -> None:
+        self._inflight.pop(row_id, None)
+        INFLIGHT.set(len(self._inflight))
+        for callback in self.on_done:
+            callback()
+
+    async def drain(self, deadline: float) -> None:
+        """Let in-flight targets finish (bounded); what is cut off is redone after its lease."""
+        tasks = list(self._inflight.values())
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=deadline)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    # one target ------------------------------------------------------------------------------
+
+    async def _process(self, row_id: int, token: uuid.UUID) -> None:
+        try:
+            context = await self._load(row_id)
+            if context is None:
+                return
+            slot = self._slots.setdefault(context.cluster.id, asyncio.Semaphore(self._per_cluster))
+            async with slot:
+                outcome = await self._reconcile(context)
+            await self._write(row_id, token, context, outcome)
+        except Exception:
+            # Most likely the database went away: the lease expires and the pass is redone.
+            logger.warning("dispatch of target %d failed; will retry", row_id, exc_info=True)
+
+    async def _load(self, row_id: int) -> Context | None:
+        async with self._sessionmaker() as session:
+            found = (
+                await session.execute(
+                    select(DeploymentTarget, ApplicationDeployment, Workspace.name, Cluster)
+                    .join(
+                        ApplicationDeployment,
+                        ApplicationDeployment.id == DeploymentTarget.deployment_id,
+                    )
+                    .join(Workspace, Workspace.id == ApplicationDeployment.workspace_id)
+                    .join(Cluster, Cluster.id == DeploymentTarget.cluster_id)
+                    .where(DeploymentTarget.id == row_id)
+                )
+            ).one_or_none()
+            if found is None:
+                return None
+            target, deployment, workspace, cluster = found
+            revision = await session.scalar(
+                select(DeploymentRevision).where(
+                    DeploymentRevision.deployment_id == deployment.id,
+                    DeploymentRevision.revision == target.desired_revision,
+                )
+            )
+            params = _params_for(revision, cluster) if revision else None
+            version = None
+            if revision is not None:
+                version = await session.scalar(
+                    select(ApplicationVersion).where(
+                        ApplicationVersion.name == revision.application_version
+                    )
+                )
+            placement, group_missing = None, False
+            group_name = params.nodeGroupRef if params else None
+            if group_name:
+                group = await session.scalar(
+                    select(NodeGroup).where(
+                        NodeGroup.cluster_id == cluster.id, NodeGroup.name == group_name
+                    )
+                )
+                if group is None:
+                    group_missing = True
+                else:
+                    selector = effective_selector(group)
+                    placement = Placement(
+                        dict(selector.matchLabels),
+                        [e.model_dump(mode="json") for e in selector.matchExpressions],
+                        list(group.taints),
+                    )
+            failed = int(
+                await session.scalar(
+                    select(func.count()).where(
+                        DeploymentTarget.deployment_id == deployment.id,
+                        DeploymentTarget.phase == "Failed",
+                        DeploymentTarget.removing.is_(False),
+                    )
+                )
+                or 0
+            )
+            return Context(
+                target, deployment, workspace, cluster, revision, params, version,
+                placement or Placement(), group_missing, failed,
+            )  # fmt: skip
+
+    async def _reconcile(self, ctx: Context) -> Outcome:
+        target, cluster = ctx.target, ctx.cluster
+        if not cluster.enabled or cluster.kubeconfig_ciphertext is None:
+            why = "disabled" if not cluster.enabled else "has no kubeconfig"
+            return Outcome({"message": f"cluster {cluster.name} {why}"}, delay=self._drift_interval)
+        if cluster.phase == "Unreachable":
+            return self._unreachable(ctx)
+        if target.removing:
+            return await self._remove(ctx)
+        if ctx.deployment.paused:
+            return Outcome({"message": "paused"}, delay=self._drift_interval)
+        if target.failed_revision is not None and target.failed_revision == target.desired_revision:
+            return Outcome(delay=self._drift_interval)  # failed for good at this revision
+        try:
+            rendered = self._render(ctx)
+        except _RenderError as exc:
+            return self._failed(ctx, str(exc), cause="invalid")
+        try:
+            return await self._converge(ctx, rendered)
+        except EdgeError as exc:
+            if exc.permanent:
+                APPLIES.labels("failure").inc()
+                return self._failed(ctx, str(exc), cause="rejected")
+            return self._retry(ctx, str(exc))
+
+    def _render(self, ctx: Context) -> Rendered:
+        if ctx.revision is None or ctx.revision_params is None:
+            raise _RenderError(f"revision {ctx.target.desired_revision} is missing")
+        if ctx.version is None:
+            raise _RenderError(
+                f"application version {ctx.revision.application_version!r} no longer exists"
+            )
+        if ctx.node_group_missing:
+            raise _RenderError(
+                f"node group {ctx.revision_params.nodeGroupRef!r} no longer exists on "
+                f"cluster {ctx.cluster.name}"
+            )
+        source = {"helm": ctx.version.helm, "workload": ctx.version.workload}
+        return render(
+            workspace=ctx.workspace,
+            deployment=ctx.deployment.name,
+            namespace=ctx.revision.namespace or default_namespace(ctx.workspace),
+            revision=ctx.target.desired_revision,
+            version=source,
+            replicas=ctx.revision_params.replicas,
+            values=ctx.revision_params.values,
+            placement=ctx.placement or Placement(),
+            chart_repository=self._chart_repository,
+        )
+
+    def _client_target(self, cluster: Cluster) -> ClusterTarget:
+        assert cluster.kubeconfig_key_id is not None
+        assert cluster.kubeconfig_ciphertext is not None
+        return ClusterTarget(
+            cluster.id,
+            str(cluster.uid),
+            cluster.name,
+            cluster.kubeconfig_key_id,
+            cluster.kubeconfig_ciphertext,
+        )
+
+    async def _converge(self, ctx: Context, rendered: Rendered) -> Outcome:
+        target = ctx.target
+        api = await self._clients.client_for(self._client_target(ctx.cluster))
+        params = ctx.revision_params
+        assert params is not None
+        values: dict[str, Any] = {
+            "node_group": params.nodeGroupRef,
+            "replicas": params.replicas,
+            "values": params.values,
+            "last_sync_time": _now(),
+        }
+        outcome = Outcome(values)
+        new_revision = target.applied_revision != target.desired_revision
+        if new_revision or target.applied_hash != rendered.hash:
+            strategy = Strategy.model_validate(ctx.deployment.strategy or {})
+            if (
+                new_revision
+                and strategy.failurePolicy == "Pause"
+                and ctx.failed_targets > strategy.maxUnavailableClusters
+            ):
+                values |= {
+                    "phase": "Pending",
+                    "message": f"rollout paused: {ctx.failed_targets} clusters failed "
+                    f"(maxUnavailableClusters {strategy.maxUnavailableClusters})",
+                }
+                outcome.delay = self._drift_interval
+                return outcome
+            await self._apply(api, ctx, rendered)
+            APPLIES.labels("success").inc()
+            values |= {
+                "applied_revision": target.desired_revision,
+                "applied_hash": rendered.hash,
+                "applied_objects": [ObjectRef.of(o).as_dict() for o in rendered.objects],
+                "applied_at": _now(),
+                "phase": "Applied",
+            }
+            if new_revision:
+                values["previous_revision"] = target.applied_revision
+            outcome.events.append(
+                ("Normal", "Applied", f"revision {target.desired_revision} applied")
+            )
+        else:
+            drifted = await self._drifted(api, rendered)
+            if drifted:
+                await self._apply(api, ctx, rendered)
+                DRIFT_REPAIRS.inc(len(drifted))
+                outcome.events.append(
+                    ("Normal", "DriftRepaired", f"{'; '.join(drifted)}: re-applied")
+                )
+        return await self._follow(api, ctx, rendered, outcome)
+
+    async def _apply(self, api: Any, ctx: Context, rendered: Rendered) -> None:
+        for obj in rendered.objects:
+            await apply_object(api, obj)
+        # Objects an earlier revision made that this one no longer has.
+        current = {ObjectRef.of(o) for o in rendered.objects}
+        for ref in _refs(ctx.target.applied_objects):
+            if ref not in current and ref.kind != "Namespace":
+                await delete_object(api, ref)
+
+    async def _drifted(self, api: Any, rendered: Rendered) -> list[str]:
+        drifted = []
+        for obj in rendered.objects:
+            ref = ObjectRef.of(obj)
+            live = await read_object(api, ref)
+            if live is None:
+                drifted.append(f"{ref} was deleted at the edge")
+            elif not contains(live, obj):
+                drifted.append(f"{ref} was changed at the edge")
+        return drifted
+
+    async def _follow(
+        self, api: Any, ctx: Context, rendered: Rendered, outcome: Outcome
+    ) -> Outcome:
+        """Read readiness back: Ready, still progressing, or failed (the edge says so, or the
+        progress deadline passed)."""
+        target = ctx.target
+        ready, ready_replicas, message, failed = await self._readiness(api, rendered)
+        values = outcome.values
+        values["ready_replicas"] = ready_replicas
+        if failed:
+            FAILURES.labels("edge").inc()
+            return self._failed(ctx, message or "failed at the edge", cause="edge", base=outcome)
+        if ready:
+            was_ready = (
+                target.phase == "Ready" and target.applied_revision == target.desired_revision
+            )
+            values |= {"phase": "Ready", "message": _rollback_note(target), "attempts": 0}
+            outcome.delay = self._drift_interval
+            if not was_ready:
+                outcome.events.append(
+                    ("Normal", "Ready", f"revision {target.desired_revision} is ready")
+                )
+                if ctx.revision is not None:
+                    outcome.ready_after = (_now() - ctx.revision.created_at).total_seconds()
+            return outcome
+        strategy = Strategy.model_validate(ctx.deployment.strategy or {})
+        applied_at = values.get("applied_at") or target.applied_at or _now()
+        if (_now() - applied_at).total_seconds() > strategy.progressDeadlineSeconds:
+            FAILURES.labels("deadline").inc()
+            return self._failed(
+                ctx,
+                f"not ready {strategy.progressDeadlineSeconds}s after apply: {message}",
+                cause="deadline",
+                base=outcome,
+            )
+        values |= {"phase": "Applied", "message": message, "attempts": 0}
+        outcome.delay = self._status_interval
+        return outcome
+
+    async def _readiness(self, api: Any, rendered: Rendered) -> tuple[bool, int, str | None, bool]:
+        ready_all, replicas, messages = True, None, []
+        for obj in rendered.objects:
+            ref = ObjectRef.of(obj)
+            if ref.kind == "Deployment":
+                live = await read_object(api, ref)
+                if live is None:
+                    return False, 0, f"{ref} is missing", False
+                state = deployment_readiness(live)
+                if state.failed:
+                    return False, state.ready_replicas, f"{ref}: {state.message}", True
+                replicas = (
+                    state.ready_replicas
+                    if replicas is None
+                    else min(replicas, state.ready_replicas)
+                )
+                if not state.ready:
+                    ready_all = False
+                    messages.append(f"{ref}: {state.message}")
+            elif ref.kind == "HelmChart":
+                live = await read_object(api, ref)
+                if live is None:
+                    return False, 0, f"{ref} is missing", False
+                failure = helm_chart_failure(live)
+                if failure:
+                    return False, 0, f"{ref}: {failure}", True
+                job_name = helm_job_name(live)
+                job = None
+                if job_name:
+                    job = await read_object(
+                        api, ObjectRef("batch/v1", "Job", job_name, ref.namespace)
+                    )
+                done, why = job_readiness(job)
+                if not done:
+                    ready_all = False
+                    messages.append(f"{ref}: {why}")
+        return ready_all, replicas or 0, "; ".join(messages) or None, False
+
+    async def _remove(self, ctx: Context) -> Outcome:
+        refs = [r for r in _refs(ctx.target.applied_objects) if r.kind != "Namespace"]
+        try:
+            if refs:
+                api = await self._clients.client_for(self._client_target(ctx.cluster))
+                for ref in reversed(refs):
+                    await delete_object(api, ref)
+        except EdgeError as exc:
+            # Deletion is retried whatever the answer: giving up would leave objects behind.
+            outcome = self._retry(ctx, f"removing: {exc}")
+            outcome.values["phase"] = "Deleting"
+            return outcome
+        outcome = Outcome(remove_row=True)
+        names = ", ".join(str(r) for r in refs) or "nothing was applied"
+        outcome.events.append(("Normal", "Removed", f"removed from the cluster: {names}"))
+        return outcome
+
+    def _unreachable(self, ctx: Context) -> Outcome:
+        target, cluster = ctx.target, ctx.cluster
+        since = cluster.last_ready_time.isoformat() if cluster.last_ready_time else "never"
+        known = target.phase if target.phase != "Unreachable" else None
+        message = (
+            target.message
+            if known is None
+            else (
+                f"cluster {cluster.name} is unreachable (last ready {since}); last known: {known}, "
+                f"{target.ready_replicas} ready, revision {target.applied_revision}"
+            )
+        )
+        values: dict[str, Any] = {"message": message}
+        if not target.removing:
+            values["phase"] = "Unreachable"
+        # The prober nudges this row when the cluster comes back.
+        return Outcome(values, delay=self._drift_interval)
+
+    def _failed(
+        self, ctx: Context, message: str, *, cause: str, base: Outcome | None = None
+    ) -> Outcome:
+        target = ctx.target
+        outcome = base or Outcome({"last_sync_time": _now()})
+        FAILURES.labels(cause).inc()
+        strategy = Strategy.model_validate(ctx.deployment.strategy or {})
+        rollback_to = (
+            target.applied_revision
+            if target.applied_revision not in (None, target.desired_revision)
+            else target.previous_revision
+        )
+        outcome.values |= {"failed_revision": target.desired_revision, "attempts": 0}
+        outcome.delay = self._drift_interval
+        if strategy.failurePolicy == "Rollback" and rollback_to is not None:
+            outcome.values |= {
+                "desired_revision": rollback_to,
+                "phase": "Applying",
+                "message": f"revision {target.desired_revision} failed, rolling back to "
+                f"{rollback_to}: {message}",
+            }
+            outcome.delay = 0.0
+            outcome.events.append(
+                ("Warning", "RollingBack", f"revision {target.desired_revision} failed: {message}")
+            )
+            return outcome
+        outcome.values |= {"phase": "Failed", "message": message}
+        outcome.events.append(("Warning", "Failed", message))
+        return outcome
+
+    def _retry(self, ctx: Context, message: str) -> Outcome:
+        RETRIES.inc()
+        attempts = ctx.target.attempts + 1
+        delay = min(self._retry_max, 2.0 ** min(attempts, 20)) * random.uniform(0.5, 1.0)
+        values: dict[str, Any] = {
+            "attempts": attempts,
+            "message": f"retrying in {delay:.0f}s (attempt {attempts}): {message}"[:1024],
+        }
+        if ctx.target.phase == "Pending":
+            values["phase"] = "Applying"
+        return Outcome(values, delay=delay)
+
+    # write-back ------------------------------------------------------------------------------
+
+    async def _write(self, row_id: int, token: uuid.UUID, ctx: Context, outcome: Outcome) -> None:
+        now = _now()
+        async with self._sessionmaker.begin() as session:
+            if outcome.remove_row:
+                result = await session.execute(
+                    delete(DeploymentTarget).where(held(DeploymentTarget, row_id, token))
+                )
+            else:
+                values = dict(outcome.values)
+                if "phase" in values and values["phase"] != ctx.target.phase:
+                    values["last_transition_time"] = now
+                if "message" in values and values["message"] is not None:
+                    values["message"] = str(values["message"])[:1024]
+                values |= {
+                    "next_attempt_at": now + timedelta(seconds=outcome.delay),
+                    "lock_token": None,
+                    "lock_expires_at": None,
+                }
+                result = await session.execute(
+                    update(DeploymentTarget)
+                    .where(held(DeploymentTarget, row_id, token))
+                    .values(**values)
+                )
+            if getattr(result, "rowcount", 0) != 1:
+                LOST_LEASES.inc()
+                logger.info("dispatch result for target %d dropped: lease lost", row_id)
+                await session.rollback()
+                return
+            for kind, reason, message in outcome.events:
+                session.add(
+                    DeploymentEvent(
+                        deployment_id=ctx.deployment.id,
+                        type=kind,
+                        reason=reason,
+                        cluster=ctx.cluster.name,
+                        message=message[:2048],
+                    )
+                )
+            if outcome.events:
+                await _prune_events(session, ctx.deployment.id)
+            if outcome.remove_row and ctx.deployment.deletion_timestamp is not None:
+                await _finish_deletion(session, ctx.deployment.id)
+        if outcome.ready_after is not None:
+            TIME_TO_READY.observe(max(0.0, outcome.ready_after))
+
+
+class _RenderError(Exception):
+    pass
+
+
+def _refs(applied: list[dict[str, Any]]) -> list[ObjectRef]:
+    return [ObjectRef(r["apiVersion"], r["kind"], r["name"], r.get("namespace")) for r in applied]
+
+
+def _rollback_note(target: DeploymentTarget) -> str | None:
+    if target.failed_revision is not None and target.failed_revision != target.desired_revision:
+        return (
+            f"rolled back to revision {target.desired_revision} after revision "
+            f"{target.failed_revision} failed"
+        )
+    return None
+
+
+def _params_for(revision: DeploymentRevision, cluster: Cluster) -> TargetSpec | None:
+    """The target of that revision this cluster belongs to (named, or by its region)."""
+    targets = [TargetSpec.model_validate(t) for t in revision.targets]
+    for target in targets:
+        if cluster.name in target.clusters:
+            return target
+    for target in targets:
+        if not target.clusters and target.region == cluster.region:
+            return target
+    return None
+
+
+async def _prune_events(session: AsyncSession, deployment_id: int) -> None:
+    oldest_kept = (
+        select(DeploymentEvent.id)
+        .where(DeploymentEvent.deployment_id == deployment_id)
+        .order_by(DeploymentEvent.id.desc())
+        .offset(EVENTS_KEPT)
+        .limit(1)
+        .scalar_subquery()
+    )
+    await session.execute(
+        delete(DeploymentEvent).where(
+            DeploymentEvent.deployment_id == deployment_id, DeploymentEvent.id <= oldest_kept
+        )
+    )
+
+
+async def _finish_deletion(session: AsyncSession, deployment_id: int) -> None:
+    """The last edge confirmed: the deployment record goes (revisions and events with it)."""
+    left = await session.scalar(
+        select(func.count()).where(DeploymentTarget.deployment_id == deployment_id)
+    )
+    if not left:
+        await session.execute(
+            delete(ApplicationDeployment).where(
+                ApplicationDeployment.id == deployment_id,
+                ApplicationDeployment.deletion_timestamp.is_not(None),
+            )
+        )

@@ -1,0 +1,225 @@
+"""What a deployment puts on one edge cluster, as plain Kubernetes objects, and how to read
+their readiness back. Pure functions: no I/O here, so the rendering is easy to test and the
+same everywhere."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from app.catalog.values import merge_values
+
+MANAGED_BY = {"app.kubernetes.io/managed-by": "edge-platform"}
+DEPLOYMENT_LABEL = "edge.theriseunion.io/deployment"
+WORKSPACE_LABEL = "edge.theriseunion.io/workspace"
+REVISION_ANNOTATION = "edge.theriseunion.io/revision"
+HASH_ANNOTATION = "edge.theriseunion.io/applied-hash"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where on the cluster: the node group's labels, expressions and taints."""
+
+    match_labels: dict[str, str] = field(default_factory=dict)
+    match_expressions: list[dict[str, Any]] = field(default_factory=list)
+    taints: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    objects: list[dict[str, Any]]  # in apply order: the Namespace first
+    hash: str
+
+
+def label_value(text: str) -> str:
+    """A label value (≤ 63 characters); a longer one keeps its start and gains a digest."""
+    if len(text) <= 63:
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()[:10]
+    return f"{text[:52].rstrip('.-_')}-{digest}"
+
+
+def _tolerations(taints: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    found = []
+    for taint in taints:
+        toleration = {"key": taint["key"], "effect": taint["effect"]}
+        if taint.get("value") is None:
+            toleration["operator"] = "Exists"
+        else:
+            toleration |= {"operator": "Equal", "value": taint["value"]}
+        found.append(toleration)
+    return found
+
+
+def _place(pod_spec: dict[str, Any], placement: Placement) -> None:
+    if placement.match_labels:
+        pod_spec["nodeSelector"] = {**pod_spec.get("nodeSelector", {}), **placement.match_labels}
+    if placement.match_expressions:
+        terms = [
+            {k: v for k, v in e.items() if k in ("key", "operator", "values") and v}
+            for e in placement.match_expressions
+        ]
+        pod_spec.setdefault("affinity", {}).setdefault("nodeAffinity", {})[
+            "requiredDuringSchedulingIgnoredDuringExecution"
+        ] = {"nodeSelectorTerms": [{"matchExpressions": terms}]}
+    if placement.taints:
+        pod_spec["tolerations"] = [
+            *pod_spec.get("tolerations", []),
+            *_tolerations(placement.taints),
+        ]
+
+
+def render(
+    *,
+    workspace: str,
+    deployment: str,
+    namespace: str,
+    revision: int,
+    version: dict[str, Any],
+    replicas: int | None,
+    values: dict[str, Any],
+    placement: Placement,
+    chart_repository: str,
+) -> Rendered:
+    """`version`: the ApplicationVersion's source, {"helm": …} or {"workload": …}."""
+    owner = label_value(f"{workspace}.{deployment}")
+    labels = {**MANAGED_BY, DEPLOYMENT_LABEL: owner}
+    objects: list[dict[str, Any]] = []
+    if version.get("workload"):
+        for item in version["workload"]["deployments"]:
+            spec = copy.deepcopy(item["spec"])
+            spec = {k: v for k, v in spec.items() if v is not None}
+            if replicas is not None:
+                spec["replicas"] = replicas
+            selector = {DEPLOYMENT_LABEL: owner, "app.kubernetes.io/name": item["name"]}
+            template = spec["template"]
+            template.setdefault("metadata", {})
+            template["metadata"]["labels"] = {**template["metadata"].get("labels", {}), **selector}
+            _place(template["spec"], placement)
+            spec["selector"] = {"matchLabels": selector}
+            objects.append(
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "metadata": {
+                        "name": item["name"],
+                        "namespace": namespace,
+                        "labels": {**labels, "app.kubernetes.io/name": item["name"]},
+                    },
+                    "spec": spec,
+                }
+            )
+    else:
+        helm = version["helm"]
+        overrides: dict[str, Any] = {}
+        if replicas is not None:
+            overrides["replicaCount"] = replicas
+        if placement.match_labels:
+            overrides["nodeSelector"] = placement.match_labels
+        if placement.taints:
+            overrides["tolerations"] = _tolerations(placement.taints)
+        merged = merge_values(helm.get("values") or {}, values, overrides)
+        objects.append(
+            {
+                "apiVersion": "helm.cattle.io/v1",
+                "kind": "HelmChart",
+                "metadata": {"name": deployment, "namespace": namespace, "labels": labels},
+                "spec": {
+                    "repo": helm.get("repository") or chart_repository,
+                    "chart": helm["chart"],
+                    "version": helm["version"],
+                    "targetNamespace": namespace,
+                    "valuesContent": yaml.safe_dump(merged, sort_keys=True),
+                },
+            }
+        )
+    digest = hashlib.sha256(json.dumps(objects, sort_keys=True).encode()).hexdigest()
+    for obj in objects:
+        obj["metadata"]["annotations"] = {
+            REVISION_ANNOTATION: str(revision),
+            HASH_ANNOTATION: digest,
+        }
+    namespace_object = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": namespace,
+            "labels": {**MANAGED_BY, WORKSPACE_LABEL: label_value(workspace)},
+        },
+    }
+    return Rendered([namespace_object, *objects], digest)
+
+
+def contains(live: Any, wanted: Any) -> bool:
+    """Whether the edge still has everything that was applied (fields the edge adds, such as
+    defaults and status, are ignored); False means drift."""
+    if isinstance(wanted, dict):
+        return isinstance(live, dict) and all(
+            key in live and contains(live[key], value) for key, value in wanted.items()
+        )
+    if isinstance(wanted, list):
+        return (
+            isinstance(live, list)
+            and len(live) == len(wanted)
+            and all(contains(a, b) for a, b in zip(live, wanted, strict=True))
+        )
+    return bool(live == wanted)
+
+
+@dataclass(frozen=True)
+class Readiness:
+    ready: bool
+    ready_replicas: int
+    message: str | None = None
+    failed: bool = False  # the edge itself says it gave up
+
+
+def deployment_readiness(live: dict[str, Any]) -> Readiness:
+    """A Deployment is ready when the edge has seen this generation and every replica is
+    updated and ready (the rule `kubectl rollout status` uses)."""
+    spec, status = live.get("spec") or {}, live.get("status") or {}
+    wanted = int(spec.get("replicas", 1))
+    ready = int(status.get("readyReplicas") or 0)
+    generation = int((live.get("metadata") or {}).get("generation") or 0)
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "Progressing" and condition.get("reason") == (
+            "ProgressDeadlineExceeded"
+        ):
+            return Readiness(False, ready, condition.get("message") or "progress deadline", True)
+    if int(status.get("observedGeneration") or 0) < generation:
+        return Readiness(False, ready, "waiting for the edge to observe the new generation")
+    updated = int(status.get("updatedReplicas") or 0)
+    if updated < wanted or ready < wanted:
+        return Readiness(False, ready, f"{ready} of {wanted} replicas ready, {updated} updated")
+    return Readiness(True, ready)
+
+
+def helm_chart_failure(live: dict[str, Any]) -> str | None:
+    """The helm-controller's verdict that the install failed, if it gave one."""
+    for condition in (live.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Failed" and condition.get("status") == "True":
+            return str(condition.get("message") or condition.get("reason") or "install failed")
+    return None
+
+
+def helm_job_name(live: dict[str, Any]) -> str | None:
+    name = (live.get("status") or {}).get("jobName")
+    return str(name) if name else None
+
+
+def job_readiness(job: dict[str, Any] | None) -> tuple[bool, str | None]:
+    """The helm-controller's install Job: succeeded means the release is installed."""
+    if job is None:
+        return False, "waiting for the helm-controller's install job"
+    status = job.get("status") or {}
+    if int(status.get("succeeded") or 0) > 0:
+        return True, None
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "Failed" and condition.get("status") == "True":
+            return False, f"install job failed: {condition.get('message') or ''}".strip()
+    return False, "install job running"

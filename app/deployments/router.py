@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from app.auth.principal import (
+    WorkspaceOperator,
+    WorkspaceViewer,
+    audit_trail,
+    authenticate,
+    workspace_role,
+)
+from app.db.session import SessionDep
+from app.deployments.schemas import (
+    ApplicationDeploymentIn,
+    ApplicationDeploymentList,
+    ApplicationDeploymentOut,
+    EventList,
+    ResolveIn,
+    ResolveOut,
+    RevisionList,
+    RollbackIn,
+)
+from app.deployments.service import DeploymentService
+from app.kit import routes
+from app.kit.body import read_object
+from app.kit.crud import IfMatch, add_resource_routes
+from app.kit.openapi import request_body
+from app.kit.resource import render, validate_as
+
+PREFIX = "/api/v1/workspaces/{ws}"
+router = APIRouter(prefix=PREFIX, tags=["deployments"], dependencies=[Depends(authenticate)])
+resources = APIRouter(prefix="/applicationdeployments")
+
+
+def deployment_service(
+    request: Request, session: SessionDep, access: WorkspaceViewer
+) -> DeploymentService:
+    return DeploymentService(
+        session,
+        access.workspace,
+        access.principal.name,
+        audit=audit_trail(request, access.principal, access.workspace.name),
+    )
+
+
+Service = Annotated[DeploymentService, Depends(deployment_service)]
+
+
+@router.post(
+    "/applicationdeployments:resolve",
+    operation_id="resolveApplicationDeployment",
+    response_model=ResolveOut,
+    openapi_extra=request_body(ResolveIn),
+    responses=routes.WRITE_ERRORS,
+    dependencies=[workspace_role("operator")],
+)
+async def resolve(request: Request, service: Service) -> Response:
+    """The (cluster, node group, replicas) list a spec resolves to, without saving anything."""
+    body = validate_as(ResolveIn, await read_object(request))
+    targets = await service.resolve(body.spec)
+    return render(
+        request, ResolveOut(applicationVersionRef=body.spec.applicationVersionRef, targets=targets)
+    )
+
+
+@resources.get(
+    "/{name}/revisions", operation_id="listApplicationDeploymentRevisions",
+    response_model=RevisionList,
+)  # fmt: skip
+async def list_revisions(request: Request, name: str, service: Service) -> Response:
+    return render(request, RevisionList(items=await service.revisions(name)))
+
+
+@resources.post(
+    "/{name}/rollback",
+    operation_id="rollbackApplicationDeployment",
+    response_model=ApplicationDeploymentOut,
+    openapi_extra=request_body(RollbackIn),
+    responses=routes.WRITE_ERRORS,
+)
+async def rollback(
+    request: Request, name: str, _: WorkspaceOperator, service: Service, if_match: IfMatch = None
+) -> Response:
+    """A new revision equal to the one given (reason Rollback)."""
+    body = validate_as(RollbackIn, await read_object(request))
+    return routes.render_object(request, await service.rollback(name, body.revision, if_match))
+
+
+@resources.get(
+    "/{name}/events", operation_id="listApplicationDeploymentEvents", response_model=EventList
+)
+async def list_events(request: Request, name: str, service: Service) -> Response:
+    """The latest 100 events: applies, failures, drift repairs, removals."""
+    return render(request, EventList(items=await service.events(name)))
+
+
+add_resource_routes(
+    resources,
+    kind="ApplicationDeployment",
+    plural="ApplicationDeployments",
+    in_model=ApplicationDeploymentIn,
+    out_model=ApplicationDeploymentOut,
+    list_model=ApplicationDeploymentList,
+    service=deployment_service,
+    read_access=[],  # deployment_service already requires membership (viewer)
+    write_access=[workspace_role("operator")],
+)
+router.include_router(resources)

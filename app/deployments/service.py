@@ -1,0 +1,583 @@
+"""ApplicationDeployments: validation and resolution of targets, revisions, rollback, and the
+dispatch rows the controller works from (written in the same transaction as the change, so the
+controller never sees a deployment without its targets)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.audit.service import AuditTrail
+from app.catalog.models import ApplicationVersion
+from app.clusters.models import Cluster, NodeGroup
+from app.clusters.schemas import Condition
+from app.clusters.service import granted_clause
+from app.db.repository import ResourceRepository
+from app.deployments.models import (
+    DISPATCH_CHANNEL,
+    ApplicationDeployment,
+    DeploymentEvent,
+    DeploymentRevision,
+    DeploymentTarget,
+)
+from app.deployments.schemas import (
+    ApplicationDeploymentIn,
+    ApplicationDeploymentOut,
+    DeploymentPhase,
+    DeploymentSpec,
+    DeploymentStatus,
+    EventOut,
+    HistoryEntry,
+    ResolvedTarget,
+    RevisionOut,
+    Strategy,
+    Summary,
+    TargetSpec,
+    TargetStatus,
+)
+from app.errors import Conflict, NotFound, Unprocessable, invalid_field
+from app.kit.etag import check_write_preconditions
+from app.kit.resource import object_meta
+from app.kit.service import ResourceService
+from app.regions.models import Region
+from app.workspaces.models import Workspace
+
+HISTORY_LENGTH = 10
+
+
+@dataclass(frozen=True)
+class Resolved:
+    target: int  # index in spec.targets
+    cluster_id: int
+    cluster: str
+    region: str
+    node_group: str | None
+    replicas: int | None
+    values: dict[str, Any]
+
+    def out(self) -> ResolvedTarget:
+        return ResolvedTarget(
+            cluster=self.cluster,
+            region=self.region,
+            nodeGroup=self.node_group,
+            replicas=self.replicas,
+        )
+
+
+def default_namespace(workspace: str) -> str:
+    return f"ws-{workspace}"[:63].rstrip("-")
+
+
+async def notify_dispatch(session: AsyncSession) -> None:
+    """Wake the controllers; PostgreSQL delivers it when (and only if) the transaction commits."""
+    await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": DISPATCH_CHANNEL})
+
+
+async def resolve_targets(
+    session: AsyncSession, workspace: Workspace, spec: DeploymentSpec
+) -> list[Resolved]:
+    """The (cluster, node group, replicas) list a spec means; 422 naming every field at fault."""
+    errors: list[dict[str, str]] = []
+
+    def fault(field: str, message: str) -> None:
+        errors.append({"field": field, "message": message})
+
+    version = await session.scalar(
+        select(ApplicationVersion.id).where(ApplicationVersion.name == spec.applicationVersionRef)
+    )
+    if version is None:
+        fault(
+            "spec.applicationVersionRef",
+            f"application version {spec.applicationVersionRef!r} does not exist",
+        )
+    granted = granted_clause([workspace])
+    regions = set(
+        (
+            await session.scalars(
+                select(Region.name).where(
+                    Region.name.in_([t.region for t in spec.targets if t.region])
+                )
+            )
+        ).all()
+    )
+    named = {n for t in spec.targets for n in t.clusters}
+    visible = {
+        c.name: c
+        for c in (
+            await session.scalars(select(Cluster).where(Cluster.name.in_(named), granted))
+        ).all()
+    }
+    resolved: list[Resolved] = []
+    seen: dict[int, str] = {}
+    for i, target in enumerate(spec.targets):
+        where = f"spec.targets[{i}]"
+        if target.region is not None and target.region not in regions:
+            fault(f"{where}.region", f"region {target.region!r} does not exist")
+            continue
+        picked: list[tuple[str, Cluster]] = []
+        if target.clusters:
+            for j, name in enumerate(target.clusters):
+                cluster = visible.get(name)
+                if cluster is None:
+                    # One message for missing and not granted: no existence leak across tenants.
+                    fault(
+                        f"{where}.clusters[{j}]",
+                        f"cluster {name!r} does not exist or is not granted to workspace "
+                        f"{workspace.name!r}",
+                    )
+                elif target.region is not None and cluster.region != target.region:
+                    fault(
+                        f"{where}.clusters[{j}]",
+                        f"cluster {name!r} is in region {cluster.region!r}, not {target.region!r}",
+                    )
+                else:
+                    picked.append((f"{where}.clusters[{j}]", cluster))
+        else:
+            in_region = (
+                await session.scalars(
+                    select(Cluster)
+                    .where(Cluster.region == target.region, granted)
+                    .order_by(Cluster.name)
+                )
+            ).all()
+            if not in_region:
+                fault(
+                    f"{where}.region",
+                    f"no cluster of region {target.region!r} is granted to workspace "
+                    f"{workspace.name!r}",
+                )
+            picked = [(f"{where}.region", c) for c in in_region]
+        for field, cluster in picked:
+            if cluster.id in seen:
+                fault(field, f"cluster {cluster.name!r} is already a target at {seen[cluster.id]}")
+                continue
+            seen[cluster.id] = field
+            resolved.append(
+                Resolved(
+                    i,
+                    cluster.id,
+                    cluster.name,
+                    cluster.region,
+                    target.nodeGroupRef,
+                    target.replicas,
+                    target.values,
+                )
+            )
+    groups_wanted = {(r.cluster_id, r.node_group) for r in resolved if r.node_group}
+    if groups_wanted:
+        rows = await session.execute(
+            select(NodeGroup.cluster_id, NodeGroup.name).where(
+                NodeGroup.cluster_id.in_({c for c, _ in groups_wanted}),
+                NodeGroup.name.in_({g for _, g in groups_wanted}),
+            )
+        )
+        existing = {(c, g) for c, g in rows.all()}
+        for i, target in enumerate(spec.targets):
+            missing = sorted(
+                r.cluster
+                for r in resolved
+                if r.target == i and r.node_group and (r.cluster_id, r.node_group) not in existing
+            )
+            if missing:
+                fault(
+                    f"spec.targets[{i}].nodeGroupRef",
+                    f"node group {target.nodeGroupRef!r} does not exist on {', '.join(missing)}",
+                )
+    if errors:
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        raise Unprocessable(detail, errors=errors)
+    return resolved
+
+
+def _revision_content(spec: DeploymentSpec) -> dict[str, Any]:
+    """What a revision captures: changing any of it makes a new revision (strategy and paused
+    steer the rollout and do not)."""
+    return {
+        "applicationVersionRef": spec.applicationVersionRef,
+        "targets": [t.model_dump(mode="json", exclude_none=True) for t in spec.targets],
+        "namespace": spec.namespace,
+    }
+
+
+def deployment_spec(row: ApplicationDeployment) -> DeploymentSpec:
+    return DeploymentSpec(
+        applicationVersionRef=row.application_version,
+        targets=[TargetSpec.model_validate(t) for t in row.targets],
+        namespace=row.namespace,
+        strategy=Strategy.model_validate(row.strategy or {}),
+        paused=row.paused,
+    )
+
+
+class DeploymentRepository(ResourceRepository[ApplicationDeployment]):
+    model = ApplicationDeployment
+    kind = "ApplicationDeployment"
+
+    def __init__(self, session: AsyncSession, workspace: Workspace) -> None:
+        super().__init__(session)
+        self.workspace = workspace
+
+    def scope(self) -> Any:
+        return ApplicationDeployment.workspace_id == self.workspace.id
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class DeploymentService(
+    ResourceService[ApplicationDeployment, ApplicationDeploymentIn, ApplicationDeploymentOut]
+):
+    in_model = ApplicationDeploymentIn
+
+    def __init__(
+        self,
+        session: AsyncSession,
+        workspace: Workspace,
+        operator: str | None,
+        audit: AuditTrail | None = None,
+    ) -> None:
+        super().__init__(session, DeploymentRepository(session, workspace), audit=audit)
+        self.workspace = workspace
+        self.operator = operator
+        self._resolved: list[Resolved] = []
+        self._content_before: dict[str, Any] | None = None
+
+    # hooks -----------------------------------------------------------------------------------
+
+    def new_row(self, name: str) -> ApplicationDeployment:
+        return ApplicationDeployment(name=name, workspace_id=self.workspace.id)
+
+    async def check_spec(self, body: ApplicationDeploymentIn) -> None:
+        self._resolved = await resolve_targets(self.session, self.workspace, body.spec)
+
+    async def apply_spec(self, row: ApplicationDeployment, body: ApplicationDeploymentIn) -> None:
+        if row.deletion_timestamp is not None:
+            raise Conflict(f"deployment {row.name!r} is being deleted", code="BeingDeleted")
+        spec = body.spec
+        self._content_before = (
+            _revision_content(deployment_spec(row)) if row.application_version else None
+        )
+        row.application_version = spec.applicationVersionRef
+        row.targets = [t.model_dump(mode="json", exclude_none=True) for t in spec.targets]
+        row.namespace = spec.namespace
+        row.strategy = spec.strategy.model_dump(mode="json")
+        row.paused = spec.paused
+
+    async def after_create(self, row: ApplicationDeployment, body: ApplicationDeploymentIn) -> None:
+        await self._new_revision(row, "Initial", from_version=None)
+
+    async def after_update(
+        self, row: ApplicationDeployment, body: ApplicationDeploymentIn, *, spec_changed: bool
+    ) -> None:
+        if self._content_before != _revision_content(body.spec):
+            before = self._content_before or {}
+            await self._new_revision(row, "Upgrade", before.get("applicationVersionRef"))
+        elif spec_changed:  # paused or strategy: let the controller look again now
+            await self._nudge(row)
+
+    def render(self, row: ApplicationDeployment) -> ApplicationDeploymentOut:
+        return ApplicationDeploymentOut(
+            metadata=object_meta(row, self.workspace.name),
+            spec=deployment_spec(row),
+            status=DeploymentStatus(
+                observedGeneration=row.generation,
+                revision=row.revision,
+                history=[HistoryEntry.model_validate(h) for h in row.history],
+            ),
+        )
+
+    async def live_status(self, names: list[str]) -> dict[str, BaseModel] | None:
+        rows = (
+            await self.session.scalars(
+                select(ApplicationDeployment).where(
+                    self.repository.scope(), ApplicationDeployment.name.in_(names)
+                )
+            )
+        ).all()
+        by_id = {row.id: row for row in rows}
+        targets: dict[int, list[tuple[DeploymentTarget, str]]] = {row.id: [] for row in rows}
+        if by_id:
+            found = await self.session.execute(
+                select(DeploymentTarget, Cluster.name)
+                .join(Cluster, Cluster.id == DeploymentTarget.cluster_id)
+                .where(DeploymentTarget.deployment_id.in_(by_id))
+                .order_by(Cluster.name)
+            )
+            for target, cluster in found.all():
+                targets[target.deployment_id].append((target, cluster))
+        return {row.name: deployment_status(row, targets[row.id]) for row in rows}
+
+    # revisions -------------------------------------------------------------------------------
+
+    async def _new_revision(
+        self, row: ApplicationDeployment, reason: str, from_version: str | None
+    ) -> None:
+        row.revision += 1
+        self.session.add(
+            DeploymentRevision(
+                deployment_id=row.id,
+                revision=row.revision,
+                application_version=row.application_version,
+                targets=row.targets,
+                namespace=row.namespace,
+                reason=reason,
+                operator=self.operator,
+            )
+        )
+        entry = HistoryEntry(
+            revision=row.revision,
+            fromVersion=from_version,
+            toVersion=row.application_version,
+            reason=reason,
+            operator=self.operator,
+            timestamp=_now(),
+        )
+        row.history = [*row.history, entry.model_dump(mode="json")][-HISTORY_LENGTH:]
+        await self._sync_targets(row)
+        await self.session.flush()
+
+    async def _sync_targets(self, row: ApplicationDeployment) -> None:
+        """Point every resolved cluster at the new revision; clusters no longer targeted are
+        marked for removal (the controller deletes their objects, then the row)."""
+        now = _now()
+        existing = {
+            t.cluster_id: t
+            for t in (
+                await self.session.scalars(
+                    select(DeploymentTarget)
+                    .where(DeploymentTarget.deployment_id == row.id)
+                    .with_for_update()
+                )
+            ).all()
+        }
+        for resolved in self._resolved:
+            target = existing.pop(resolved.cluster_id, None)
+            if target is None:
+                target = DeploymentTarget(
+                    deployment_id=row.id, cluster_id=resolved.cluster_id, phase="Pending"
+                )
+                self.session.add(target)
+            elif target.removing:
+                target.phase = "Pending"
+                target.last_transition_time = now
+            target.region = resolved.region
+            target.node_group = resolved.node_group
+            target.replicas = resolved.replicas
+            target.values = resolved.values
+            target.desired_revision = row.revision
+            target.removing = False
+            target.failed_revision = None
+            target.attempts = 0
+            target.next_attempt_at = now
+        for target in existing.values():
+            _mark_removing(target, now)
+        await notify_dispatch(self.session)
+
+    async def _nudge(self, row: ApplicationDeployment) -> None:
+        await self.session.execute(
+            update(DeploymentTarget)
+            .where(DeploymentTarget.deployment_id == row.id)
+            .values(next_attempt_at=func.now(), attempts=0)
+        )
+        await notify_dispatch(self.session)
+
+    async def revisions(self, name: str) -> list[RevisionOut]:
+        row = await self.repository.get(name)
+        if row is None:
+            raise self.not_found(name)
+        found = await self.session.scalars(
+            select(DeploymentRevision)
+            .where(DeploymentRevision.deployment_id == row.id)
+            .order_by(DeploymentRevision.revision)
+        )
+        return [
+            RevisionOut(
+                revision=r.revision,
+                applicationVersionRef=r.application_version,
+                targets=[TargetSpec.model_validate(t) for t in r.targets],
+                namespace=r.namespace,
+                reason=r.reason,
+                operator=r.operator,
+                creationTimestamp=r.created_at,
+            )
+            for r in found.all()
+        ]
+
+    async def rollback(
+        self, name: str, revision: int, if_match: str | None
+    ) -> ApplicationDeploymentOut:
+        row = await self._locked(name)
+        check_write_preconditions(if_match, row.resource_version)
+        if row.deletion_timestamp is not None:
+            raise Conflict(f"deployment {name!r} is being deleted", code="BeingDeleted")
+        old = await self.session.scalar(
+            select(DeploymentRevision).where(
+                DeploymentRevision.deployment_id == row.id, DeploymentRevision.revision == revision
+            )
+        )
+        if old is None:
+            raise invalid_field("revision", f"deployment {name!r} has no revision {revision}")
+        spec = deployment_spec(row).model_copy(
+            update={
+                "applicationVersionRef": old.application_version,
+                "targets": [TargetSpec.model_validate(t) for t in old.targets],
+                "namespace": old.namespace,
+            }
+        )
+        # The clusters and versions of then must still be valid now (grants may have changed).
+        self._resolved = await resolve_targets(self.session, self.workspace, spec)
+        from_version = row.application_version
+        row.application_version = old.application_version
+        row.targets = old.targets
+        row.namespace = old.namespace
+        row = await self.repository.touch(row, spec_changed=True)
+        await self._new_revision(row, "Rollback", from_version)
+        out = self.render(row)
+        self._audit("rollback", name)
+        return out
+
+    # deletion --------------------------------------------------------------------------------
+
+    async def delete(
+        self, name: str, if_match: str | None, *, orphan: bool = False
+    ) -> ApplicationDeploymentOut:
+        """Removes the deployment's objects from every edge first (targets go Deleting and the
+        record disappears once all confirmed); `orphan` leaves them and removes it at once."""
+        row = await self._locked(name)
+        targets = (
+            await self.session.scalars(
+                select(DeploymentTarget)
+                .where(DeploymentTarget.deployment_id == row.id)
+                .with_for_update()
+            )
+        ).all()
+        if orphan or not targets:
+            return await super().delete(name, if_match)
+        check_write_preconditions(if_match, row.resource_version)
+        now = _now()
+        if row.deletion_timestamp is None:
+            row.deletion_timestamp = now
+            for target in targets:
+                _mark_removing(target, now)
+            row = await self.repository.touch(row, spec_changed=False)
+            await notify_dispatch(self.session)
+            self._audit("delete", name)
+        return self.render(row)
+
+    async def events(self, name: str, limit: int = 100) -> list[EventOut]:
+        row = await self.repository.get(name)
+        if row is None:
+            raise self.not_found(name)
+        found = await self.session.scalars(
+            select(DeploymentEvent)
+            .where(DeploymentEvent.deployment_id == row.id)
+            .order_by(DeploymentEvent.id.desc())
+            .limit(limit)
+        )
+        return [
+            EventOut(
+                type=e.type,
+                reason=e.reason,
+                cluster=e.cluster,
+                message=e.message,
+                timestamp=e.created_at,
+            )
+            for e in reversed(found.all())
+        ]
+
+    async def resolve(self, spec: DeploymentSpec) -> list[ResolvedTarget]:
+        return [r.out() for r in await resolve_targets(self.session, self.workspace, spec)]
+
+    def not_found(self, name: str) -> NotFound:
+        return NotFound(f"ApplicationDeployment {name!r} not found")
+
+
+def _mark_removing(target: DeploymentTarget, now: datetime) -> None:
+    target.removing = True
+    target.phase = "Deleting"
+    target.message = None
+    target.last_transition_time = now
+    target.attempts = 0
+    target.next_attempt_at = now
+
+
+def deployment_status(
+    row: ApplicationDeployment, targets: list[tuple[DeploymentTarget, str]]
+) -> DeploymentStatus:
+    """The deployment's status, folded from its per-cluster rows at read time."""
+    strategy = Strategy.model_validate(row.strategy or {})
+    rows = [
+        TargetStatus(
+            cluster=cluster,
+            region=t.region,
+            nodeGroup=t.node_group,
+            phase=t.phase,
+            desiredReplicas=t.replicas,
+            readyReplicas=t.ready_replicas,
+            revision=t.applied_revision,
+            message=t.message,
+            lastTransitionTime=t.last_transition_time,
+            lastSyncTime=t.last_sync_time,
+        )
+        for t, cluster in targets
+    ]
+    active = [t for t, _ in targets if not t.removing]
+    current = [t for t in active if t.phase == "Ready" and t.applied_revision == row.revision]
+    failed = [t for t in active if t.phase == "Failed"]
+    unreachable = [t for t in active if t.phase == "Unreachable"]
+    settled = all(
+        t.phase in ("Ready", "Failed", "Unreachable") for t in active
+    )  # nothing is moving
+    phase: DeploymentPhase
+    if row.paused:
+        phase = "Paused"
+    elif not active:
+        phase = "Progressing" if targets else "Pending"
+    elif len(current) == len(active):
+        phase = "Ready"
+    elif len(failed) == len(active):
+        phase = "Failed"
+    elif strategy.failurePolicy == "Pause" and len(failed) > strategy.maxUnavailableClusters:
+        phase = "Paused"
+    elif settled:
+        phase = "Degraded"
+    else:
+        phase = "Progressing"
+    changed = max((t.last_transition_time for t, _ in targets), default=row.updated_at)
+    message = f"{len(current)} of {len(active)} clusters ready at revision {row.revision}"
+    conditions = [
+        Condition(
+            type="Available",
+            status="True" if phase == "Ready" else "False",
+            reason="AllTargetsReady" if phase == "Ready" else phase,
+            message=message,
+            lastTransitionTime=changed,
+        ),
+        Condition(
+            type="Progressing",
+            status="True" if phase == "Progressing" else "False",
+            reason=phase,
+            message=message,
+            lastTransitionTime=changed,
+        ),
+    ]
+    return DeploymentStatus(
+        phase=phase,
+        observedGeneration=row.generation,
+        revision=row.revision,
+        summary=Summary(
+            clusters=len(active),
+            ready=len(current),
+            failed=len(failed),
+            unreachable=len(unreachable),
+        ),
+        targets=rows,
+        conditions=conditions,
+        history=[HistoryEntry.model_validate(h) for h in row.history],
+    )
