@@ -223,6 +223,11 @@ class Settings(BaseSettings):
     dispatch_concurrency: int = Field(
         64, ge=1, le=10000, description="Targets one controller works on at once."
     )
+    dispatch_lease_duration: Seconds = Field(
+        120.0,
+        description="How long a controller holds a target it works on; a controller that dies "
+        "holding one delays that target by at most this much.",
+    )
     dispatch_per_cluster: int = Field(
         4, ge=1, le=1000, description="Targets of one edge cluster worked on at once."
     )

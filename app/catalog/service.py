@@ -16,6 +16,8 @@ from app.catalog.schemas import (
     version_name,
 )
 from app.db.repository import ResourceRepository
+from app.deployments.models import ApplicationDeployment
+from app.deployments.references import refuse_if_used
 from app.errors import Conflict, invalid_field
 from app.kit.service import ResourceService
 
@@ -92,6 +94,13 @@ class ApplicationVersionService(
 
     def new_row(self, name: str) -> ApplicationVersion:
         return ApplicationVersion(name=name)
+
+    async def check_delete(self, row: ApplicationVersion) -> None:
+        await refuse_if_used(
+            self.session,
+            f"application version {row.name!r}",
+            ApplicationDeployment.application_version == row.name,
+        )
 
     async def check_spec(self, body: ApplicationVersionIn) -> None:
         spec = body.spec

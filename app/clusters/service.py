@@ -25,6 +25,8 @@ from app.clusters.schemas import (
 from app.config import Settings
 from app.crypto import Sealed, SecretBox
 from app.db.repository import ResourceRepository
+from app.deployments.models import DeploymentTarget
+from app.deployments.references import refuse_if_used
 from app.errors import invalid_field
 from app.kit.selectors import Requirement, selector_clause
 from app.kit.service import ResourceService
@@ -105,6 +107,14 @@ class ClusterService(ResourceService[Cluster, ClusterIn, ClusterOut]):
         super().__init__(session, repository, cache, audit)
         self.settings = settings
         self.secrets = secrets
+
+    async def check_delete(self, row: Cluster) -> None:
+        await refuse_if_used(
+            self.session,
+            f"cluster {row.name!r}",
+            DeploymentTarget.cluster_id == row.id,
+            via_targets=True,
+        )
 
     def new_row(self, name: str) -> Cluster:
         return Cluster(name=name, uid=uuid.uuid4())

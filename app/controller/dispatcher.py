@@ -150,6 +150,7 @@ class Dispatcher:
         self._inflight: dict[int, asyncio.Task[None]] = {}
         self._slots: dict[int, asyncio.Semaphore] = {}
         self.on_done: list[Any] = []  # callbacks when a task ends (the runner claims more)
+        self.next_due_in: float | None = None  # seconds until the next unclaimed row is due
 
     # claiming --------------------------------------------------------------------------------
 
@@ -169,6 +170,13 @@ class Dispatcher:
                 limit=capacity,
                 lease_seconds=self._lease,
             )
+            # When the next row falls due, so the runner sleeps no longer than that.
+            due_in = await session.scalar(
+                select(
+                    func.extract("epoch", func.min(DeploymentTarget.next_attempt_at) - func.now())
+                ).where(DeploymentTarget.lock_token.is_(None))
+            )
+            self.next_due_in = None if due_in is None else float(due_in)
         for row_id in ids:
             task = asyncio.create_task(self._process(row_id, token))
             self._inflight[row_id] = task

@@ -25,6 +25,7 @@ from app.cache import ObjectCache
 from app.clusters.models import Cluster, NodeGroup
 from app.clusters.schemas import cluster_out, effective_selector
 from app.controller.claims import claim, held, release
+from app.controller.dispatcher import nudge_cluster_targets
 from app.controller.kube import REQUEST_TIMEOUT, ClusterTarget, KubeClients
 from app.db.base import resource_version_seq
 from app.redis import key as redis_key
@@ -214,9 +215,12 @@ class ClusterProber:
         now = _now()
         ready_nodes = [n for n in seen.nodes if n.ready]
         async with self._sessionmaker.begin() as session:
-            previous = await session.scalar(
-                select(Cluster.conditions).where(Cluster.id == target.id)
-            )
+            before = (
+                await session.execute(
+                    select(Cluster.conditions, Cluster.phase).where(Cluster.id == target.id)
+                )
+            ).one_or_none()
+            previous, previous_phase = before if before else (None, None)
             conditions = [
                 _condition(previous or [], "Reachable", True, "ProbeSucceeded", None),
                 _condition(
@@ -247,6 +251,8 @@ class ClusterProber:
             row = await self._write(token, target, values, session)
             if row is None:
                 return
+            if row.phase != previous_phase:
+                await nudge_cluster_targets(session, target.id)
             groups = (
                 await session.scalars(select(NodeGroup).where(NodeGroup.cluster_id == target.id))
             ).all()
@@ -278,6 +284,7 @@ class ClusterProber:
             if current is None:
                 return
             phase, failing_since, failures, previous = current
+            previous_phase = phase
             failing_since = failing_since or now
             failures += 1
             overdue = (now - failing_since).total_seconds() >= self._unreachable_after
@@ -304,5 +311,7 @@ class ClusterProber:
                 },
                 session,
             )
+            if row is not None and phase != previous_phase:
+                await nudge_cluster_targets(session, target.id)
         if row is not None:
             await self._publish(row)

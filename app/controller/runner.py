@@ -1,5 +1,5 @@
-"""The controller process: elects a leader, probes clusters (any replica, by claiming work),
-and runs housekeeping (leader only, fenced)."""
+"""The controller process: elects a leader, probes clusters and dispatches deployments (any
+replica, by claiming work), and runs housekeeping (leader only, fenced)."""
 
 from __future__ import annotations
 
@@ -9,21 +9,25 @@ import logging
 import time
 
 from sqlalchemy import delete, func
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.auth.models import TokenFamily
 from app.cache import ObjectCache
 from app.config import Settings
+from app.controller.dispatcher import Dispatcher
 from app.controller.kube import KubeClients
 from app.controller.leader import Fenced, LeaderElector
 from app.controller.prober import ClusterProber
+from app.controller.wakeup import Wakeups
 from app.crypto import SecretBox
+from app.deployments.models import DISPATCH_CHANNEL
 from app.kit.idempotency import purge_expired_keys
 from app.redis import RedisGateway
 
 logger = logging.getLogger(__name__)
 
 TICK_SECONDS = 1.0
+SWEEP_SECONDS = 5.0  # dispatch looks for due work at least this often, wake-ups or not
 HOUSEKEEPING_SECONDS = 300.0
 SHUTDOWN_DEADLINE = 20.0
 
@@ -57,6 +61,21 @@ class Controller:
             interval=settings.cluster_probe_interval,
             unreachable_after=settings.cluster_unreachable_after,
         )
+        self.dispatcher = Dispatcher(
+            sessionmaker,
+            self.clients,
+            chart_repository=f"{settings.public_url.rstrip('/')}/chartrepo",
+            drift_interval=settings.drift_check_interval,
+            status_interval=settings.dispatch_status_interval,
+            retry_max=settings.dispatch_retry_max,
+            concurrency=settings.dispatch_concurrency,
+            per_cluster=settings.dispatch_per_cluster,
+            lease_seconds=settings.dispatch_lease_duration,
+        )
+        self.wake = asyncio.Event()
+        self.dispatcher.on_done.append(self.wake.set)  # a free slot: claim more
+        engine: AsyncEngine = sessionmaker.kw["bind"]
+        self.wakeups = Wakeups(engine, DISPATCH_CHANNEL, self.wake)
         self._last_housekeeping = 0.0
 
     async def housekeeping(self) -> None:
@@ -73,7 +92,7 @@ class Controller:
             getattr(sessions, "rowcount", 0),
         )
 
-    async def _work(self, stop: asyncio.Event) -> None:
+    async def _probe_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             busy = False
             try:
@@ -85,13 +104,31 @@ class Controller:
             except Fenced as exc:
                 logger.warning("leader-only work refused: %s", exc)
             except Exception:
-                logger.warning("controller round failed; retrying", exc_info=True)
+                logger.warning("probe round failed; retrying", exc_info=True)
             if not busy:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), TICK_SECONDS)
 
+    async def _dispatch_loop(self, stop: asyncio.Event) -> None:
+        """Claims due targets whenever woken (a write, a finished task) and on a sweep."""
+        while not stop.is_set():
+            self.wake.clear()
+            try:
+                started = await self.dispatcher.run_once()
+            except Exception:
+                logger.warning("dispatch round failed; retrying", exc_info=True)
+                started = 0
+            if started:
+                continue  # there may be more due than one claim took
+            due_in = self.dispatcher.next_due_in
+            sleep = SWEEP_SECONDS if due_in is None else min(SWEEP_SECONDS, max(0.05, due_in))
+            waiters = {asyncio.create_task(stop.wait()), asyncio.create_task(self.wake.wait())}
+            await asyncio.wait(waiters, timeout=sleep, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
+
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until `stop` is set, then finish in-flight probes (bounded) and let go."""
+        """Run until `stop` is set, then finish in-flight work (bounded) and let go."""
         if self.settings.leader_elect:
             election = asyncio.create_task(self.elector.run(stop))
         else:
@@ -104,12 +141,17 @@ class Controller:
                     logger.warning("cannot record the leader epoch yet; retrying")
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), TICK_SECONDS)
-        worker = asyncio.create_task(self._work(stop))
+        loops = [
+            asyncio.create_task(self._probe_loop(stop)),
+            asyncio.create_task(self._dispatch_loop(stop)),
+            asyncio.create_task(self.wakeups.run(stop)),
+        ]
         await stop.wait()
         try:
-            await asyncio.wait_for(worker, SHUTDOWN_DEADLINE)
+            await asyncio.wait_for(asyncio.gather(*loops), SHUTDOWN_DEADLINE)
         except TimeoutError:
-            logger.warning("in-flight work did not finish within %ss", SHUTDOWN_DEADLINE)
+            logger.warning("in-flight probes did not finish within %ss", SHUTDOWN_DEADLINE)
+        await self.dispatcher.drain(SHUTDOWN_DEADLINE)
         if election is not None:
             await election
         else:

@@ -4,6 +4,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 
+from app.deployments.models import ApplicationDeployment
+from app.deployments.references import refuse_if_used
 from app.errors import Conflict, NotFound, invalid_field
 from app.kit.service import ResourceService
 from app.users.models import User
@@ -13,6 +15,13 @@ from app.workspaces.schemas import MemberOut, WorkspaceIn, WorkspaceOut, workspa
 
 class WorkspaceService(ResourceService[Workspace, WorkspaceIn, WorkspaceOut]):
     in_model = WorkspaceIn
+
+    async def check_delete(self, row: Workspace) -> None:
+        await refuse_if_used(
+            self.session,
+            f"workspace {row.name!r}",
+            ApplicationDeployment.workspace_id == row.id,
+        )
 
     def new_row(self, name: str) -> Workspace:
         return Workspace(name=name)

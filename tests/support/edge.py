@@ -1,23 +1,50 @@
 """Edge clusters for tests: `kmock` Kubernetes emulators on loopback, reached by the real
 `kubernetes_asyncio` client over HTTP.
 
-Adapter (what kmock 0.8 lacks and this fills): clients ask for `/version/` (kmock answers only
-`/version`, with a fixed k3s version), and kmock logs every request and scans that log on each
-new one, so the log is cleared between probes to keep latency flat. The emulator is served with
-aiohttp's RawTestServer rather than `kmock.Server`, which patches aiohttp's resolver for the
-whole process and must then be stopped in reverse order; clusters here go down in any order.
+kmock serves discovery, `/version` and nodes. The adapter below fills what kmock 0.8 lacks and
+the dispatcher depends on, and says so here:
+- server-side apply (`PATCH` with `application/apply-patch+yaml`) creates a missing object
+  (201) or replaces the applier's fields (one field manager owns everything it sends);
+- `metadata.uid`, `resourceVersion`, `creationTimestamp`, and `generation` bumped on spec
+  changes;
+- Namespace objects (kmock's path parser cannot address `/api/v1/namespaces/{name}`);
+- fault injection (an edge answering 422, 500 or 429) and a count of applies per object.
+Objects of the kinds the platform writes live in `EdgeCluster.store`; tests edit or delete
+them there to play the edge's controllers (readiness) or an operator (drift).
+
+Clients ask for `/version/` (kmock answers only `/version`, with a fixed k3s version), and
+kmock logs every request and scans that log on each new one, so the log is cleared between
+probes to keep latency flat. The emulator is served with aiohttp's RawTestServer rather than
+`kmock.Server`, which patches aiohttp's resolver for the whole process and must then be
+stopped in reverse order; clusters here go down in any order.
 """
 
 from __future__ import annotations
 
+import asyncio
+import copy
+import itertools
+import json
 import re
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp.test_utils
 import kmock
+from aiohttp import web
 
 ZONE = "topology.kubernetes.io/zone"
 NODEGROUP = "theriseunion.io/nodegroup"
+# The kinds the platform writes, by plural: the adapter serves these itself.
+STORED = {"namespaces", "deployments", "helmcharts", "jobs", "configmaps"}
+OBJECT_PATH = re.compile(
+    r"^/(?:api/v1|apis/[^/]+/[^/]+)(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>[^/]+)/(?P<name>[^/]+)$"
+)
+
+Key = tuple[str, str | None, str]  # (plural, namespace, name)
 
 
 def node(name: str, *, zone: str, group: str | None = None, ready: bool = True) -> dict[str, Any]:
@@ -32,8 +59,31 @@ def node(name: str, *, zone: str, group: str | None = None, ready: bool = True) 
     }
 
 
+@dataclass
+class Fault:
+    status: int
+    method: str | None
+    plural: str | None
+    times: int
+    message: str
+
+
+def _status(code: int, message: str, reason: str = "") -> web.Response:
+    body = {
+        "apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
+        "code": code, "reason": reason or "Error", "message": message,
+    }  # fmt: skip
+    return web.json_response(body, status=code)
+
+
 class EdgeCluster:
-    def __init__(self, git_version: str = "v1.30.2", nodes: list[dict[str, Any]] = ()) -> None:  # type: ignore[assignment]
+    def __init__(
+        self,
+        git_version: str = "v1.30.2",
+        nodes: list[dict[str, Any]] = (),  # type: ignore[assignment]
+        *,
+        auto_ready: bool = False,
+    ) -> None:
         self.k = kmock.KubernetesEmulator()
         minor = git_version.split(".")[1]
         self.k["get", re.compile(r"/version/?")] << {
@@ -45,13 +95,22 @@ class EdgeCluster:
             self.set_node(item)
         self.port: int | None = None
         self._server: aiohttp.test_utils.RawTestServer | None = None
+        self.store: dict[Key, dict[str, Any]] = {}
+        self.applies: Counter[Key] = Counter()
+        self.faults: list[Fault] = []
+        # Play the edge's own controllers: what is applied becomes ready at once.
+        self.auto_ready = auto_ready
+        self._versions = itertools.count(1000)
+        self.apply_delay = 0.0  # seconds each apply takes: a slow edge
 
     def set_node(self, item: dict[str, Any]) -> None:
         self.k.objects["v1/nodes", None, item["metadata"]["name"]] = item
 
     async def start(self) -> EdgeCluster:
         await self.k.__aenter__()
-        self._server = aiohttp.test_utils.RawTestServer(self.k, host="127.0.0.1", port=self.port)
+        self._server = aiohttp.test_utils.RawTestServer(
+            self._serve, host="127.0.0.1", port=self.port
+        )
         await self._server.start_server()
         self.port = self._server.port  # the same port again after a restart
         return self
@@ -82,3 +141,123 @@ class EdgeCluster:
                 "contexts": [{"name": "edge", "context": {"cluster": "edge", "user": "ops"}}],
             }
         )
+
+    # faults ----------------------------------------------------------------------------------
+
+    def fail(
+        self,
+        status: int,
+        *,
+        times: int = 1,
+        method: str | None = "PATCH",
+        plural: str | None = None,
+        message: str = "injected failure",
+    ) -> None:
+        """The next `times` matching requests get `status` with a Kubernetes Status body."""
+        self.faults.append(Fault(status, method, plural, times, message))
+
+    def _fault_for(self, method: str, plural: str | None) -> Fault | None:
+        for fault in self.faults:
+            if fault.method not in (None, method) or fault.plural not in (None, plural):
+                continue
+            fault.times -= 1
+            if fault.times <= 0:
+                self.faults.remove(fault)
+            return fault
+        return None
+
+    # objects ---------------------------------------------------------------------------------
+
+    def get(self, plural: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        return self.store.get((plural, namespace, name))
+
+    def of_kind(self, plural: str) -> dict[Key, dict[str, Any]]:
+        return {k: v for k, v in self.store.items() if k[0] == plural}
+
+    def set_ready(self, namespace: str, name: str, ready: int | None = None) -> None:
+        """What the edge's deployment controller would report once the pods run."""
+        obj = self.store[("deployments", namespace, name)]
+        wanted = obj["spec"].get("replicas", 1)
+        count = wanted if ready is None else ready
+        obj["status"] = {
+            "observedGeneration": obj["metadata"]["generation"],
+            "replicas": wanted,
+            "updatedReplicas": wanted,
+            "readyReplicas": count,
+            "availableReplicas": count,
+        }
+
+    def complete_helm_install(self, namespace: str, name: str) -> None:
+        """What the helm-controller does: an install Job that succeeds."""
+        chart = self.store[("helmcharts", namespace, name)]
+        job = f"helm-install-{name}"
+        chart["status"] = {"jobName": job}
+        self.store[("jobs", namespace, job)] = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": job, "namespace": namespace},
+            "status": {"succeeded": 1},
+        }
+
+    async def _serve(self, request: web.BaseRequest) -> web.StreamResponse:
+        match = OBJECT_PATH.match(request.path)
+        plural = match["plural"] if match else None
+        fault = self._fault_for(request.method, plural)
+        if fault is not None:
+            return _status(fault.status, fault.message)
+        if match is None or plural not in STORED:
+            return await self.k(request)  # type: ignore[no-any-return]
+        key: Key = (match["plural"], match["ns"], match["name"])
+        if request.method == "GET":
+            found = self.store.get(key)
+            return web.json_response(found) if found else _status(404, "not found", "NotFound")
+        if request.method == "DELETE":
+            if self.store.pop(key, None) is None:
+                return _status(404, "not found", "NotFound")
+            return web.json_response({"kind": "Status", "status": "Success"})
+        if request.method == "PATCH":
+            if request.content_type != "application/apply-patch+yaml":
+                return _status(
+                    415, f"the adapter serves only apply patches, not {request.content_type}"
+                )
+            body = json.loads(await request.read())
+            if self.apply_delay:
+                await asyncio.sleep(self.apply_delay)
+            return self._apply(key, body)
+        return _status(405, f"{request.method} is not served by the adapter")
+
+    def _apply(self, key: Key, body: dict[str, Any]) -> web.Response:
+        self.applies[key] += 1
+        meta = body.setdefault("metadata", {})
+        if key[1] is not None:
+            meta["namespace"] = key[1]
+        live = self.store.get(key)
+        if live is None:
+            meta |= {
+                "uid": str(uuid.uuid4()),
+                "creationTimestamp": datetime.now(UTC).isoformat(),
+                "generation": 1,
+                "resourceVersion": str(next(self._versions)),
+            }
+            self.store[key] = body
+            created = True
+        else:
+            old_meta = live["metadata"]
+            meta |= {
+                "uid": old_meta["uid"],
+                "creationTimestamp": old_meta["creationTimestamp"],
+                "labels": {**old_meta.get("labels", {}), **meta.get("labels", {})},
+                "annotations": {**old_meta.get("annotations", {}), **meta.get("annotations", {})},
+                "resourceVersion": str(next(self._versions)),
+                "generation": old_meta["generation"]
+                + (1 if body.get("spec") != live.get("spec") else 0),
+            }
+            if "status" in live:
+                body["status"] = live["status"]
+            self.store[key] = body
+            created = False
+        if self.auto_ready and key[0] == "deployments":
+            self.set_ready(key[1] or "", key[2])
+        if self.auto_ready and key[0] == "helmcharts":
+            self.complete_helm_install(key[1] or "", key[2])
+        return web.json_response(copy.deepcopy(body), status=201 if created else 200)

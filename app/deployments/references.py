@@ -1,0 +1,26 @@
+"""The one check other kinds make before they are deleted: no deployment may still use them."""
+
+from __future__ import annotations
+
+from sqlalchemy import ColumnElement, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.deployments.models import ApplicationDeployment, DeploymentTarget
+from app.errors import Conflict
+
+
+async def refuse_if_used(
+    session: AsyncSession, what: str, where: ColumnElement[bool], *, via_targets: bool = False
+) -> None:
+    """409 naming the deployments (up to 20) that match `where`; `via_targets` joins their
+    per-cluster targets (to ask about clusters)."""
+    query = select(ApplicationDeployment.name).distinct()
+    if via_targets:
+        query = query.join(
+            DeploymentTarget, DeploymentTarget.deployment_id == ApplicationDeployment.id
+        )
+    names = (
+        await session.scalars(query.where(where).order_by(ApplicationDeployment.name).limit(20))
+    ).all()
+    if names:
+        raise Conflict(f"{what} is still used by deployments: {', '.join(names)}", code="InUse")
