@@ -568,7 +568,16 @@ class Dispatcher:
 
     async def _write(self, row_id: int, token: uuid.UUID, ctx: Context, outcome: Outcome) -> None:
         now = _now()
+        finishing = outcome.remove_row and ctx.deployment.deletion_timestamp is not None
         async with self._sessionmaker.begin() as session:
+            if finishing:
+                # Lock the deployment before anything else: targets finishing in parallel then
+                # queue here, and the last one sees that the others are gone.
+                await session.execute(
+                    select(ApplicationDeployment.id)
+                    .where(ApplicationDeployment.id == ctx.deployment.id)
+                    .with_for_update(key_share=True)
+                )
             if outcome.remove_row:
                 result = await session.execute(
                     delete(DeploymentTarget).where(held(DeploymentTarget, row_id, token))
@@ -606,7 +615,7 @@ class Dispatcher:
                 )
             if outcome.events:
                 await _prune_events(session, ctx.deployment.id)
-            if outcome.remove_row and ctx.deployment.deletion_timestamp is not None:
+            if finishing:
                 await _finish_deletion(session, ctx.deployment.id)
         if outcome.ready_after is not None:
             TIME_TO_READY.observe(max(0.0, outcome.ready_after))

@@ -35,7 +35,9 @@ class ResourceRepository(Generic[RowT]):
     async def get(self, name: str, *, for_update: bool = False) -> RowT | None:
         query = self.select().where(self.model.name == name)
         if for_update:
-            query = query.with_for_update()
+            # NO KEY UPDATE: writers still queue on the row, but rows that merely refer to it
+            # (inserts with a foreign key to it) are not blocked, which avoids deadlocks.
+            query = query.with_for_update(key_share=True)
         row: RowT | None = await self.session.scalar(query)
         return row
 

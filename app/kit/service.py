@@ -141,6 +141,8 @@ class ResourceService(Generic[RowT, InT, OutT]):
             raise self.not_found(name)
         live = await self.live_status([name])
         if live is not None:
+            if name not in live:  # deleted since it was loaded
+                raise self.not_found(name)
             found = {**found, "status": live[name].model_dump(mode="json")}
         return found
 
@@ -156,7 +158,7 @@ class ResourceService(Generic[RowT, InT, OutT]):
         live = await self.live_status([item.metadata.name for item in items])
         if live is not None:
             for item in items:
-                item.status = live[item.metadata.name]
+                item.status = live.get(item.metadata.name, item.status)
         return items, result
 
     def editable(self, row: RowT) -> dict[str, Any]:

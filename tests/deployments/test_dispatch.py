@@ -105,3 +105,284 @@ async def test_work_starts_on_the_write_not_on_the_sweep(platform: Platform) -> 
     await platform.ready("cross-region-app", within=10)
     # The sweep runs every 5 s; Ready well before it means the write woke the controller.
     assert loop.time() - started < 4.5
+
+
+async def create_example(platform: Platform) -> None:
+    created = await platform.client.post(BASE, content=EXAMPLE_YAML, headers=YAML)
+    assert created.status_code == 201, created.text
+
+
+def image_of(platform: Platform, cluster: str, name: str = "prometheus") -> str:
+    obj = platform.fleet[cluster].get("deployments", NAMESPACE, name)
+    assert obj is not None, f"{name} missing on {cluster}"
+    return str(obj["spec"]["template"]["spec"]["containers"][0]["image"])
+
+
+async def test_upgrade_then_rollback_follow_revisions_to_the_edge(platform: Platform) -> None:
+    platform.start_controller()
+    await create_example(platform)
+    await platform.ready("cross-region-app")
+
+    patched = await platform.client.patch(
+        f"{BASE}/cross-region-app",
+        json={"spec": {"applicationVersionRef": "monitoring-stack-v2.1.0"}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["status"]["revision"] == 2
+    body = await platform.wait_for(
+        f"{BASE}/cross-region-app",
+        lambda d: (
+            d["status"]["phase"] == "Ready"
+            and all(t["revision"] == 2 for t in d["status"]["targets"])
+        ),
+    )
+    for cluster in EXPECTED:
+        assert image_of(platform, cluster) == "prom/prometheus:v2.1.0"
+        obj = platform.fleet[cluster].get("deployments", NAMESPACE, "grafana")
+        assert obj is not None
+        assert obj["metadata"]["annotations"]["edge.theriseunion.io/revision"] == "2"
+
+    rolled = await platform.client.post(f"{BASE}/cross-region-app/rollback", json={"revision": 1})
+    assert rolled.status_code == 200, rolled.text
+    assert rolled.json()["status"]["revision"] == 3
+    assert rolled.json()["spec"]["applicationVersionRef"] == "monitoring-stack-v2.0.0"
+    body = await platform.wait_for(
+        f"{BASE}/cross-region-app",
+        lambda d: (
+            d["status"]["phase"] == "Ready"
+            and all(t["revision"] == 3 for t in d["status"]["targets"])
+        ),
+    )
+    for cluster in EXPECTED:
+        assert image_of(platform, cluster) == "prom/prometheus:v2.0.0"
+    history = body["status"]["history"]
+    assert [(h["revision"], h["reason"], h["fromVersion"], h["toVersion"]) for h in history] == [
+        (1, "Initial", None, "monitoring-stack-v2.0.0"),
+        (2, "Upgrade", "monitoring-stack-v2.0.0", "monitoring-stack-v2.1.0"),
+        (3, "Rollback", "monitoring-stack-v2.1.0", "monitoring-stack-v2.0.0"),
+    ]
+    assert all(h["operator"] == "admin" for h in history)
+    revisions = (await platform.client.get(f"{BASE}/cross-region-app/revisions")).json()["items"]
+    assert [(r["revision"], r["reason"], r["applicationVersionRef"]) for r in revisions] == [
+        (1, "Initial", "monitoring-stack-v2.0.0"),
+        (2, "Upgrade", "monitoring-stack-v2.1.0"),
+        (3, "Rollback", "monitoring-stack-v2.0.0"),
+    ]
+
+
+async def test_a_dead_cluster_shows_unreachable_and_converges_when_back(
+    platform: Platform,
+) -> None:
+    beijing = platform.fleet["beijing-cluster"]
+    await beijing.stop()
+    platform.start_controller()
+    await create_example(platform)
+
+    body = await platform.wait_for(
+        f"{BASE}/cross-region-app",
+        lambda d: d["status"]["summary"] == {
+            "clusters": 4, "ready": 3, "failed": 0, "unreachable": 1,
+        },
+    )  # fmt: skip
+    row = targets_of(body)["beijing-cluster"]
+    assert row["phase"] == "Unreachable"
+    assert "unreachable" in row["message"]
+    assert body["status"]["phase"] == "Degraded"
+    assert beijing.get("deployments", NAMESPACE, "prometheus") is None
+
+    await beijing.start()  # back on the same address; nobody calls the API
+    body = await platform.ready("cross-region-app")
+    assert targets_of(body)["beijing-cluster"]["readyReplicas"] == 3
+    assert beijing.get("deployments", NAMESPACE, "prometheus") is not None
+
+
+async def test_an_edge_422_fails_only_that_target(platform: Platform) -> None:
+    refusal = 'Deployment.apps "prometheus" is invalid: spec.template: Invalid value'
+    platform.fleet["shenzhen-cluster"].fail(422, plural="deployments", message=refusal)
+    platform.start_controller()
+    await create_example(platform)
+
+    body = await platform.wait_for(
+        f"{BASE}/cross-region-app",
+        lambda d: d["status"]["summary"]["ready"] == 3 and d["status"]["summary"]["failed"] == 1,
+    )
+    row = targets_of(body)["shenzhen-cluster"]
+    assert row["phase"] == "Failed"
+    assert refusal in row["message"] and "422" in row["message"]
+    assert body["status"]["phase"] == "Degraded"
+    await asyncio.sleep(1.5)  # permanent for this revision: not retried
+    again = (await platform.client.get(f"{BASE}/cross-region-app")).json()
+    assert targets_of(again)["shenzhen-cluster"]["phase"] == "Failed"
+    events = (await platform.client.get(f"{BASE}/cross-region-app/events")).json()["items"]
+    assert any(e["type"] == "Warning" and refusal in e["message"] for e in events)
+
+
+def metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+async def test_a_burst_of_500_and_429_is_retried_until_it_lands(platform: Platform) -> None:
+    shanghai = platform.fleet["shanghai-cluster"]
+    shanghai.fail(500, times=3, message="etcdserver: request timed out")
+    shanghai.fail(429, times=2, message="too many requests")
+    before = metric((await platform.client.get("/metrics")).text, "edge_dispatch_retries_total")
+    platform.start_controller()
+    await create_example(platform)
+
+    await platform.ready("cross-region-app")
+    assert shanghai.faults == []  # all five refusals were met, and then it converged
+    after = metric((await platform.client.get("/metrics")).text, "edge_dispatch_retries_total")
+    assert after - before >= 5
+
+
+async def test_drift_at_the_edge_is_repaired(platform: Platform) -> None:
+    platform.start_controller()
+    await create_example(platform)
+    await platform.ready("cross-region-app")
+    hangzhou, beijing = platform.fleet["hangzhou-cluster"], platform.fleet["beijing-cluster"]
+
+    del hangzhou.store[("deployments", NAMESPACE, "prometheus")]  # someone deleted it
+    beijing.store[("deployments", NAMESPACE, "grafana")]["spec"]["replicas"] = 7  # or scaled it
+
+    async def repaired() -> bool:
+        gone = hangzhou.get("deployments", NAMESPACE, "prometheus")
+        scaled = beijing.get("deployments", NAMESPACE, "grafana")
+        return gone is not None and scaled is not None and scaled["spec"]["replicas"] == 3
+
+    for _ in range(50):  # the drift check runs every second here
+        if await repaired():
+            break
+        await asyncio.sleep(0.1)
+    assert await repaired()
+    events = await platform.wait_for(
+        f"{BASE}/cross-region-app/events",
+        lambda d: (
+            {"hangzhou-cluster", "beijing-cluster"}
+            <= {e["cluster"] for e in d["items"] if e["reason"] == "DriftRepaired"}
+        ),
+    )
+    repairs = {
+        e["cluster"]: e["message"] for e in events["items"] if e["reason"] == "DriftRepaired"
+    }
+    assert "deleted at the edge" in repairs["hangzhou-cluster"]
+    assert "changed at the edge" in repairs["beijing-cluster"]
+
+
+async def test_two_controllers_apply_each_revision_once(platform: Platform) -> None:
+    platform.start_controller()
+    platform.start_controller()
+    await create_example(platform)
+    await platform.ready("cross-region-app")
+    await asyncio.sleep(1.5)  # a drift check passes too, and must not re-apply
+    for name in EXPECTED:
+        applies = platform.fleet[name].applies
+        assert sorted(applies.values()) == [1, 1, 1], (name, applies)
+
+
+async def test_paused_deployments_wait(platform: Platform) -> None:
+    platform.start_controller()
+    body = yaml.safe_load(EXAMPLE_YAML)
+    body["spec"]["paused"] = True
+    assert (await platform.client.post(BASE, json=body)).status_code == 201
+    await asyncio.sleep(1.0)
+    status = (await platform.client.get(f"{BASE}/cross-region-app")).json()["status"]
+    assert status["phase"] == "Paused"
+    assert all(not edge.applies for edge in platform.fleet.values())
+
+    resumed = await platform.client.patch(
+        f"{BASE}/cross-region-app",
+        json={"spec": {"paused": False}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert resumed.status_code == 200
+    assert resumed.json()["status"]["revision"] == 1  # pausing is not a new revision
+    await platform.ready("cross-region-app", within=10)
+
+
+async def test_failure_policy_rollback_returns_a_failed_cluster_to_its_last_revision(
+    platform: Platform,
+) -> None:
+    platform.start_controller()
+    body = yaml.safe_load(EXAMPLE_YAML)
+    body["spec"]["strategy"] = {"failurePolicy": "Rollback"}
+    assert (await platform.client.post(BASE, json=body)).status_code == 201
+    await platform.ready("cross-region-app")
+
+    shenzhen = platform.fleet["shenzhen-cluster"]
+    shenzhen.fail(422, plural="deployments", message="admission webhook denied the request")
+    body["spec"]["applicationVersionRef"] = "monitoring-stack-v2.1.0"
+    assert (await platform.client.put(f"{BASE}/cross-region-app", json=body)).status_code == 200
+
+    body = await platform.wait_for(
+        f"{BASE}/cross-region-app",
+        lambda d: (
+            targets_of(d)["shenzhen-cluster"]["phase"] == "Ready"
+            and targets_of(d)["shenzhen-cluster"]["revision"] == 1
+            and d["status"]["summary"]["ready"] == 3
+        ),
+    )
+    assert "rolled back to revision 1" in targets_of(body)["shenzhen-cluster"]["message"]
+    assert body["status"]["phase"] == "Degraded"
+    assert image_of(platform, "shenzhen-cluster") == "prom/prometheus:v2.0.0"
+    assert image_of(platform, "beijing-cluster") == "prom/prometheus:v2.1.0"
+
+
+async def test_removing_a_target_removes_its_objects(platform: Platform) -> None:
+    platform.start_controller()
+    await create_example(platform)
+    await platform.ready("cross-region-app")
+
+    body = yaml.safe_load(EXAMPLE_YAML)
+    body["spec"]["targets"] = body["spec"]["targets"][:1]  # east-china only
+    assert (await platform.client.put(f"{BASE}/cross-region-app", json=body)).status_code == 200
+    body = await platform.wait_for(
+        f"{BASE}/cross-region-app",
+        lambda d: d["status"]["phase"] == "Ready" and len(d["status"]["targets"]) == 2,
+    )
+    assert set(targets_of(body)) == {"shanghai-cluster", "hangzhou-cluster"}
+    for gone in ("beijing-cluster", "shenzhen-cluster"):
+        assert platform.fleet[gone].of_kind("deployments") == {}
+
+
+async def test_delete_cleans_the_edges_then_the_record(platform: Platform) -> None:
+    platform.start_controller()
+    await create_example(platform)
+    await platform.ready("cross-region-app")
+
+    deleted = await platform.client.delete(f"{BASE}/cross-region-app")
+    assert deleted.status_code == 200
+    assert deleted.json()["metadata"]["deletionTimestamp"] is not None
+    changed = await platform.client.put(
+        f"{BASE}/cross-region-app", content=EXAMPLE_YAML, headers=YAML
+    )
+    assert changed.status_code in (404, 409)  # being deleted, or already gone
+
+    for _ in range(100):
+        if (await platform.client.get(f"{BASE}/cross-region-app")).status_code == 404:
+            break
+        await asyncio.sleep(0.1)
+    final = await platform.client.get(f"{BASE}/cross-region-app")
+    assert final.status_code == 404, final.text
+    for name in EXPECTED:
+        edge = platform.fleet[name]
+        assert edge.of_kind("deployments") == {}, name
+        assert edge.get("namespaces", None, NAMESPACE) is not None  # shared by the workspace
+
+
+async def test_delete_with_orphan_leaves_the_edges_alone(platform: Platform) -> None:
+    platform.start_controller()
+    await create_example(platform)
+    await platform.ready("cross-region-app")
+
+    deleted = await platform.client.delete(
+        f"{BASE}/cross-region-app", params={"propagationPolicy": "Orphan"}
+    )
+    assert deleted.status_code == 200
+    assert (await platform.client.get(f"{BASE}/cross-region-app")).status_code == 404
+    await asyncio.sleep(1.0)
+    for name in EXPECTED:
+        assert len(platform.fleet[name].of_kind("deployments")) == 2, name
