@@ -418,6 +418,9 @@ class Dispatcher:
         target = ctx.target
         ready, ready_replicas, message, failed = await self._readiness(api, rendered)
         values = outcome.values
+        if ready_replicas is None:  # a Helm release: its pods are the chart's business
+            wanted = ctx.revision_params.replicas if ctx.revision_params else None
+            ready_replicas = (wanted or 0) if ready else 0
         values["ready_replicas"] = ready_replicas
         if failed:
             FAILURES.labels("edge").inc()
@@ -449,7 +452,10 @@ class Dispatcher:
         outcome.delay = self._status_interval
         return outcome
 
-    async def _readiness(self, api: Any, rendered: Rendered) -> tuple[bool, int, str | None, bool]:
+    async def _readiness(
+        self, api: Any, rendered: Rendered
+    ) -> tuple[bool, int | None, str | None, bool]:
+        """(ready, ready replicas when Deployments tell them, why not, failed at the edge)."""
         ready_all, replicas, messages = True, None, []
         for obj in rendered.objects:
             ref = ObjectRef.of(obj)
@@ -485,7 +491,7 @@ class Dispatcher:
                 if not done:
                     ready_all = False
                     messages.append(f"{ref}: {why}")
-        return ready_all, replicas or 0, "; ".join(messages) or None, False
+        return ready_all, replicas, "; ".join(messages) or None, False
 
     async def _remove(self, ctx: Context) -> Outcome:
         refs = [r for r in _refs(ctx.target.applied_objects) if r.kind != "Namespace"]

@@ -27,7 +27,8 @@ BASE = f"/api/v1/workspaces/{WORKSPACE}/applicationdeployments"
 FLEET = {
     "shanghai-cluster": ("east-china", [("sh-1", "monitoring-nodes"), ("sh-2", None)]),
     "hangzhou-cluster": ("east-china", [("hz-1", "monitoring-nodes")]),
-    "beijing-cluster": ("north-china", [("bj-1", "production-nodes"), ("bj-2", "production-nodes")]),
+    "beijing-cluster": ("north-china", [("bj-1", "production-nodes"),
+                                        ("bj-2", "production-nodes")]),
     "tianjin-cluster": ("north-china", [("tj-1", "production-nodes")]),
     "shenzhen-cluster": ("south-china", [("sz-1", "test-nodes")]),
 }  # fmt: skip
@@ -73,7 +74,8 @@ EXPECTED = {  # cluster: (replicas, node group)
 def workload_version(version: str) -> dict[str, Any]:
     def deployment(name: str, image: str) -> dict[str, Any]:
         container = {"name": name, "image": image, "ports": [{"containerPort": 9090}]}
-        return {"name": name, "spec": {"replicas": 1, "template": {"spec": {"containers": [container]}}}}  # fmt: skip
+        template = {"spec": {"containers": [container]}}
+        return {"name": name, "spec": {"replicas": 1, "template": template}}
 
     return {
         "metadata": {"name": f"monitoring-stack-v{version}"},
@@ -110,7 +112,7 @@ class Platform:
         return controller
 
     async def stop_controllers(self) -> None:
-        for _, stop, task in self.controllers:
+        for _, stop, _ in self.controllers:
             stop.set()
         await asyncio.gather(*(task for _, _, task in self.controllers), return_exceptions=True)
         self.controllers.clear()

@@ -14,6 +14,7 @@ from tests.deployments.conftest import (
     Platform,
     targets_of,
 )
+from tests.support.charts import chart_archive
 
 YAML = {"Content-Type": "application/yaml"}
 
@@ -49,7 +50,8 @@ async def test_the_guides_example_lands_on_every_cluster(platform: Platform) -> 
         namespace = edge.get("namespaces", None, NAMESPACE)
         deployments = edge.of_kind("deployments")
         if name not in EXPECTED:
-            assert namespace is None and not deployments, f"{name} was not a target"
+            assert namespace is None, f"{name} was not a target"
+            assert not deployments, f"{name} was not a target"
             continue
         replicas, group = EXPECTED[name]
         assert namespace is not None
@@ -209,7 +211,8 @@ async def test_an_edge_422_fails_only_that_target(platform: Platform) -> None:
     )
     row = targets_of(body)["shenzhen-cluster"]
     assert row["phase"] == "Failed"
-    assert refusal in row["message"] and "422" in row["message"]
+    assert refusal in row["message"]
+    assert "422" in row["message"]
     assert body["status"]["phase"] == "Degraded"
     await asyncio.sleep(1.5)  # permanent for this revision: not retried
     again = (await platform.client.get(f"{BASE}/cross-region-app")).json()
@@ -386,3 +389,68 @@ async def test_delete_with_orphan_leaves_the_edges_alone(platform: Platform) -> 
     await asyncio.sleep(1.0)
     for name in EXPECTED:
         assert len(platform.fleet[name].of_kind("deployments")) == 2, name
+
+
+async def test_a_helm_version_lands_as_a_helmchart_for_the_k3s_helm_controller(
+    platform: Platform,
+) -> None:
+    client = platform.client
+    uploaded = await client.post(
+        "/chartrepo/api/charts",
+        content=chart_archive("edge-metrics", "1.5.0"),
+        headers={"content-type": "application/gzip"},
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    await client.post("/api/v1/applications", json={"metadata": {"name": "edge-metrics"}})
+    version = {
+        "metadata": {"name": "edge-metrics-v1.5.0"},
+        "spec": {
+            "application": "edge-metrics",
+            "version": "1.5.0",
+            "helm": {
+                "chart": "edge-metrics",
+                "version": "1.5.0",
+                "values": {"replicaCount": 1, "image": {"tag": "a", "pull": "Always"}},
+            },
+        },
+    }
+    assert (await client.post("/api/v1/applicationversions", json=version)).status_code == 201
+    shanghai = platform.fleet["shanghai-cluster"]
+    shanghai.auto_ready = False
+    platform.start_controller()
+    body = {
+        "metadata": {"name": "metrics"},
+        "spec": {
+            "applicationVersionRef": "edge-metrics-v1.5.0",
+            "namespace": "observability",
+            "targets": [
+                {
+                    "clusters": ["shanghai-cluster"],
+                    "nodeGroupRef": "monitoring-nodes",
+                    "replicas": 2,
+                    "values": {"image": {"tag": "b"}},
+                }
+            ],
+        },
+    }
+    assert (await client.post(BASE, json=body)).status_code == 201
+    await platform.wait_for(
+        f"{BASE}/metrics", lambda d: d["status"]["targets"][0]["phase"] == "Applied"
+    )
+    chart = shanghai.get("helmcharts", "observability", "metrics")
+    assert chart is not None
+    spec = chart["spec"]
+    assert spec["repo"] == f"{platform.settings.public_url}/chartrepo"
+    assert (spec["chart"], spec["version"], spec["targetNamespace"]) == (
+        "edge-metrics", "1.5.0", "observability",
+    )  # fmt: skip
+    assert yaml.safe_load(spec["valuesContent"]) == {
+        "replicaCount": 2,
+        "image": {"tag": "b", "pull": "Always"},  # Helm's merge: maps merge, the target wins
+        "nodeSelector": {"theriseunion.io/nodegroup": "monitoring-nodes"},
+    }
+    assert shanghai.get("namespaces", None, "observability") is not None
+
+    shanghai.complete_helm_install("observability", "metrics")  # the helm-controller's job
+    body = await platform.ready("metrics")
+    assert body["status"]["targets"][0]["readyReplicas"] == 2
