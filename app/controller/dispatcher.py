@@ -302,6 +302,9 @@ class Dispatcher:
                 APPLIES.labels("failure").inc()
                 return self._failed(ctx, str(exc), cause="rejected")
             return self._retry(ctx, str(exc))
+        except Exception as exc:  # e.g. the cluster's address is now refused: say so, retry
+            logger.warning("dispatch to %s failed", cluster.name, exc_info=True)
+            return self._retry(ctx, f"{type(exc).__name__}: {exc}")
 
     def _render(self, ctx: Context) -> Rendered:
         if ctx.revision is None or ctx.revision_params is None:
@@ -423,7 +426,6 @@ class Dispatcher:
             ready_replicas = (wanted or 0) if ready else 0
         values["ready_replicas"] = ready_replicas
         if failed:
-            FAILURES.labels("edge").inc()
             return self._failed(ctx, message or "failed at the edge", cause="edge", base=outcome)
         if ready:
             was_ready = (
@@ -441,7 +443,6 @@ class Dispatcher:
         strategy = Strategy.model_validate(ctx.deployment.strategy or {})
         applied_at = values.get("applied_at") or target.applied_at or _now()
         if (_now() - applied_at).total_seconds() > strategy.progressDeadlineSeconds:
-            FAILURES.labels("deadline").inc()
             return self._failed(
                 ctx,
                 f"not ready {strategy.progressDeadlineSeconds}s after apply: {message}",
@@ -500,7 +501,7 @@ class Dispatcher:
                 api = await self._clients.client_for(self._client_target(ctx.cluster))
                 for ref in reversed(refs):
                     await delete_object(api, ref)
-        except EdgeError as exc:
+        except Exception as exc:
             # Deletion is retried whatever the answer: giving up would leave objects behind.
             outcome = self._retry(ctx, f"removing: {exc}")
             outcome.values["phase"] = "Deleting"
@@ -586,8 +587,21 @@ class Dispatcher:
                 )
             if outcome.remove_row:
                 result = await session.execute(
-                    delete(DeploymentTarget).where(held(DeploymentTarget, row_id, token))
+                    delete(DeploymentTarget).where(
+                        held(DeploymentTarget, row_id, token), _unchanged_since(ctx.target)
+                    )
                 )
+                if getattr(result, "rowcount", 0) != 1:
+                    # Targeted again meanwhile: its objects are gone, the row stays for it.
+                    finishing = False
+                    result = await session.execute(
+                        update(DeploymentTarget)
+                        .where(held(DeploymentTarget, row_id, token))
+                        .values(
+                            applied_objects=[], applied_revision=None, applied_hash=None,
+                            lock_token=None, lock_expires_at=None,
+                        )
+                    )  # fmt: skip
             else:
                 values = dict(outcome.values)
                 if "phase" in values and values["phase"] != ctx.target.phase:
@@ -601,9 +615,20 @@ class Dispatcher:
                 }
                 result = await session.execute(
                     update(DeploymentTarget)
-                    .where(held(DeploymentTarget, row_id, token))
+                    .where(held(DeploymentTarget, row_id, token), _unchanged_since(ctx.target))
                     .values(**values)
                 )
+                if getattr(result, "rowcount", 0) != 1:
+                    # Changed by the API meanwhile (new revision, pause, a nudge): keep only the
+                    # facts of what was applied, and leave the rest to the next pass.
+                    facts = {k: v for k, v in values.items() if k in APPLIED_FACTS}
+                    result = await session.execute(
+                        update(DeploymentTarget)
+                        .where(held(DeploymentTarget, row_id, token))
+                        .values(**facts, lock_token=None, lock_expires_at=None)
+                    )
+                    outcome.events.clear()
+                    outcome.ready_after = None
             if getattr(result, "rowcount", 0) != 1:
                 LOST_LEASES.inc()
                 logger.info("dispatch result for target %d dropped: lease lost", row_id)
@@ -629,6 +654,23 @@ class Dispatcher:
 
 class _RenderError(Exception):
     pass
+
+
+# What a pass did at the edge: kept even when the row changed meanwhile, so that the next pass
+# knows which objects exist there.
+APPLIED_FACTS = frozenset(
+    {"applied_revision", "applied_hash", "applied_objects", "applied_at", "previous_revision"}
+)
+
+
+def _unchanged_since(loaded: DeploymentTarget) -> Any:
+    """The row still asks for what this pass worked on: the API rewrites these (and always
+    `next_attempt_at`) whenever it changes or nudges a target."""
+    return (
+        (DeploymentTarget.desired_revision == loaded.desired_revision)
+        & (DeploymentTarget.removing == loaded.removing)
+        & (DeploymentTarget.next_attempt_at == loaded.next_attempt_at)
+    )
 
 
 def _refs(applied: list[dict[str, Any]]) -> list[ObjectRef]:

@@ -454,3 +454,32 @@ async def test_a_helm_version_lands_as_a_helmchart_for_the_k3s_helm_controller(
     shanghai.complete_helm_install("observability", "metrics")  # the helm-controller's job
     body = await platform.ready("metrics")
     assert body["status"]["targets"][0]["readyReplicas"] == 2
+
+
+async def test_a_new_revision_written_during_an_apply_is_not_lost(platform: Platform) -> None:
+    # A long drift interval: the new revision must not wait for the next periodic look.
+    platform.settings = platform.settings.model_copy(update={"drift_check_interval": 60.0})
+    shenzhen = platform.fleet["shenzhen-cluster"]
+    shenzhen.apply_delay = 0.5  # revision 1 is still being applied there when 2 arrives
+    platform.start_controller()
+    await create_example(platform)
+    for _ in range(50):
+        if shenzhen.applies:
+            break
+        await asyncio.sleep(0.05)
+    patched = await platform.client.patch(
+        f"{BASE}/cross-region-app",
+        json={"spec": {"applicationVersionRef": "monitoring-stack-v2.1.0"}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert patched.status_code == 200
+    body = await platform.wait_for(
+        f"{BASE}/cross-region-app",
+        lambda d: (
+            d["status"]["phase"] == "Ready"
+            and all(t["revision"] == 2 for t in d["status"]["targets"])
+        ),
+        within=15,
+    )
+    assert image_of(platform, "shenzhen-cluster") == "prom/prometheus:v2.1.0"
+    assert body["status"]["summary"]["ready"] == 4
