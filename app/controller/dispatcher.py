@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import case, delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.catalog.models import ApplicationVersion
@@ -608,8 +608,12 @@ class Dispatcher:
                     values["last_transition_time"] = now
                 if "message" in values and values["message"] is not None:
                     values["message"] = str(values["message"])[:1024]
+                # Nudged during the pass (unpaused, its cluster came back): look again at once.
+                nudged = DeploymentTarget.next_attempt_at != ctx.target.next_attempt_at
                 values |= {
-                    "next_attempt_at": now + timedelta(seconds=outcome.delay),
+                    "next_attempt_at": case(
+                        (nudged, func.now()), else_=now + timedelta(seconds=outcome.delay)
+                    ),
                     "lock_token": None,
                     "lock_expires_at": None,
                 }
@@ -619,8 +623,8 @@ class Dispatcher:
                     .values(**values)
                 )
                 if getattr(result, "rowcount", 0) != 1:
-                    # Changed by the API meanwhile (new revision, pause, a nudge): keep only the
-                    # facts of what was applied, and leave the rest to the next pass.
+                    # A new revision or a removal meanwhile: keep only the facts of what was
+                    # applied, and leave the rest to the next pass.
                     facts = {k: v for k, v in values.items() if k in APPLIED_FACTS}
                     result = await session.execute(
                         update(DeploymentTarget)
@@ -664,12 +668,10 @@ APPLIED_FACTS = frozenset(
 
 
 def _unchanged_since(loaded: DeploymentTarget) -> Any:
-    """The row still asks for what this pass worked on: the API rewrites these (and always
-    `next_attempt_at`) whenever it changes or nudges a target."""
-    return (
-        (DeploymentTarget.desired_revision == loaded.desired_revision)
-        & (DeploymentTarget.removing == loaded.removing)
-        & (DeploymentTarget.next_attempt_at == loaded.next_attempt_at)
+    """The row still asks for what this pass worked on (the API rewrites these when a new
+    revision or a removal changes what the target should be)."""
+    return (DeploymentTarget.desired_revision == loaded.desired_revision) & (
+        DeploymentTarget.removing == loaded.removing
     )
 
 
