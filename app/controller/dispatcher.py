@@ -89,9 +89,16 @@ def _now() -> datetime:
 async def nudge_cluster_targets(session: AsyncSession, cluster_id: int) -> None:
     """A cluster changed phase (went away, came back): look at its targets now, not after
     their backoff."""
+    # Rows locked in id order, as every multi-row update of targets does: no deadlocks.
+    ids = (
+        select(DeploymentTarget.id)
+        .where(DeploymentTarget.cluster_id == cluster_id)
+        .order_by(DeploymentTarget.id)
+        .with_for_update()
+    )
     await session.execute(
         update(DeploymentTarget)
-        .where(DeploymentTarget.cluster_id == cluster_id)
+        .where(DeploymentTarget.id.in_(ids.scalar_subquery()))
         .values(next_attempt_at=func.now(), attempts=0)
     )
     await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": DISPATCH_CHANNEL})
@@ -111,6 +118,7 @@ class Context:
     placement: Placement | None
     node_group_missing: bool
     failed_targets: int
+    touched: list[ObjectRef] = field(default_factory=list)  # objects this pass tried to apply
 
 
 @dataclass
@@ -178,14 +186,17 @@ class Dispatcher:
             )
             self.next_due_in = None if due_in is None else float(due_in)
         for row_id in ids:
+            if row_id in self._inflight:  # its lease ran out while we still work on it
+                continue
             task = asyncio.create_task(self._process(row_id, token))
             self._inflight[row_id] = task
             task.add_done_callback(functools.partial(self._finished, row_id))
         INFLIGHT.set(len(self._inflight))
         return len(ids)
 
-    def _finished(self, row_id: int, _: object = None) -> None:
-        self._inflight.pop(row_id, None)
+    def _finished(self, row_id: int, task: asyncio.Task[None]) -> None:
+        if self._inflight.get(row_id) is task:
+            del self._inflight[row_id]
         INFLIGHT.set(len(self._inflight))
         for callback in self.on_done:
             callback()
@@ -203,6 +214,7 @@ class Dispatcher:
     # one target ------------------------------------------------------------------------------
 
     async def _process(self, row_id: int, token: uuid.UUID) -> None:
+        heartbeat = asyncio.create_task(self._keep_lease(row_id, token))
         try:
             context = await self._load(row_id)
             if context is None:
@@ -214,6 +226,23 @@ class Dispatcher:
         except Exception:
             # Most likely the database went away: the lease expires and the pass is redone.
             logger.warning("dispatch of target %d failed; will retry", row_id, exc_info=True)
+        finally:
+            heartbeat.cancel()
+
+    async def _keep_lease(self, row_id: int, token: uuid.UUID) -> None:
+        """Renew the lease while the pass runs, however slow the edge: a lease that ran out
+        would let another replica start the same work."""
+        while True:
+            await asyncio.sleep(self._lease / 3)
+            try:
+                async with self._sessionmaker.begin() as session:
+                    await session.execute(
+                        update(DeploymentTarget)
+                        .where(held(DeploymentTarget, row_id, token))
+                        .values(lock_expires_at=func.now() + timedelta(seconds=self._lease))
+                    )
+            except Exception:
+                logger.warning("could not renew the lease of target %d", row_id)
 
     async def _load(self, row_id: int) -> Context | None:
         async with self._sessionmaker() as session:
@@ -269,6 +298,7 @@ class Dispatcher:
                         DeploymentTarget.deployment_id == deployment.id,
                         DeploymentTarget.phase == "Failed",
                         DeploymentTarget.removing.is_(False),
+                        DeploymentTarget.failed_revision == deployment.revision,
                     )
                 )
                 or 0
@@ -290,21 +320,30 @@ class Dispatcher:
         if ctx.deployment.paused:
             return Outcome({"message": "paused"}, delay=self._drift_interval)
         if target.failed_revision is not None and target.failed_revision == target.desired_revision:
-            return Outcome(delay=self._drift_interval)  # failed for good at this revision
+            # Refused at this revision: nothing to do until the spec changes (the phase is
+            # said again, as an Unreachable spell may have covered it).
+            return Outcome({"phase": "Failed"}, delay=self._drift_interval)
         try:
             rendered = self._render(ctx)
         except _RenderError as exc:
-            return self._failed(ctx, str(exc), cause="invalid")
+            return self._failed(ctx, str(exc), cause="invalid", final=True)
         try:
             return await self._converge(ctx, rendered)
         except EdgeError as exc:
             if exc.permanent:
                 APPLIES.labels("failure").inc()
-                return self._failed(ctx, str(exc), cause="rejected")
-            return self._retry(ctx, str(exc))
+                outcome = self._failed(ctx, str(exc), cause="rejected", final=True)
+            else:
+                outcome = self._retry(ctx, str(exc))
         except Exception as exc:  # e.g. the cluster's address is now refused: say so, retry
             logger.warning("dispatch to %s failed", cluster.name, exc_info=True)
-            return self._retry(ctx, f"{type(exc).__name__}: {exc}")
+            outcome = self._retry(ctx, f"{type(exc).__name__}: {exc}")
+        known = _refs(target.applied_objects)
+        if any(ref not in known for ref in ctx.touched):
+            outcome.values["applied_objects"] = [
+                r.as_dict() for r in [*known, *(t for t in ctx.touched if t not in known)]
+            ]
+        return outcome
 
     def _render(self, ctx: Context) -> Rendered:
         if ctx.revision is None or ctx.revision_params is None:
@@ -376,6 +415,7 @@ class Dispatcher:
                 "applied_hash": rendered.hash,
                 "applied_objects": [ObjectRef.of(o).as_dict() for o in rendered.objects],
                 "applied_at": _now(),
+                "ready_at": None,
                 "phase": "Applied",
             }
             if new_revision:
@@ -395,6 +435,8 @@ class Dispatcher:
 
     async def _apply(self, api: Any, ctx: Context, rendered: Rendered) -> None:
         for obj in rendered.objects:
+            # Remembered before the call: a partial apply must still be cleaned up later.
+            ctx.touched.append(ObjectRef.of(obj))
             await apply_object(api, obj)
         # Objects an earlier revision made that this one no longer has.
         current = {ObjectRef.of(o) for o in rendered.objects}
@@ -432,6 +474,8 @@ class Dispatcher:
                 target.phase == "Ready" and target.applied_revision == target.desired_revision
             )
             values |= {"phase": "Ready", "message": _rollback_note(target), "attempts": 0}
+            if target.ready_at is None or "applied_at" in values:
+                values["ready_at"] = _now()
             outcome.delay = self._drift_interval
             if not was_ready:
                 outcome.events.append(
@@ -442,7 +486,11 @@ class Dispatcher:
             return outcome
         strategy = Strategy.model_validate(ctx.deployment.strategy or {})
         applied_at = values.get("applied_at") or target.applied_at or _now()
-        if (_now() - applied_at).total_seconds() > strategy.progressDeadlineSeconds:
+        # Only a revision that never became Ready can miss its deadline; one that was Ready
+        # and wobbles (a pod restarts) is followed, not failed.
+        first_rollout = "applied_at" in values or target.ready_at is None
+        overdue = (_now() - applied_at).total_seconds() > strategy.progressDeadlineSeconds
+        if first_rollout and overdue:
             return self._failed(
                 ctx,
                 f"not ready {strategy.progressDeadlineSeconds}s after apply: {message}",
@@ -530,8 +578,17 @@ class Dispatcher:
         return Outcome(values, delay=self._drift_interval)
 
     def _failed(
-        self, ctx: Context, message: str, *, cause: str, base: Outcome | None = None
+        self,
+        ctx: Context,
+        message: str,
+        *,
+        cause: str,
+        base: Outcome | None = None,
+        final: bool = False,
     ) -> Outcome:
+        """`final`: the edge refused the objects (or they cannot be made): nothing changes
+        until the spec does. Otherwise (the edge reports a failure, the deadline passed) the
+        target is still followed and becomes Ready if the edge recovers."""
         target = ctx.target
         outcome = base or Outcome({"last_sync_time": _now()})
         FAILURES.labels(cause).inc()
@@ -541,10 +598,16 @@ class Dispatcher:
             if target.applied_revision not in (None, target.desired_revision)
             else target.previous_revision
         )
-        outcome.values |= {"failed_revision": target.desired_revision, "attempts": 0}
+        outcome.values |= {"attempts": 0}
+        if final:
+            outcome.values["failed_revision"] = target.desired_revision
         outcome.delay = self._drift_interval
-        if strategy.failurePolicy == "Rollback" and rollback_to is not None:
+        # Only a revision that never became Ready there is rolled back; a Ready one that
+        # fails later is reported and followed.
+        never_ready = final or target.ready_at is None or "applied_at" in outcome.values
+        if strategy.failurePolicy == "Rollback" and rollback_to is not None and never_ready:
             outcome.values |= {
+                "failed_revision": target.desired_revision,
                 "desired_revision": rollback_to,
                 "phase": "Applying",
                 "message": f"revision {target.desired_revision} failed, rolling back to "
@@ -556,7 +619,8 @@ class Dispatcher:
             )
             return outcome
         outcome.values |= {"phase": "Failed", "message": message}
-        outcome.events.append(("Warning", "Failed", message))
+        if target.phase != "Failed" or final:  # said once, not on every re-check
+            outcome.events.append(("Warning", "Failed", message))
         return outcome
 
     def _retry(self, ctx: Context, message: str) -> Outcome:
@@ -575,16 +639,18 @@ class Dispatcher:
 
     async def _write(self, row_id: int, token: uuid.UUID, ctx: Context, outcome: Outcome) -> None:
         now = _now()
-        finishing = outcome.remove_row and ctx.deployment.deletion_timestamp is not None
+        finishing = False
         async with self._sessionmaker.begin() as session:
-            if finishing:
+            if outcome.remove_row:
                 # Lock the deployment before anything else: targets finishing in parallel then
-                # queue here, and the last one sees that the others are gone.
-                await session.execute(
-                    select(ApplicationDeployment.id)
+                # queue here, and the last one sees that the others are gone. Whether it is
+                # being deleted is read now, under the lock (it may have been deleted since).
+                deleting_since = await session.scalar(
+                    select(ApplicationDeployment.deletion_timestamp)
                     .where(ApplicationDeployment.id == ctx.deployment.id)
                     .with_for_update(key_share=True)
                 )
+                finishing = deleting_since is not None
             if outcome.remove_row:
                 result = await session.execute(
                     delete(DeploymentTarget).where(

@@ -186,9 +186,11 @@ def _edge_error(exc: Exception, what: str) -> EdgeError:
                 message = json.loads(body).get("message") or message
             except (ValueError, AttributeError):
                 message = str(body)[:300]
+        # A namespace being terminated refuses new objects for a while (403): that passes.
+        passing = status == 403 and "being terminated" in message
         return EdgeError(
             f"{what}: {status} {message}"[:1000],
-            permanent=status in PERMANENT_STATUSES,
+            permanent=status in PERMANENT_STATUSES and not passing,
             status=status,
         )
     return EdgeError(f"{what}: {type(exc).__name__}: {exc}"[:1000], permanent=False)

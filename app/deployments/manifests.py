@@ -194,8 +194,12 @@ def deployment_readiness(live: dict[str, Any]) -> Readiness:
     if int(status.get("observedGeneration") or 0) < generation:
         return Readiness(False, ready, "waiting for the edge to observe the new generation")
     updated = int(status.get("updatedReplicas") or 0)
+    available = int(status.get("availableReplicas") or 0)
     if updated < wanted or ready < wanted:
         return Readiness(False, ready, f"{ready} of {wanted} replicas ready, {updated} updated")
+    # As `kubectl rollout status`: old pods still terminating, or new ones not yet available.
+    if int(status.get("replicas") or 0) > updated or available < updated:
+        return Readiness(False, ready, f"{available} of {updated} updated replicas available")
     return Readiness(True, ready)
 
 

@@ -110,6 +110,8 @@ class DeploymentTarget(Base):
     applied_hash: Mapped[str | None] = mapped_column(String(64))
     applied_objects: Mapped[list[dict[str, Any]]] = mapped_column(default=list, server_default="[]")
     applied_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When the applied revision was first Ready there (its progress deadline ends then).
+    ready_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     failed_revision: Mapped[int | None]
     # The revision this cluster ran before `applied_revision`: where failurePolicy Rollback goes.
     previous_revision: Mapped[int | None]

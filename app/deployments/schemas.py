@@ -163,7 +163,7 @@ class RevisionList(BaseModel):
 class RollbackIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    revision: int = Field(ge=1, description="The revision to return to.")
+    revision: int = Field(ge=1, le=2**31 - 1, description="The revision to return to.")
 
 
 class EventOut(BaseModel):

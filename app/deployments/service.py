@@ -73,6 +73,11 @@ def default_namespace(workspace: str) -> str:
     return f"ws-{workspace}"[:63].rstrip("-")
 
 
+def namespace_allowed(workspace: str, namespace: str) -> bool:
+    own = default_namespace(workspace)
+    return namespace == own or namespace.startswith(own + "-")
+
+
 async def notify_dispatch(session: AsyncSession) -> None:
     """Wake the controllers; PostgreSQL delivers it when (and only if) the transaction commits."""
     await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": DISPATCH_CHANNEL})
@@ -87,6 +92,13 @@ async def resolve_targets(
     def fault(field: str, message: str) -> None:
         errors.append({"field": field, "message": message})
 
+    if spec.namespace is not None and not namespace_allowed(workspace.name, spec.namespace):
+        fault(
+            "spec.namespace",
+            f"must be {default_namespace(workspace.name)!r} or start with "
+            f"{default_namespace(workspace.name) + '-'!r}: a workspace writes only to its own "
+            "namespaces on shared clusters",
+        )
     version = await session.scalar(
         select(ApplicationVersion.id).where(ApplicationVersion.name == spec.applicationVersionRef)
     )
@@ -253,9 +265,6 @@ class DeploymentService(
     def new_row(self, name: str) -> ApplicationDeployment:
         return ApplicationDeployment(name=name, workspace_id=self.workspace.id)
 
-    async def check_spec(self, body: ApplicationDeploymentIn) -> None:
-        self._resolved = await resolve_targets(self.session, self.workspace, body.spec)
-
     async def apply_spec(self, row: ApplicationDeployment, body: ApplicationDeploymentIn) -> None:
         if row.deletion_timestamp is not None:
             raise Conflict(f"deployment {row.name!r} is being deleted", code="BeingDeleted")
@@ -263,6 +272,11 @@ class DeploymentService(
         self._content_before = (
             _revision_content(deployment_spec(row)) if row.application_version else None
         )
+        # References are checked when what is deployed changes: pausing or relabelling a
+        # deployment works even after a grant or node group it used is gone.
+        if self._content_before != _revision_content(spec):
+            self._resolved = await resolve_targets(self.session, self.workspace, spec)
+            await self._refuse_collisions(row.name, spec)
         row.application_version = spec.applicationVersionRef
         row.targets = [t.model_dump(mode="json", exclude_none=True) for t in spec.targets]
         row.namespace = spec.namespace
@@ -280,6 +294,32 @@ class DeploymentService(
             await self._new_revision(row, "Upgrade", before.get("applicationVersionRef"))
         elif spec_changed:  # paused or strategy: let the controller look again now
             await self._nudge(row)
+
+    async def _refuse_collisions(self, name: str, spec: DeploymentSpec) -> None:
+        """Two deployments of a workspace writing the same Deployment objects would fight over
+        them (and deleting one would delete the other's): 409."""
+        namespace = spec.namespace or default_namespace(self.workspace.name)
+        mine = await _workload_names(self.session, spec.applicationVersionRef)
+        if not mine:
+            return  # Helm versions write a HelmChart named after the deployment: no overlap
+        others = await self.session.execute(
+            select(ApplicationDeployment.name, ApplicationDeployment.application_version).where(
+                ApplicationDeployment.workspace_id == self.workspace.id,
+                ApplicationDeployment.name != name,
+                func.coalesce(
+                    ApplicationDeployment.namespace, default_namespace(self.workspace.name)
+                )
+                == namespace,
+            )
+        )
+        for other, version in others.all():
+            shared = mine & await _workload_names(self.session, version)
+            if shared:
+                raise Conflict(
+                    f"deployment {other!r} already writes Deployment(s) {', '.join(sorted(shared))}"
+                    f" in namespace {namespace!r}; use another spec.namespace",
+                    code="ObjectsTaken",
+                )
 
     def render(self, row: ApplicationDeployment) -> ApplicationDeploymentOut:
         return ApplicationDeploymentOut(
@@ -352,6 +392,7 @@ class DeploymentService(
                 await self.session.scalars(
                     select(DeploymentTarget)
                     .where(DeploymentTarget.deployment_id == row.id)
+                    .order_by(DeploymentTarget.id)
                     .with_for_update()
                 )
             ).all()
@@ -370,6 +411,9 @@ class DeploymentService(
             target.node_group = resolved.node_group
             target.replicas = resolved.replicas
             target.values = resolved.values
+            if target.desired_revision != row.revision and not target.removing:
+                target.phase = "Pending"  # Ready at the old revision is not Ready at this one
+                target.last_transition_time = now
             target.desired_revision = row.revision
             target.removing = False
             target.failed_revision = None
@@ -380,9 +424,15 @@ class DeploymentService(
         await notify_dispatch(self.session)
 
     async def _nudge(self, row: ApplicationDeployment) -> None:
+        ids = (
+            select(DeploymentTarget.id)
+            .where(DeploymentTarget.deployment_id == row.id)
+            .order_by(DeploymentTarget.id)
+            .with_for_update()
+        )  # locked in id order, as every multi-row update of targets does
         await self.session.execute(
             update(DeploymentTarget)
-            .where(DeploymentTarget.deployment_id == row.id)
+            .where(DeploymentTarget.id.in_(ids.scalar_subquery()))
             .values(next_attempt_at=func.now(), attempts=0)
         )
         await notify_dispatch(self.session)
@@ -498,6 +548,13 @@ class DeploymentService(
         return NotFound(f"ApplicationDeployment {name!r} not found")
 
 
+async def _workload_names(session: AsyncSession, version: str) -> set[str]:
+    workload = await session.scalar(
+        select(ApplicationVersion.workload).where(ApplicationVersion.name == version)
+    )
+    return {d["name"] for d in (workload or {}).get("deployments", [])}
+
+
 def _mark_removing(target: DeploymentTarget, now: datetime) -> None:
     target.removing = True
     target.phase = "Deleting"
@@ -531,9 +588,12 @@ def deployment_status(
     current = [t for t in active if t.phase == "Ready" and t.applied_revision == row.revision]
     failed = [t for t in active if t.phase == "Failed"]
     unreachable = [t for t in active if t.phase == "Unreachable"]
+    # Nothing is moving: every target has reached its desired revision and stopped there.
     settled = all(
-        t.phase in ("Ready", "Failed", "Unreachable") for t in active
-    )  # nothing is moving
+        t.phase in ("Failed", "Unreachable")
+        or (t.phase == "Ready" and t.applied_revision == t.desired_revision)
+        for t in active
+    )
     phase: DeploymentPhase
     if row.paused:
         phase = "Paused"

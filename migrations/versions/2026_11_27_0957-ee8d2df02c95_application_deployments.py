@@ -164,6 +164,7 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("applied_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("ready_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("failed_revision", sa.Integer(), nullable=True),
         sa.Column("previous_revision", sa.Integer(), nullable=True),
         sa.Column("phase", sa.String(length=16), server_default="Pending", nullable=False),

@@ -140,7 +140,7 @@ async def test_only_operators_change_deployments_and_strangers_see_nothing(
     assert (await client.get(f"{BASE}/cross-region-app", headers=viewer)).status_code == 200
     refused = await client.delete(f"{BASE}/cross-region-app", headers=viewer)
     assert refused.status_code == 403
-    other = example()
+    other = example(namespace="ws-team-a-second")
     other["metadata"]["name"] = "second"
     assert (await client.post(BASE, json=other, headers=viewer)).status_code == 403
     assert (await client.post(BASE, json=other, headers=operator)).status_code == 201
@@ -173,3 +173,27 @@ async def test_bad_propagation_policy_is_a_clear_422(platform: Platform) -> None
     )
     assert response.status_code == 422
     assert (await platform.client.get(f"{BASE}/cross-region-app")).status_code == 200
+
+
+async def test_a_workspace_writes_only_its_own_namespaces_and_objects(platform: Platform) -> None:
+    client = platform.client
+    for namespace in ("kube-system", "ws-team-b", "ws-team-ab"):
+        problems = fields(await client.post(BASE, json=example(namespace=namespace)))
+        assert "a workspace writes only to its own namespaces" in problems["spec.namespace"]
+    assert (await client.post(BASE, json=example())).status_code == 201
+    twin = example()
+    twin["metadata"]["name"] = "twin"  # the same Deployments in the same namespace
+    taken = await client.post(BASE, json=twin)
+    assert taken.status_code == 409, taken.text
+    assert "cross-region-app" in taken.json()["detail"]
+    elsewhere = example(namespace="ws-team-a-canary")
+    elsewhere["metadata"]["name"] = "twin"
+    assert (await client.post(BASE, json=elsewhere)).status_code == 201
+
+
+async def test_rollback_to_an_impossible_revision_is_a_422(platform: Platform) -> None:
+    assert (await platform.client.post(BASE, json=example())).status_code == 201
+    response = await platform.client.post(
+        f"{BASE}/cross-region-app/rollback", json={"revision": 2**31}
+    )
+    assert "revision" in fields(response)

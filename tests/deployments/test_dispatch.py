@@ -132,6 +132,8 @@ async def test_upgrade_then_rollback_follow_revisions_to_the_edge(platform: Plat
     )
     assert patched.status_code == 200, patched.text
     assert patched.json()["status"]["revision"] == 2
+    status = (await platform.client.get(f"{BASE}/cross-region-app")).json()["status"]
+    assert status["phase"] in ("Progressing", "Ready")  # never Degraded on the way
     body = await platform.wait_for(
         f"{BASE}/cross-region-app",
         lambda d: (
@@ -422,7 +424,7 @@ async def test_a_helm_version_lands_as_a_helmchart_for_the_k3s_helm_controller(
         "metadata": {"name": "metrics"},
         "spec": {
             "applicationVersionRef": "edge-metrics-v1.5.0",
-            "namespace": "observability",
+            "namespace": "ws-team-a-observability",
             "targets": [
                 {
                     "clusters": ["shanghai-cluster"],
@@ -437,21 +439,23 @@ async def test_a_helm_version_lands_as_a_helmchart_for_the_k3s_helm_controller(
     await platform.wait_for(
         f"{BASE}/metrics", lambda d: d["status"]["targets"][0]["phase"] == "Applied"
     )
-    chart = shanghai.get("helmcharts", "observability", "metrics")
+    chart = shanghai.get("helmcharts", "ws-team-a-observability", "metrics")
     assert chart is not None
     spec = chart["spec"]
     assert spec["repo"] == f"{platform.settings.public_url}/chartrepo"
     assert (spec["chart"], spec["version"], spec["targetNamespace"]) == (
-        "edge-metrics", "1.5.0", "observability",
+        "edge-metrics", "1.5.0", "ws-team-a-observability",
     )  # fmt: skip
     assert yaml.safe_load(spec["valuesContent"]) == {
         "replicaCount": 2,
         "image": {"tag": "b", "pull": "Always"},  # Helm's merge: maps merge, the target wins
         "nodeSelector": {"theriseunion.io/nodegroup": "monitoring-nodes"},
     }
-    assert shanghai.get("namespaces", None, "observability") is not None
+    assert shanghai.get("namespaces", None, "ws-team-a-observability") is not None
 
-    shanghai.complete_helm_install("observability", "metrics")  # the helm-controller's job
+    shanghai.complete_helm_install(
+        "ws-team-a-observability", "metrics"
+    )  # the helm-controller's job
     body = await platform.ready("metrics")
     assert body["status"]["targets"][0]["readyReplicas"] == 2
 
@@ -483,3 +487,75 @@ async def test_a_new_revision_written_during_an_apply_is_not_lost(platform: Plat
     )
     assert image_of(platform, "shenzhen-cluster") == "prom/prometheus:v2.1.0"
     assert body["status"]["summary"]["ready"] == 4
+
+
+async def test_a_slow_edge_is_applied_once_however_long_it_takes(platform: Platform) -> None:
+    beijing = platform.fleet["beijing-cluster"]
+    beijing.apply_delay = 1.2  # three objects: longer than the 3 s lease in these tests
+    platform.start_controller()
+    platform.start_controller()
+    await create_example(platform)
+    await platform.ready("cross-region-app", within=30)
+    assert sorted(beijing.applies.values()) == [1, 1, 1], beijing.applies
+    metrics = (await platform.client.get("/metrics")).text
+    assert metric(metrics, "edge_dispatch_lost_leases_total") == 0
+
+
+async def test_a_partly_applied_version_is_still_cleaned_up(platform: Platform) -> None:
+    shenzhen = platform.fleet["shenzhen-cluster"]
+    shenzhen.fail(422, plural="deployments", name="grafana", message="grafana is invalid")
+    platform.start_controller()
+    await create_example(platform)
+    await platform.wait_for(
+        f"{BASE}/cross-region-app", lambda d: d["status"]["summary"]["failed"] == 1
+    )
+    assert shenzhen.get("deployments", NAMESPACE, "prometheus") is not None  # it went first
+
+    assert (await platform.client.delete(f"{BASE}/cross-region-app")).status_code == 200
+    for _ in range(100):
+        if (await platform.client.get(f"{BASE}/cross-region-app")).status_code == 404:
+            break
+        await asyncio.sleep(0.1)
+    assert shenzhen.of_kind("deployments") == {}
+
+
+async def test_a_failed_target_says_failed_again_after_its_cluster_was_away(
+    platform: Platform,
+) -> None:
+    shenzhen = platform.fleet["shenzhen-cluster"]
+    shenzhen.fail(422, plural="deployments", message="refused")
+    platform.start_controller()
+    await create_example(platform)
+    await platform.wait_for(
+        f"{BASE}/cross-region-app", lambda d: d["status"]["summary"]["failed"] == 1
+    )
+    await shenzhen.stop()
+    await platform.wait_for(
+        f"{BASE}/cross-region-app", lambda d: d["status"]["summary"]["unreachable"] == 1
+    )
+    await shenzhen.start()
+    body = await platform.wait_for(
+        f"{BASE}/cross-region-app",
+        lambda d: d["status"]["summary"] == {
+            "clusters": 4, "ready": 3, "failed": 1, "unreachable": 0,
+        },
+    )  # fmt: skip
+    assert targets_of(body)["shenzhen-cluster"]["phase"] == "Failed"
+
+
+async def test_a_ready_revision_that_wobbles_is_followed_not_failed(platform: Platform) -> None:
+    platform.start_controller()
+    body = yaml.safe_load(EXAMPLE_YAML)
+    body["spec"]["strategy"] = {"progressDeadlineSeconds": 10}
+    assert (await platform.client.post(BASE, json=body)).status_code == 201
+    await platform.ready("cross-region-app")
+    await asyncio.sleep(10.5)  # past the deadline counted from the apply
+    hangzhou = platform.fleet["hangzhou-cluster"]
+    hangzhou.set_ready(NAMESPACE, "prometheus", ready=1)  # a pod restarts: 1 of 2
+    body = await platform.wait_for(
+        f"{BASE}/cross-region-app",
+        lambda d: targets_of(d)["hangzhou-cluster"]["phase"] != "Ready",
+    )
+    assert targets_of(body)["hangzhou-cluster"]["phase"] == "Applied"  # waiting, not Failed
+    hangzhou.set_ready(NAMESPACE, "prometheus")
+    await platform.ready("cross-region-app", within=10)

@@ -108,7 +108,10 @@ def test_readiness_waits_for_the_generation_and_every_replica() -> None:
     assert not deployment_readiness(live | {"status": {"observedGeneration": 2}}).ready
     partial = {"observedGeneration": 3, "updatedReplicas": 2, "readyReplicas": 1}
     assert not deployment_readiness(live | {"status": partial}).ready
-    done = {"observedGeneration": 3, "updatedReplicas": 2, "readyReplicas": 2}
+    old_pods_left = {"observedGeneration": 3, "replicas": 3, "updatedReplicas": 2,
+                     "readyReplicas": 2, "availableReplicas": 2}  # fmt: skip
+    assert not deployment_readiness(live | {"status": old_pods_left}).ready
+    done = old_pods_left | {"replicas": 2}
     assert deployment_readiness(live | {"status": done}).ready
     stuck = {"conditions": [{"type": "Progressing", "reason": "ProgressDeadlineExceeded"}]}
     assert deployment_readiness(live | {"status": stuck}).failed

@@ -64,6 +64,7 @@ class Fault:
     status: int
     method: str | None
     plural: str | None
+    name: str | None
     times: int
     message: str
 
@@ -151,14 +152,17 @@ class EdgeCluster:
         times: int = 1,
         method: str | None = "PATCH",
         plural: str | None = None,
+        name: str | None = None,
         message: str = "injected failure",
     ) -> None:
         """The next `times` matching requests get `status` with a Kubernetes Status body."""
-        self.faults.append(Fault(status, method, plural, times, message))
+        self.faults.append(Fault(status, method, plural, name, times, message))
 
-    def _fault_for(self, method: str, plural: str | None) -> Fault | None:
+    def _fault_for(self, method: str, plural: str | None, name: str | None) -> Fault | None:
         for fault in self.faults:
             if fault.method not in (None, method) or fault.plural not in (None, plural):
+                continue
+            if fault.name not in (None, name):
                 continue
             fault.times -= 1
             if fault.times <= 0:
@@ -202,7 +206,7 @@ class EdgeCluster:
     async def _serve(self, request: web.BaseRequest) -> web.StreamResponse:
         match = OBJECT_PATH.match(request.path)
         plural = match["plural"] if match else None
-        fault = self._fault_for(request.method, plural)
+        fault = self._fault_for(request.method, plural, match["name"] if match else None)
         if fault is not None:
             return _status(fault.status, fault.message)
         if match is None or plural not in STORED:
