@@ -9,6 +9,7 @@ onto another row does not decrypt.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 from dataclasses import dataclass
 
@@ -43,6 +44,10 @@ class SecretBox:
     def __init__(self, current: str, previous: list[str] | tuple[str, ...] = ()) -> None:
         self.current_id = key_id(current)
         self._keys = {key_id(k): AESGCM(_derive(k)) for k in (*previous, current)}
+        self._mac_keys = {
+            key_id(k): hashlib.sha256(b"edge-platform/mac/v1\x00" + k.encode()).digest()
+            for k in (*previous, current)
+        }
 
     def seal(self, plaintext: bytes, bound_to: str) -> Sealed:
         nonce = os.urandom(NONCE_BYTES)
@@ -58,6 +63,21 @@ class SecretBox:
             return cipher.decrypt(nonce, body, bound_to.encode())
         except InvalidTag:
             raise DecryptionError("ciphertext does not decrypt (tampered or moved)") from None
+
+    def token_for(self, purpose: str) -> str:
+        """A secret derived from the current key for `purpose` (nothing to store): whoever
+        holds it can prove it was given for that purpose; it changes when the key rotates."""
+        digest = hmac.new(self._mac_keys[self.current_id], purpose.encode(), "sha256")
+        return f"{self.current_id}.{digest.hexdigest()}"
+
+    def verify_token(self, purpose: str, token: str) -> bool:
+        """True for a token of `purpose` made with the current or a previous key."""
+        found_id, _, _ = token.partition(".")
+        key = self._mac_keys.get(found_id)
+        if key is None:
+            return False
+        digest = hmac.new(key, purpose.encode(), "sha256").hexdigest()
+        return hmac.compare_digest(f"{found_id}.{digest}", token)
 
     def needs_rotation(self, sealed: Sealed) -> bool:
         return sealed.key_id != self.current_id

@@ -72,3 +72,20 @@ async def test_rotate_key_command(
     sealed = Sealed(row["kubeconfig_key_id"], row["kubeconfig_ciphertext"])
     plain = SecretBox(new_key).open(sealed, f"cluster:{uid}")  # the old key is no longer needed
     assert yaml.safe_load(plain)["users"][0]["user"]["token"] == TOKEN_VALUE
+
+
+def test_derived_tokens_verify_across_a_rotation_and_only_for_their_purpose() -> None:
+    from app.crypto import SecretBox
+
+    old = SecretBox("old-key-that-is-long-enough-0123456789")
+    token = old.token_for("chartrepo-pull:team-a")
+    rotated = SecretBox(
+        "new-key-that-is-long-enough-0123456789", ["old-key-that-is-long-enough-0123456789"]
+    )
+    assert rotated.verify_token("chartrepo-pull:team-a", token)
+    assert rotated.token_for("chartrepo-pull:team-a") != token  # new ones use the new key
+    assert not rotated.verify_token("chartrepo-pull:team-b", token)
+    flipped = token[:-1] + ("1" if token.endswith("0") else "0")
+    assert not rotated.verify_token("chartrepo-pull:team-a", flipped)
+    forgotten = SecretBox("new-key-that-is-long-enough-0123456789")
+    assert not forgotten.verify_token("chartrepo-pull:team-a", token)

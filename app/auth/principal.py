@@ -22,6 +22,7 @@ from app.auth.passwords import verify_secret_async
 from app.auth.ratelimit import RateLimiter
 from app.auth.tokens import InvalidToken, TokenIssuer
 from app.cache import ObjectCache
+from app.catalog.pull import pull_workspace
 from app.db.session import SessionDep, after_commit
 from app.errors import Forbidden, NotFound, Unauthorized
 from app.redis import key as redis_key
@@ -34,7 +35,7 @@ BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="edge-platform"'}
 
 @dataclass(frozen=True)
 class Principal:
-    kind: str  # "user" | "serviceaccount"
+    kind: str  # "user" | "serviceaccount" | "chartpull" (an edge reading charts)
     id: int
     name: str
     platform_role: str | None  # users and platform service accounts
@@ -250,7 +251,11 @@ async def authenticate_bearer_or_basic(request: Request, session: SessionDep) ->
         raise _unauthorized("malformed basic credentials") from None
     if not sep:
         raise _unauthorized("malformed basic credentials")
-    principal = await _basic_principal(session, client_id, secret)
+    workspace = pull_workspace(request.app.state.secrets, client_id, secret)
+    if workspace is not None:  # an edge cluster's helm-controller fetching a chart: read only
+        principal = Principal(kind="chartpull", id=0, name=client_id, platform_role=None)
+    else:
+        principal = await _basic_principal(session, client_id, secret)
     request.state.principal = principal
     return principal
 

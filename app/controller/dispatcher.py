@@ -27,6 +27,7 @@ from sqlalchemy import case, delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.catalog.models import ApplicationVersion
+from app.catalog.pull import pull_credentials
 from app.clusters.models import Cluster, NodeGroup
 from app.clusters.schemas import effective_selector
 from app.controller.claims import claim, held
@@ -39,6 +40,7 @@ from app.controller.kube import (
     delete_object,
     read_object,
 )
+from app.crypto import SecretBox
 from app.deployments.manifests import (
     Placement,
     Rendered,
@@ -138,6 +140,7 @@ class Dispatcher:
         sessionmaker: async_sessionmaker[AsyncSession],
         clients: KubeClients,
         *,
+        secrets: SecretBox,
         chart_repository: str,
         drift_interval: float,
         status_interval: float,
@@ -148,6 +151,7 @@ class Dispatcher:
     ) -> None:
         self._sessionmaker = sessionmaker
         self._clients = clients
+        self._secrets = secrets
         self._chart_repository = chart_repository
         self._drift_interval = drift_interval
         self._status_interval = status_interval
@@ -368,6 +372,7 @@ class Dispatcher:
             values=ctx.revision_params.values,
             placement=ctx.placement or Placement(),
             chart_repository=self._chart_repository,
+            chart_credentials=pull_credentials(self._secrets, ctx.workspace),
         )
 
     def _client_target(self, cluster: Cluster) -> ClusterTarget:

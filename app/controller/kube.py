@@ -127,6 +127,7 @@ FIELD_MANAGER = "edge-platform"
 KINDS: dict[tuple[str, str], tuple[str, bool]] = {
     ("v1", "Namespace"): ("namespaces", False),
     ("v1", "ConfigMap"): ("configmaps", True),
+    ("v1", "Secret"): ("secrets", True),
     ("apps/v1", "Deployment"): ("deployments", True),
     ("helm.cattle.io/v1", "HelmChart"): ("helmcharts", True),
     ("batch/v1", "Job"): ("jobs", True),

@@ -64,6 +64,7 @@ class Controller:
         self.dispatcher = Dispatcher(
             sessionmaker,
             self.clients,
+            secrets=secrets,
             chart_repository=f"{settings.public_url.rstrip('/')}/chartrepo",
             drift_interval=settings.drift_check_interval,
             status_interval=settings.dispatch_status_interval,

@@ -4,6 +4,7 @@ same everywhere."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import hashlib
 import json
@@ -85,8 +86,10 @@ def render(
     values: dict[str, Any],
     placement: Placement,
     chart_repository: str,
+    chart_credentials: tuple[str, str] | None = None,
 ) -> Rendered:
-    """`version`: the ApplicationVersion's source, {"helm": …} or {"workload": …}."""
+    """`version`: the ApplicationVersion's source, {"helm": …} or {"workload": …};
+    `chart_credentials`: basic auth for this platform's chart repository."""
     owner = label_value(f"{workspace}.{deployment}")
     labels = {**MANAGED_BY, DEPLOYMENT_LABEL: owner}
     objects: list[dict[str, Any]] = []
@@ -124,6 +127,24 @@ def render(
         if placement.taints:
             overrides["tolerations"] = _tolerations(placement.taints)
         merged = merge_values(helm.get("values") or {}, values, overrides)
+        auth: dict[str, Any] = {}
+        if not helm.get("repository") and chart_credentials is not None:
+            # The helm-controller reads basic auth for the repository from this Secret.
+            secret_name = f"{deployment}-chartrepo"
+            username, password = chart_credentials
+            objects.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "type": "kubernetes.io/basic-auth",
+                    "metadata": {"name": secret_name, "namespace": namespace, "labels": labels},
+                    "data": {
+                        "username": base64.b64encode(username.encode()).decode(),
+                        "password": base64.b64encode(password.encode()).decode(),
+                    },
+                }
+            )
+            auth = {"authSecret": {"name": secret_name}}
         objects.append(
             {
                 "apiVersion": "helm.cattle.io/v1",
@@ -135,6 +156,7 @@ def render(
                     "version": helm["version"],
                     "targetNamespace": namespace,
                     "valuesContent": yaml.safe_dump(merged, sort_keys=True),
+                    **auth,
                 },
             }
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 
 import yaml
 
@@ -452,6 +453,34 @@ async def test_a_helm_version_lands_as_a_helmchart_for_the_k3s_helm_controller(
         "nodeSelector": {"theriseunion.io/nodegroup": "monitoring-nodes"},
     }
     assert shanghai.get("namespaces", None, "ws-team-a-observability") is not None
+
+    # The helm-controller authenticates to /chartrepo with the Secret named in authSecret.
+    assert spec["authSecret"] == {"name": "metrics-chartrepo"}
+    secret = shanghai.get("secrets", "ws-team-a-observability", "metrics-chartrepo")
+    assert secret is not None
+    assert secret["type"] == "kubernetes.io/basic-auth"
+    username, password = (
+        base64.b64decode(secret["data"][k]).decode() for k in ("username", "password")
+    )
+    bare = {
+        "Authorization": "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+    }
+    index = await client.get("/chartrepo/index.yaml", headers=bare)
+    assert index.status_code == 200
+    assert "edge-metrics" in index.text
+    chart_url = "/chartrepo/charts/edge-metrics-1.5.0.tgz"
+    assert (await client.get(chart_url, headers=bare)).status_code == 200
+    upload = await client.post(
+        "/chartrepo/api/charts", content=chart_archive("evil", "1.0.0"),
+        headers=bare | {"content-type": "application/gzip"},
+    )  # fmt: skip
+    assert upload.status_code == 403  # read only
+    forged = base64.b64encode(f"chartpull.other-team:{password}".encode()).decode()
+    refused = await client.get(
+        "/chartrepo/index.yaml", headers={"Authorization": f"Basic {forged}"}
+    )
+    assert refused.status_code == 401  # bound to its workspace
+    assert password not in (await client.get(f"{BASE}/metrics/events")).text
 
     shanghai.complete_helm_install(
         "ws-team-a-observability", "metrics"

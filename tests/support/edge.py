@@ -39,7 +39,7 @@ from aiohttp import web
 ZONE = "topology.kubernetes.io/zone"
 NODEGROUP = "theriseunion.io/nodegroup"
 # The kinds the platform writes, by plural: the adapter serves these itself.
-STORED = {"namespaces", "deployments", "helmcharts", "jobs", "configmaps"}
+STORED = {"namespaces", "deployments", "helmcharts", "jobs", "configmaps", "secrets"}
 OBJECT_PATH = re.compile(
     r"^/(?:api/v1|apis/[^/]+/[^/]+)(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>[^/]+)/(?P<name>[^/]+)$"
 )
