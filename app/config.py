@@ -214,6 +214,12 @@ class Settings(BaseSettings):
         40.0, description="Failed-probe grace before a cluster is Unreachable."
     )
     drift_check_interval: Seconds = Field(60.0, description="Re-check period of applied targets.")
+    event_retention: Seconds = Field(
+        7 * 24 * 3600.0, description="How long events are kept (lists and stream resumes)."
+    )
+    event_heartbeat_interval: Seconds = Field(
+        15.0, description="Comment sent on an idle event stream so proxies keep it open."
+    )
     dispatch_status_interval: Seconds = Field(
         2.0, description="How often a target that is applied but not yet Ready is re-read."
     )

@@ -30,6 +30,8 @@ from app.crypto import secret_box
 from app.db.engine import create_engine, create_sessionmaker
 from app.deployments.router import router as deployments_router
 from app.errors import install_error_handlers, is_database_unavailable
+from app.events.hub import EventHub
+from app.events.router import router as events_router
 from app.kit.body import MAX_BODY_BYTES, MAX_CHART_BYTES, BodySizeLimitMiddleware
 from app.kit.openapi import add_body_schemas
 from app.kit.routes import COMMON_ERRORS
@@ -84,6 +86,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
     POOL_COLLECTOR.engines.append(engine)
     controller_stop = asyncio.Event()
+    app.state.events = EventHub(app.state.redis)
+    event_hub = asyncio.create_task(app.state.events.run(controller_stop))
     controller = None
     if app.state.dev:  # `edge-platform dev` runs the controller in the same process
         controller = asyncio.create_task(
@@ -98,6 +102,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         controller_stop.set()
         if controller is not None:
             await controller
+        await event_hub
         POOL_COLLECTOR.engines.remove(engine)
         await app.state.redis.close()
         await engine.dispose()
@@ -143,6 +148,7 @@ def create_app(settings: Settings | None = None, *, dev: bool = False) -> FastAP
         applications_router,
         versions_router,
         deployments_router,
+        events_router,
     ):
         app.include_router(router, responses=COMMON_ERRORS)
     # Outermost first: every response, errors included, gets a request id and is measured.

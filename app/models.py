@@ -7,10 +7,9 @@ from app.clusters.models import Cluster, NodeGroup
 from app.controller.models import LeaderEpoch
 from app.db.base import Base
 from app.deployments.models import (
-    ApplicationDeployment,
-    DeploymentEvent,
-    DeploymentRevision,
-    DeploymentTarget,
+    Event,
+    RolloutRevision,
+    RolloutTarget,
 )
 from app.kit.idempotency import IdempotencyKey
 from app.regions.models import Region
@@ -20,20 +19,19 @@ from app.workspaces.models import Workspace, WorkspaceMember
 
 __all__ = [
     "Application",
-    "ApplicationDeployment",
     "ApplicationVersion",
     "AuditLog",
     "Base",
     "ChartArchive",
     "Cluster",
-    "DeploymentEvent",
-    "DeploymentRevision",
-    "DeploymentTarget",
+    "Event",
     "IdempotencyKey",
     "LeaderEpoch",
     "NodeGroup",
     "RefreshToken",
     "Region",
+    "RolloutRevision",
+    "RolloutTarget",
     "ServiceAccount",
     "TokenFamily",
     "User",

@@ -156,6 +156,18 @@ class RedisGateway:
             return {"status": "degraded", "mode": self.mode, "error": str(exc)}
         return {"status": "ok", "mode": self.mode}
 
+    def subscriber(self) -> Redis:
+        """A connection of its own for SUBSCRIBE (no read timeout: it waits for messages).
+        In a Redis Cluster any node will do: PUBLISH reaches every node."""
+        if self._url:
+            return Redis.from_url(
+                self._url, socket_connect_timeout=self._timeout, health_check_interval=30
+            )
+        host, port = _host_port(self._addresses[0])
+        return Redis(
+            host=host, port=port, socket_connect_timeout=self._timeout, health_check_interval=30
+        )
+
     async def close(self) -> None:
         if self._client is not None:
             await self._client.aclose()

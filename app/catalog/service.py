@@ -16,7 +16,7 @@ from app.catalog.schemas import (
     version_name,
 )
 from app.db.repository import ResourceRepository
-from app.deployments.models import ApplicationDeployment
+from app.deployments.models import Rollout
 from app.deployments.references import refuse_if_used
 from app.errors import Conflict, invalid_field
 from app.kit.service import ResourceService
@@ -99,7 +99,7 @@ class ApplicationVersionService(
         await refuse_if_used(
             self.session,
             f"application version {row.name!r}",
-            ApplicationDeployment.application_version == row.name,
+            Rollout.application_version == row.name,
         )
 
     async def check_spec(self, body: ApplicationVersionIn) -> None:

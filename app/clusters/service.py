@@ -25,7 +25,7 @@ from app.clusters.schemas import (
 from app.config import Settings
 from app.crypto import Sealed, SecretBox
 from app.db.repository import ResourceRepository
-from app.deployments.models import DeploymentTarget
+from app.deployments.models import RolloutTarget
 from app.deployments.references import refuse_if_used
 from app.errors import invalid_field
 from app.kit.selectors import Requirement, selector_clause
@@ -112,7 +112,7 @@ class ClusterService(ResourceService[Cluster, ClusterIn, ClusterOut]):
         await refuse_if_used(
             self.session,
             f"cluster {row.name!r}",
-            DeploymentTarget.cluster_id == row.id,
+            RolloutTarget.cluster_id == row.id,
             via_targets=True,
         )
 

@@ -1,6 +1,6 @@
 """Dispatch: makes each edge cluster hold what its deployments declare, and reports back.
 
-One row per (deployment, cluster) is the unit of work (`DeploymentTarget`), claimed with a lease
+One row per (deployment, cluster) is the unit of work (`RolloutTarget`), claimed with a lease
 (app.controller.claims) so any number of controller replicas share the fleet and never work on
 the same row at once. Each pass is level-triggered: it re-reads the desired state, renders the
 objects, applies them when they differ from what was applied (server-side apply, one field
@@ -53,18 +53,17 @@ from app.deployments.manifests import (
 )
 from app.deployments.models import (
     DISPATCH_CHANNEL,
-    ApplicationDeployment,
-    DeploymentEvent,
-    DeploymentRevision,
-    DeploymentTarget,
+    Rollout,
+    RolloutRevision,
+    RolloutTarget,
 )
 from app.deployments.schemas import Strategy, TargetSpec
-from app.deployments.service import default_namespace
+from app.deployments.service import default_namespace, deployment_status
+from app.events.service import NewEvent, announce, record
+from app.redis import RedisGateway
 from app.workspaces.models import Workspace
 
 logger = logging.getLogger(__name__)
-
-EVENTS_KEPT = 200  # per deployment
 
 APPLIES = Counter(
     "edge_dispatch_applies_total", "Objects sets applied to edge clusters, by result.", ["result"]
@@ -93,14 +92,14 @@ async def nudge_cluster_targets(session: AsyncSession, cluster_id: int) -> None:
     their backoff."""
     # Rows locked in id order, as every multi-row update of targets does: no deadlocks.
     ids = (
-        select(DeploymentTarget.id)
-        .where(DeploymentTarget.cluster_id == cluster_id)
-        .order_by(DeploymentTarget.id)
+        select(RolloutTarget.id)
+        .where(RolloutTarget.cluster_id == cluster_id)
+        .order_by(RolloutTarget.id)
         .with_for_update()
     )
     await session.execute(
-        update(DeploymentTarget)
-        .where(DeploymentTarget.id.in_(ids.scalar_subquery()))
+        update(RolloutTarget)
+        .where(RolloutTarget.id.in_(ids.scalar_subquery()))
         .values(next_attempt_at=func.now(), attempts=0)
     )
     await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": DISPATCH_CHANNEL})
@@ -110,11 +109,11 @@ async def nudge_cluster_targets(session: AsyncSession, cluster_id: int) -> None:
 class Context:
     """Everything one pass over one target needs, read in one transaction."""
 
-    target: DeploymentTarget
-    deployment: ApplicationDeployment
+    target: RolloutTarget
+    deployment: Rollout
     workspace: str
     cluster: Cluster
-    revision: DeploymentRevision | None
+    revision: RolloutRevision | None
     revision_params: TargetSpec | None
     version: ApplicationVersion | None
     placement: Placement | None
@@ -141,6 +140,7 @@ class Dispatcher:
         clients: KubeClients,
         *,
         secrets: SecretBox,
+        redis: RedisGateway,
         chart_repository: str,
         drift_interval: float,
         status_interval: float,
@@ -152,6 +152,7 @@ class Dispatcher:
         self._sessionmaker = sessionmaker
         self._clients = clients
         self._secrets = secrets
+        self._redis = redis
         self._chart_repository = chart_repository
         self._drift_interval = drift_interval
         self._status_interval = status_interval
@@ -171,22 +172,22 @@ class Dispatcher:
         capacity = self._concurrency - len(self._inflight)
         if capacity <= 0:
             return 0
-        due = DeploymentTarget.next_attempt_at <= func.now()
+        due = RolloutTarget.next_attempt_at <= func.now()
         async with self._sessionmaker.begin() as session:
             DUE.set(float(await session.scalar(select(func.count()).where(due)) or 0))
             token, ids = await claim(
                 session,
-                DeploymentTarget,
+                RolloutTarget,
                 ready=due,
-                order_by=DeploymentTarget.next_attempt_at,
+                order_by=RolloutTarget.next_attempt_at,
                 limit=capacity,
                 lease_seconds=self._lease,
             )
             # When the next row falls due, so the runner sleeps no longer than that.
             due_in = await session.scalar(
                 select(
-                    func.extract("epoch", func.min(DeploymentTarget.next_attempt_at) - func.now())
-                ).where(DeploymentTarget.lock_token.is_(None))
+                    func.extract("epoch", func.min(RolloutTarget.next_attempt_at) - func.now())
+                ).where(RolloutTarget.lock_token.is_(None))
             )
             self.next_due_in = None if due_in is None else float(due_in)
         for row_id in ids:
@@ -241,8 +242,8 @@ class Dispatcher:
             try:
                 async with self._sessionmaker.begin() as session:
                     await session.execute(
-                        update(DeploymentTarget)
-                        .where(held(DeploymentTarget, row_id, token))
+                        update(RolloutTarget)
+                        .where(held(RolloutTarget, row_id, token))
                         .values(lock_expires_at=func.now() + timedelta(seconds=self._lease))
                     )
             except Exception:
@@ -252,23 +253,23 @@ class Dispatcher:
         async with self._sessionmaker() as session:
             found = (
                 await session.execute(
-                    select(DeploymentTarget, ApplicationDeployment, Workspace.name, Cluster)
+                    select(RolloutTarget, Rollout, Workspace.name, Cluster)
                     .join(
-                        ApplicationDeployment,
-                        ApplicationDeployment.id == DeploymentTarget.deployment_id,
+                        Rollout,
+                        Rollout.id == RolloutTarget.rollout_id,
                     )
-                    .join(Workspace, Workspace.id == ApplicationDeployment.workspace_id)
-                    .join(Cluster, Cluster.id == DeploymentTarget.cluster_id)
-                    .where(DeploymentTarget.id == row_id)
+                    .join(Workspace, Workspace.id == Rollout.workspace_id)
+                    .join(Cluster, Cluster.id == RolloutTarget.cluster_id)
+                    .where(RolloutTarget.id == row_id)
                 )
             ).one_or_none()
             if found is None:
                 return None
             target, deployment, workspace, cluster = found
             revision = await session.scalar(
-                select(DeploymentRevision).where(
-                    DeploymentRevision.deployment_id == deployment.id,
-                    DeploymentRevision.revision == target.desired_revision,
+                select(RolloutRevision).where(
+                    RolloutRevision.rollout_id == deployment.id,
+                    RolloutRevision.revision == target.desired_revision,
                 )
             )
             params = _params_for(revision, cluster) if revision else None
@@ -299,10 +300,10 @@ class Dispatcher:
             failed = int(
                 await session.scalar(
                     select(func.count()).where(
-                        DeploymentTarget.deployment_id == deployment.id,
-                        DeploymentTarget.phase == "Failed",
-                        DeploymentTarget.removing.is_(False),
-                        DeploymentTarget.failed_revision == deployment.revision,
+                        RolloutTarget.rollout_id == deployment.id,
+                        RolloutTarget.phase == "Failed",
+                        RolloutTarget.removing.is_(False),
+                        RolloutTarget.failed_revision == deployment.revision,
                     )
                 )
                 or 0
@@ -425,9 +426,6 @@ class Dispatcher:
             }
             if new_revision:
                 values["previous_revision"] = target.applied_revision
-            outcome.events.append(
-                ("Normal", "Applied", f"revision {target.desired_revision} applied")
-            )
         else:
             drifted = await self._drifted(api, rendered)
             if drifted:
@@ -482,12 +480,8 @@ class Dispatcher:
             if target.ready_at is None or "applied_at" in values:
                 values["ready_at"] = _now()
             outcome.delay = self._drift_interval
-            if not was_ready:
-                outcome.events.append(
-                    ("Normal", "Ready", f"revision {target.desired_revision} is ready")
-                )
-                if ctx.revision is not None:
-                    outcome.ready_after = (_now() - ctx.revision.created_at).total_seconds()
+            if not was_ready and ctx.revision is not None:
+                outcome.ready_after = (_now() - ctx.revision.created_at).total_seconds()
             return outcome
         strategy = Strategy.model_validate(ctx.deployment.strategy or {})
         applied_at = values.get("applied_at") or target.applied_at or _now()
@@ -624,8 +618,6 @@ class Dispatcher:
             )
             return outcome
         outcome.values |= {"phase": "Failed", "message": message}
-        if target.phase != "Failed" or final:  # said once, not on every re-check
-            outcome.events.append(("Warning", "Failed", message))
         return outcome
 
     def _retry(self, ctx: Context, message: str) -> Outcome:
@@ -643,88 +635,105 @@ class Dispatcher:
     # write-back ------------------------------------------------------------------------------
 
     async def _write(self, row_id: int, token: uuid.UUID, ctx: Context, outcome: Outcome) -> None:
+        """Record the pass under the lease, fold the rollout's phase, record the events."""
         now = _now()
-        finishing = False
         async with self._sessionmaker.begin() as session:
+            # The rollout is locked first, by every write-back: targets finishing in parallel
+            # queue here, so each folds the phase from the others' committed results, and the
+            # last one of a deletion sees that the others are gone.
+            rollout = await session.scalar(
+                select(Rollout)
+                .where(Rollout.id == ctx.deployment.id)
+                .with_for_update(key_share=True)
+            )
+            if rollout is None:  # deleted meanwhile (orphaned)
+                return
+            events = [
+                NewEvent(rollout.kind, rollout.name, reason, message, kind, ctx.cluster.name,
+                         rollout_id=rollout.id)
+                for kind, reason, message in outcome.events
+            ]  # fmt: skip
             if outcome.remove_row:
-                # Lock the deployment before anything else: targets finishing in parallel then
-                # queue here, and the last one sees that the others are gone. Whether it is
-                # being deleted is read now, under the lock (it may have been deleted since).
-                deleting_since = await session.scalar(
-                    select(ApplicationDeployment.deletion_timestamp)
-                    .where(ApplicationDeployment.id == ctx.deployment.id)
-                    .with_for_update(key_share=True)
-                )
-                finishing = deleting_since is not None
-            if outcome.remove_row:
-                result = await session.execute(
-                    delete(DeploymentTarget).where(
-                        held(DeploymentTarget, row_id, token), _unchanged_since(ctx.target)
-                    )
-                )
-                if getattr(result, "rowcount", 0) != 1:
-                    # Targeted again meanwhile: its objects are gone, the row stays for it.
-                    finishing = False
-                    result = await session.execute(
-                        update(DeploymentTarget)
-                        .where(held(DeploymentTarget, row_id, token))
-                        .values(
-                            applied_objects=[], applied_revision=None, applied_hash=None,
-                            lock_token=None, lock_expires_at=None,
-                        )
-                    )  # fmt: skip
+                written = await self._remove_row(session, row_id, token, ctx)
             else:
-                values = dict(outcome.values)
-                if "phase" in values and values["phase"] != ctx.target.phase:
-                    values["last_transition_time"] = now
-                if "message" in values and values["message"] is not None:
-                    values["message"] = str(values["message"])[:1024]
-                # Nudged during the pass (unpaused, its cluster came back): look again at once.
-                nudged = DeploymentTarget.next_attempt_at != ctx.target.next_attempt_at
-                values |= {
-                    "next_attempt_at": case(
-                        (nudged, func.now()), else_=now + timedelta(seconds=outcome.delay)
-                    ),
-                    "lock_token": None,
-                    "lock_expires_at": None,
-                }
-                result = await session.execute(
-                    update(DeploymentTarget)
-                    .where(held(DeploymentTarget, row_id, token), _unchanged_since(ctx.target))
-                    .values(**values)
-                )
-                if getattr(result, "rowcount", 0) != 1:
-                    # A new revision or a removal meanwhile: keep only the facts of what was
-                    # applied, and leave the rest to the next pass.
-                    facts = {k: v for k, v in values.items() if k in APPLIED_FACTS}
-                    result = await session.execute(
-                        update(DeploymentTarget)
-                        .where(held(DeploymentTarget, row_id, token))
-                        .values(**facts, lock_token=None, lock_expires_at=None)
-                    )
-                    outcome.events.clear()
+                written = await self._update_row(session, row_id, token, ctx, outcome, now)
+                if written == "updated":
+                    events.extend(_target_phase_event(rollout, ctx, outcome))
+                elif written == "superseded":
+                    events.clear()
                     outcome.ready_after = None
-            if getattr(result, "rowcount", 0) != 1:
+            if written == "lost":
                 LOST_LEASES.inc()
                 logger.info("dispatch result for target %d dropped: lease lost", row_id)
                 await session.rollback()
                 return
-            for kind, reason, message in outcome.events:
-                session.add(
-                    DeploymentEvent(
-                        deployment_id=ctx.deployment.id,
-                        type=kind,
-                        reason=reason,
-                        cluster=ctx.cluster.name,
-                        message=message[:2048],
-                    )
-                )
-            if outcome.events:
-                await _prune_events(session, ctx.deployment.id)
-            if finishing:
-                await _finish_deletion(session, ctx.deployment.id)
+            events.extend(await _fold(session, rollout))
+            await record(session, rollout.workspace_id, events)
+        if events:
+            await announce(self._redis, rollout.workspace_id)
         if outcome.ready_after is not None:
             TIME_TO_READY.observe(max(0.0, outcome.ready_after))
+
+    async def _remove_row(
+        self, session: AsyncSession, row_id: int, token: uuid.UUID, ctx: Context
+    ) -> str:
+        result = await session.execute(
+            delete(RolloutTarget).where(
+                held(RolloutTarget, row_id, token), _unchanged_since(ctx.target)
+            )
+        )
+        if getattr(result, "rowcount", 0) == 1:
+            return "removed"
+        # Targeted again meanwhile: its objects are gone, the row stays for it.
+        result = await session.execute(
+            update(RolloutTarget)
+            .where(held(RolloutTarget, row_id, token))
+            .values(
+                applied_objects=[], applied_revision=None, applied_hash=None,
+                lock_token=None, lock_expires_at=None,
+            )
+        )  # fmt: skip
+        return "superseded" if getattr(result, "rowcount", 0) == 1 else "lost"
+
+    async def _update_row(
+        self,
+        session: AsyncSession,
+        row_id: int,
+        token: uuid.UUID,
+        ctx: Context,
+        outcome: Outcome,
+        now: datetime,
+    ) -> str:
+        values = dict(outcome.values)
+        if "phase" in values and values["phase"] != ctx.target.phase:
+            values["last_transition_time"] = now
+        if "message" in values and values["message"] is not None:
+            values["message"] = str(values["message"])[:1024]
+        # Nudged during the pass (unpaused, its cluster came back): look again at once.
+        nudged = RolloutTarget.next_attempt_at != ctx.target.next_attempt_at
+        values |= {
+            "next_attempt_at": case(
+                (nudged, func.now()), else_=now + timedelta(seconds=outcome.delay)
+            ),
+            "lock_token": None,
+            "lock_expires_at": None,
+        }
+        result = await session.execute(
+            update(RolloutTarget)
+            .where(held(RolloutTarget, row_id, token), _unchanged_since(ctx.target))
+            .values(**values)
+        )
+        if getattr(result, "rowcount", 0) == 1:
+            return "updated"
+        # A new revision or a removal meanwhile: keep only the facts of what was applied, and
+        # leave the rest to the next pass.
+        facts = {k: v for k, v in values.items() if k in APPLIED_FACTS}
+        result = await session.execute(
+            update(RolloutTarget)
+            .where(held(RolloutTarget, row_id, token))
+            .values(**facts, lock_token=None, lock_expires_at=None)
+        )
+        return "superseded" if getattr(result, "rowcount", 0) == 1 else "lost"
 
 
 class _RenderError(Exception):
@@ -738,11 +747,11 @@ APPLIED_FACTS = frozenset(
 )
 
 
-def _unchanged_since(loaded: DeploymentTarget) -> Any:
+def _unchanged_since(loaded: RolloutTarget) -> Any:
     """The row still asks for what this pass worked on (the API rewrites these when a new
     revision or a removal changes what the target should be)."""
-    return (DeploymentTarget.desired_revision == loaded.desired_revision) & (
-        DeploymentTarget.removing == loaded.removing
+    return (RolloutTarget.desired_revision == loaded.desired_revision) & (
+        RolloutTarget.removing == loaded.removing
     )
 
 
@@ -750,7 +759,7 @@ def _refs(applied: list[dict[str, Any]]) -> list[ObjectRef]:
     return [ObjectRef(r["apiVersion"], r["kind"], r["name"], r.get("namespace")) for r in applied]
 
 
-def _rollback_note(target: DeploymentTarget) -> str | None:
+def _rollback_note(target: RolloutTarget) -> str | None:
     if target.failed_revision is not None and target.failed_revision != target.desired_revision:
         return (
             f"rolled back to revision {target.desired_revision} after revision "
@@ -759,7 +768,7 @@ def _rollback_note(target: DeploymentTarget) -> str | None:
     return None
 
 
-def _params_for(revision: DeploymentRevision, cluster: Cluster) -> TargetSpec | None:
+def _params_for(revision: RolloutRevision, cluster: Cluster) -> TargetSpec | None:
     """The target of that revision this cluster belongs to (named, or by its region)."""
     targets = [TargetSpec.model_validate(t) for t in revision.targets]
     for target in targets:
@@ -771,31 +780,46 @@ def _params_for(revision: DeploymentRevision, cluster: Cluster) -> TargetSpec | 
     return None
 
 
-async def _prune_events(session: AsyncSession, deployment_id: int) -> None:
-    oldest_kept = (
-        select(DeploymentEvent.id)
-        .where(DeploymentEvent.deployment_id == deployment_id)
-        .order_by(DeploymentEvent.id.desc())
-        .offset(EVENTS_KEPT)
-        .limit(1)
-        .scalar_subquery()
-    )
-    await session.execute(
-        delete(DeploymentEvent).where(
-            DeploymentEvent.deployment_id == deployment_id, DeploymentEvent.id <= oldest_kept
+def _target_phase_event(rollout: Rollout, ctx: Context, outcome: Outcome) -> list[NewEvent]:
+    """An event for a target entering a new phase (the message says why)."""
+    phase = outcome.values.get("phase")
+    if phase is None or phase == ctx.target.phase:
+        return []
+    revision = outcome.values.get("desired_revision", ctx.target.desired_revision)
+    message = outcome.values.get("message") or f"revision {revision} is {phase}"
+    return [
+        NewEvent(
+            rollout.kind, rollout.name, str(phase), str(message),
+            "Warning" if phase in ("Failed", "Unreachable") else "Normal",
+            ctx.cluster.name, str(phase), rollout.id,
         )
-    )
+    ]  # fmt: skip
 
 
-async def _finish_deletion(session: AsyncSession, deployment_id: int) -> None:
-    """The last edge confirmed: the deployment record goes (revisions and events with it)."""
-    left = await session.scalar(
-        select(func.count()).where(DeploymentTarget.deployment_id == deployment_id)
+async def _fold(session: AsyncSession, rollout: Rollout) -> list[NewEvent]:
+    """Fold the targets into the rollout's phase; an event when it changes. A rollout being
+    deleted whose last target is gone is deleted (its revisions with it)."""
+    found = await session.execute(
+        select(RolloutTarget, Cluster.name)
+        .join(Cluster, Cluster.id == RolloutTarget.cluster_id)
+        .where(RolloutTarget.rollout_id == rollout.id)
     )
-    if not left:
-        await session.execute(
-            delete(ApplicationDeployment).where(
-                ApplicationDeployment.id == deployment_id,
-                ApplicationDeployment.deletion_timestamp.is_not(None),
-            )
+    targets = [(t, name) for t, name in found.all()]
+    if rollout.deletion_timestamp is not None and not targets:
+        await session.execute(delete(Rollout).where(Rollout.id == rollout.id))
+        return [
+            NewEvent(rollout.kind, rollout.name, "Deleted",
+                     "removed from every cluster; the record is gone", rollout_id=rollout.id)
+        ]  # fmt: skip
+    status = deployment_status(rollout, targets)
+    if status.phase == rollout.phase:
+        return []
+    before, rollout.phase = rollout.phase, status.phase
+    return [
+        NewEvent(
+            rollout.kind, rollout.name, "PhaseChanged",
+            f"{before} → {status.phase}: {status.conditions[0].message}",
+            "Warning" if status.phase in ("Failed", "Degraded") else "Normal",
+            phase=status.phase, rollout_id=rollout.id,
         )
+    ]  # fmt: skip

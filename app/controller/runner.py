@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from datetime import timedelta
 
 from sqlalchemy import delete, func
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -21,6 +22,7 @@ from app.controller.prober import ClusterProber
 from app.controller.wakeup import Wakeups
 from app.crypto import SecretBox
 from app.deployments.models import DISPATCH_CHANNEL
+from app.events.service import purge_expired
 from app.kit.idempotency import purge_expired_keys
 from app.redis import RedisGateway
 
@@ -65,6 +67,7 @@ class Controller:
             sessionmaker,
             self.clients,
             secrets=secrets,
+            redis=redis,
             chart_repository=f"{settings.public_url.rstrip('/')}/chartrepo",
             drift_interval=settings.drift_check_interval,
             status_interval=settings.dispatch_status_interval,
@@ -80,17 +83,19 @@ class Controller:
         self._last_housekeeping = 0.0
 
     async def housekeeping(self) -> None:
-        """Leader-only clean-up: expired idempotency keys and login sessions."""
+        """Leader-only clean-up: expired idempotency keys, login sessions and events."""
         async with self.sessionmaker.begin() as session:
             await self.elector.fence(session)
             keys = await purge_expired_keys(session)
             sessions = await session.execute(
                 delete(TokenFamily).where(TokenFamily.expires_at < func.now())
             )
+            events = await purge_expired(session, timedelta(seconds=self.settings.event_retention))
         logger.info(
-            "housekeeping: %d idempotency keys, %d login sessions purged",
+            "housekeeping: %d idempotency keys, %d login sessions, %d events purged",
             keys,
             getattr(sessions, "rowcount", 0),
+            events,
         )
 
     async def _probe_loop(self, stop: asyncio.Event) -> None:

@@ -1,5 +1,8 @@
-"""ApplicationDeployments, their revisions, and one dispatch row per (deployment, cluster).
+"""Rollouts — what a workspace declares for a set of edge clusters — with their revisions, one
+dispatch row per (rollout, cluster), and the events people watch.
 
+A rollout is an ApplicationDeployment or a ConfigSync (`kind`): both are rendered into
+Kubernetes objects per cluster and dispatched by the same engine (app.controller.dispatcher).
 The dispatch rows are the controller's work queue and the per-cluster truth the API shows:
 what should be at that edge (`desired_revision` and the target's parameters), what was last
 applied there (`applied_revision`, `applied_hash`, `applied_objects`), and what was seen.
@@ -41,40 +44,42 @@ TARGET_PHASES = (
 )
 
 
-class ApplicationDeployment(ResourceMixin, Base):
-    __tablename__ = "application_deployments"
+class Rollout(ResourceMixin, Base):
+    __tablename__ = "rollouts"
     __table_args__ = (
-        UniqueConstraint("workspace_id", "name"),
-        Index("ix_application_deployments_labels", "labels", postgresql_using="gin"),
-        Index("ix_application_deployments_application_version", "application_version"),
+        UniqueConstraint("workspace_id", "kind", "name"),
+        Index("ix_rollouts_labels", "labels", postgresql_using="gin"),
+        Index("ix_rollouts_application_version", "application_version"),
     )
 
     workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="RESTRICT"))
+    kind: Mapped[str] = mapped_column(String(32))  # ApplicationDeployment | ConfigSync
     # spec
-    application_version: Mapped[str] = mapped_column(String(253))
+    application_version: Mapped[str | None] = mapped_column(String(253))
+    # What a ConfigSync pushes ({data, binaryData} or, for a secret, sealed); {} otherwise.
+    content: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     targets: Mapped[list[dict[str, Any]]]
     namespace: Mapped[str | None] = mapped_column(String(63))
     strategy: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     paused: Mapped[bool] = mapped_column(default=False, server_default=false())
     # status kept (the per-target part is read from the dispatch rows)
     revision: Mapped[int] = mapped_column(default=0, server_default="0")
+    # The phase last folded from the targets by the controller (events announce changes).
+    phase: Mapped[str] = mapped_column(String(16), default="Pending", server_default="Pending")
     history: Mapped[list[dict[str, Any]]] = mapped_column(default=list, server_default="[]")
-    # Orphan: delete the record without touching the edge (chosen on DELETE).
-    orphan_on_delete: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
-class DeploymentRevision(Base):
+class RolloutRevision(Base):
     """An immutable snapshot of what a deployment declared: version, targets, namespace."""
 
-    __tablename__ = "deployment_revisions"
-    __table_args__ = (UniqueConstraint("deployment_id", "revision"),)
+    __tablename__ = "rollout_revisions"
+    __table_args__ = (UniqueConstraint("rollout_id", "revision"),)
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    deployment_id: Mapped[int] = mapped_column(
-        ForeignKey("application_deployments.id", ondelete="CASCADE")
-    )
+    rollout_id: Mapped[int] = mapped_column(ForeignKey("rollouts.id", ondelete="CASCADE"))
     revision: Mapped[int]
-    application_version: Mapped[str] = mapped_column(String(253))
+    application_version: Mapped[str | None] = mapped_column(String(253))
+    content: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     targets: Mapped[list[dict[str, Any]]]
     namespace: Mapped[str | None] = mapped_column(String(63))
     reason: Mapped[str] = mapped_column(String(16))  # Initial | Upgrade | Rollback
@@ -82,20 +87,18 @@ class DeploymentRevision(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
-class DeploymentTarget(Base):
+class RolloutTarget(Base):
     """One edge cluster of one deployment: the dispatch row the controller claims."""
 
-    __tablename__ = "deployment_targets"
+    __tablename__ = "rollout_targets"
     __table_args__ = (
-        UniqueConstraint("deployment_id", "cluster_id"),
-        Index("ix_deployment_targets_next_attempt_at", "next_attempt_at"),
-        Index("ix_deployment_targets_cluster_id", "cluster_id"),
+        UniqueConstraint("rollout_id", "cluster_id"),
+        Index("ix_rollout_targets_next_attempt_at", "next_attempt_at"),
+        Index("ix_rollout_targets_cluster_id", "cluster_id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    deployment_id: Mapped[int] = mapped_column(
-        ForeignKey("application_deployments.id", ondelete="CASCADE")
-    )
+    rollout_id: Mapped[int] = mapped_column(ForeignKey("rollouts.id", ondelete="CASCADE"))
     # RESTRICT: a cluster still carrying deployments cannot vanish from under them.
     cluster_id: Mapped[int] = mapped_column(ForeignKey("clusters.id", ondelete="RESTRICT"))
     region: Mapped[str] = mapped_column(String(63))
@@ -132,18 +135,28 @@ class DeploymentTarget(Base):
     lock_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
-class DeploymentEvent(Base):
-    """What happened to a deployment, for people: applied, failed, repaired drift, …"""
+class Event(Base):
+    """What happened, for people: created, changed, each phase change of a rollout and of its
+    targets, drift repaired, removed. Ids grow in commit order within a workspace (inserts take
+    a per-workspace lock), so a watcher resuming after id N misses nothing. Kept for
+    EVENT_RETENTION, also after the object is gone."""
 
-    __tablename__ = "deployment_events"
-    __table_args__ = (Index("ix_deployment_events_deployment_id_id", "deployment_id", "id"),)
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_workspace_id_id", "workspace_id", "id"),
+        Index("ix_events_rollout_id_id", "rollout_id", "id"),
+        Index("ix_events_created_at", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    deployment_id: Mapped[int] = mapped_column(
-        ForeignKey("application_deployments.id", ondelete="CASCADE")
-    )
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    # No foreign key: the events of a deleted object stay readable until they expire.
+    rollout_id: Mapped[int | None] = mapped_column(BigInteger)
+    object_kind: Mapped[str] = mapped_column(String(32))
+    object_name: Mapped[str] = mapped_column(String(63))
     type: Mapped[str] = mapped_column(String(8))  # Normal | Warning
     reason: Mapped[str] = mapped_column(String(63))
     cluster: Mapped[str | None] = mapped_column(String(63))
+    phase: Mapped[str | None] = mapped_column(String(16))  # the phase entered, for changes
     message: Mapped[str] = mapped_column(String(2048))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

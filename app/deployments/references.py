@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.deployments.models import ApplicationDeployment, DeploymentTarget
+from app.deployments.models import Rollout, RolloutTarget
 from app.errors import Conflict
 
 
@@ -14,13 +14,9 @@ async def refuse_if_used(
 ) -> None:
     """409 naming the deployments (up to 20) that match `where`; `via_targets` joins their
     per-cluster targets (to ask about clusters)."""
-    query = select(ApplicationDeployment.name).distinct()
+    query = select(Rollout.name).distinct()
     if via_targets:
-        query = query.join(
-            DeploymentTarget, DeploymentTarget.deployment_id == ApplicationDeployment.id
-        )
-    names = (
-        await session.scalars(query.where(where).order_by(ApplicationDeployment.name).limit(20))
-    ).all()
+        query = query.join(RolloutTarget, RolloutTarget.rollout_id == Rollout.id)
+    names = (await session.scalars(query.where(where).order_by(Rollout.name).limit(20))).all()
     if names:
         raise Conflict(f"{what} is still used by deployments: {', '.join(names)}", code="InUse")

@@ -16,13 +16,13 @@ from app.deployments.schemas import (
     ApplicationDeploymentIn,
     ApplicationDeploymentList,
     ApplicationDeploymentOut,
-    EventList,
     ResolveIn,
     ResolveOut,
     RevisionList,
     RollbackIn,
 )
 from app.deployments.service import DeploymentService
+from app.events.router import EventList, Limit, Since, events_response, object_filter
 from app.kit import routes
 from app.kit.body import read_object
 from app.kit.crud import IfMatch, add_resource_routes
@@ -41,6 +41,7 @@ def deployment_service(
         session,
         access.workspace,
         access.principal.name,
+        redis=request.app.state.redis,
         audit=audit_trail(request, access.principal, access.workspace.name),
     )
 
@@ -89,11 +90,24 @@ async def rollback(
 
 
 @resources.get(
-    "/{name}/events", operation_id="listApplicationDeploymentEvents", response_model=EventList
+    "/{name}/events",
+    operation_id="listApplicationDeploymentEvents",
+    response_model=EventList,
+    responses={200: {"content": {"text/event-stream": {}}}},
 )
-async def list_events(request: Request, name: str, service: Service) -> Response:
-    """The latest 100 events: applies, failures, drift repairs, removals."""
-    return render(request, EventList(items=await service.events(name)))
+async def list_events(
+    request: Request,
+    name: str,
+    access: WorkspaceViewer,
+    service: Service,
+    since: Since = None,
+    limit: Limit = 100,
+) -> Response:
+    """Its events: changes, every phase change of it and of each target, drift repairs,
+    removals. `Accept: text/event-stream` streams them live (resume with Last-Event-ID)."""
+    await service.read(name)  # 404 unless it exists and is visible
+    where = object_filter(service.kind, name)
+    return await events_response(request, access, where=where, since=since, limit=limit)
 
 
 add_resource_routes(

@@ -164,15 +164,3 @@ class RollbackIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     revision: int = Field(ge=1, le=2**31 - 1, description="The revision to return to.")
-
-
-class EventOut(BaseModel):
-    type: Literal["Normal", "Warning"]
-    reason: str
-    cluster: str | None = None
-    message: str
-    timestamp: datetime
-
-
-class EventList(BaseModel):
-    items: list[EventOut]

@@ -18,12 +18,12 @@ from app.clusters.models import Cluster, NodeGroup
 from app.clusters.schemas import Condition
 from app.clusters.service import granted_clause
 from app.db.repository import ResourceRepository
+from app.db.session import after_commit
 from app.deployments.models import (
     DISPATCH_CHANNEL,
-    ApplicationDeployment,
-    DeploymentEvent,
-    DeploymentRevision,
-    DeploymentTarget,
+    Rollout,
+    RolloutRevision,
+    RolloutTarget,
 )
 from app.deployments.schemas import (
     ApplicationDeploymentIn,
@@ -31,7 +31,6 @@ from app.deployments.schemas import (
     DeploymentPhase,
     DeploymentSpec,
     DeploymentStatus,
-    EventOut,
     HistoryEntry,
     ResolvedTarget,
     RevisionOut,
@@ -41,9 +40,11 @@ from app.deployments.schemas import (
     TargetStatus,
 )
 from app.errors import Conflict, NotFound, Unprocessable, invalid_field
+from app.events.service import NewEvent, announce, record
 from app.kit.etag import check_write_preconditions
 from app.kit.resource import object_meta
 from app.kit.service import ResourceService
+from app.redis import RedisGateway
 from app.regions.models import Region
 from app.workspaces.models import Workspace
 
@@ -216,7 +217,7 @@ def _revision_content(spec: DeploymentSpec) -> dict[str, Any]:
     }
 
 
-def deployment_spec(row: ApplicationDeployment) -> DeploymentSpec:
+def deployment_spec(row: Rollout) -> DeploymentSpec:
     return DeploymentSpec(
         applicationVersionRef=row.application_version,
         targets=[TargetSpec.model_validate(t) for t in row.targets],
@@ -226,16 +227,18 @@ def deployment_spec(row: ApplicationDeployment) -> DeploymentSpec:
     )
 
 
-class DeploymentRepository(ResourceRepository[ApplicationDeployment]):
-    model = ApplicationDeployment
-    kind = "ApplicationDeployment"
+class RolloutRepository(ResourceRepository[Rollout]):
+    """The rollouts of one kind in one workspace."""
 
-    def __init__(self, session: AsyncSession, workspace: Workspace) -> None:
+    model = Rollout
+
+    def __init__(self, session: AsyncSession, workspace: Workspace, kind: str) -> None:
         super().__init__(session)
         self.workspace = workspace
+        self.kind = kind  # type: ignore[misc]
 
     def scope(self) -> Any:
-        return ApplicationDeployment.workspace_id == self.workspace.id
+        return (Rollout.workspace_id == self.workspace.id) & (Rollout.kind == self.kind)
 
 
 def _now() -> datetime:
@@ -243,29 +246,32 @@ def _now() -> datetime:
 
 
 class DeploymentService(
-    ResourceService[ApplicationDeployment, ApplicationDeploymentIn, ApplicationDeploymentOut]
+    ResourceService[Rollout, ApplicationDeploymentIn, ApplicationDeploymentOut]
 ):
     in_model = ApplicationDeploymentIn
+    kind = "ApplicationDeployment"
 
     def __init__(
         self,
         session: AsyncSession,
         workspace: Workspace,
         operator: str | None,
+        redis: RedisGateway | None = None,
         audit: AuditTrail | None = None,
     ) -> None:
-        super().__init__(session, DeploymentRepository(session, workspace), audit=audit)
+        super().__init__(session, RolloutRepository(session, workspace, self.kind), audit=audit)
         self.workspace = workspace
         self.operator = operator
+        self.redis = redis
         self._resolved: list[Resolved] = []
         self._content_before: dict[str, Any] | None = None
 
     # hooks -----------------------------------------------------------------------------------
 
-    def new_row(self, name: str) -> ApplicationDeployment:
-        return ApplicationDeployment(name=name, workspace_id=self.workspace.id)
+    def new_row(self, name: str) -> Rollout:
+        return Rollout(name=name, workspace_id=self.workspace.id, kind=self.kind)
 
-    async def apply_spec(self, row: ApplicationDeployment, body: ApplicationDeploymentIn) -> None:
+    async def apply_spec(self, row: Rollout, body: ApplicationDeploymentIn) -> None:
         if row.deletion_timestamp is not None:
             raise Conflict(f"deployment {row.name!r} is being deleted", code="BeingDeleted")
         spec = body.spec
@@ -283,17 +289,34 @@ class DeploymentService(
         row.strategy = spec.strategy.model_dump(mode="json")
         row.paused = spec.paused
 
-    async def after_create(self, row: ApplicationDeployment, body: ApplicationDeploymentIn) -> None:
+    async def after_create(self, row: Rollout, body: ApplicationDeploymentIn) -> None:
         await self._new_revision(row, "Initial", from_version=None)
+        await self._event(row, "Created", f"revision 1: {row.application_version}")
 
     async def after_update(
-        self, row: ApplicationDeployment, body: ApplicationDeploymentIn, *, spec_changed: bool
+        self, row: Rollout, body: ApplicationDeploymentIn, *, spec_changed: bool
     ) -> None:
         if self._content_before != _revision_content(body.spec):
             before = self._content_before or {}
             await self._new_revision(row, "Upgrade", before.get("applicationVersionRef"))
+            await self._event(row, "Updated", f"revision {row.revision}: {row.application_version}")
         elif spec_changed:  # paused or strategy: let the controller look again now
             await self._nudge(row)
+            await self._event(row, "Updated", "paused" if row.paused else "strategy or resumed")
+
+    async def _event(self, row: Rollout, reason: str, message: str) -> None:
+        """Record an event of this change (last in the transaction) and announce it after."""
+        await record(
+            self.session, self.workspace.id,
+            [NewEvent(self.kind, row.name, reason, message, rollout_id=row.id)],
+        )  # fmt: skip
+        redis, workspace_id = self.redis, self.workspace.id
+        if redis is not None:
+
+            async def tell() -> None:
+                await announce(redis, workspace_id)
+
+            after_commit(self.session, tell)
 
     async def _refuse_collisions(self, name: str, spec: DeploymentSpec) -> None:
         """Two deployments of a workspace writing the same Deployment objects would fight over
@@ -303,17 +326,16 @@ class DeploymentService(
         if not mine:
             return  # Helm versions write a HelmChart named after the deployment: no overlap
         others = await self.session.execute(
-            select(ApplicationDeployment.name, ApplicationDeployment.application_version).where(
-                ApplicationDeployment.workspace_id == self.workspace.id,
-                ApplicationDeployment.name != name,
-                func.coalesce(
-                    ApplicationDeployment.namespace, default_namespace(self.workspace.name)
-                )
+            select(Rollout.name, Rollout.application_version).where(
+                Rollout.workspace_id == self.workspace.id,
+                Rollout.kind == self.kind,
+                Rollout.name != name,
+                func.coalesce(Rollout.namespace, default_namespace(self.workspace.name))
                 == namespace,
             )
         )
         for other, version in others.all():
-            shared = mine & await _workload_names(self.session, version)
+            shared = mine & await _workload_names(self.session, version or "")
             if shared:
                 raise Conflict(
                     f"deployment {other!r} already writes Deployment(s) {', '.join(sorted(shared))}"
@@ -321,7 +343,7 @@ class DeploymentService(
                     code="ObjectsTaken",
                 )
 
-    def render(self, row: ApplicationDeployment) -> ApplicationDeploymentOut:
+    def render(self, row: Rollout) -> ApplicationDeploymentOut:
         return ApplicationDeploymentOut(
             metadata=object_meta(row, self.workspace.name),
             spec=deployment_spec(row),
@@ -335,33 +357,29 @@ class DeploymentService(
     async def live_status(self, names: list[str]) -> dict[str, BaseModel] | None:
         rows = (
             await self.session.scalars(
-                select(ApplicationDeployment).where(
-                    self.repository.scope(), ApplicationDeployment.name.in_(names)
-                )
+                select(Rollout).where(self.repository.scope(), Rollout.name.in_(names))
             )
         ).all()
         by_id = {row.id: row for row in rows}
-        targets: dict[int, list[tuple[DeploymentTarget, str]]] = {row.id: [] for row in rows}
+        targets: dict[int, list[tuple[RolloutTarget, str]]] = {row.id: [] for row in rows}
         if by_id:
             found = await self.session.execute(
-                select(DeploymentTarget, Cluster.name)
-                .join(Cluster, Cluster.id == DeploymentTarget.cluster_id)
-                .where(DeploymentTarget.deployment_id.in_(by_id))
+                select(RolloutTarget, Cluster.name)
+                .join(Cluster, Cluster.id == RolloutTarget.cluster_id)
+                .where(RolloutTarget.rollout_id.in_(by_id))
                 .order_by(Cluster.name)
             )
             for target, cluster in found.all():
-                targets[target.deployment_id].append((target, cluster))
+                targets[target.rollout_id].append((target, cluster))
         return {row.name: deployment_status(row, targets[row.id]) for row in rows}
 
     # revisions -------------------------------------------------------------------------------
 
-    async def _new_revision(
-        self, row: ApplicationDeployment, reason: str, from_version: str | None
-    ) -> None:
+    async def _new_revision(self, row: Rollout, reason: str, from_version: str | None) -> None:
         row.revision += 1
         self.session.add(
-            DeploymentRevision(
-                deployment_id=row.id,
+            RolloutRevision(
+                rollout_id=row.id,
                 revision=row.revision,
                 application_version=row.application_version,
                 targets=row.targets,
@@ -382,7 +400,7 @@ class DeploymentService(
         await self._sync_targets(row)
         await self.session.flush()
 
-    async def _sync_targets(self, row: ApplicationDeployment) -> None:
+    async def _sync_targets(self, row: Rollout) -> None:
         """Point every resolved cluster at the new revision; clusters no longer targeted are
         marked for removal (the controller deletes their objects, then the row)."""
         now = _now()
@@ -390,9 +408,9 @@ class DeploymentService(
             t.cluster_id: t
             for t in (
                 await self.session.scalars(
-                    select(DeploymentTarget)
-                    .where(DeploymentTarget.deployment_id == row.id)
-                    .order_by(DeploymentTarget.id)
+                    select(RolloutTarget)
+                    .where(RolloutTarget.rollout_id == row.id)
+                    .order_by(RolloutTarget.id)
                     .with_for_update()
                 )
             ).all()
@@ -400,8 +418,8 @@ class DeploymentService(
         for resolved in self._resolved:
             target = existing.pop(resolved.cluster_id, None)
             if target is None:
-                target = DeploymentTarget(
-                    deployment_id=row.id, cluster_id=resolved.cluster_id, phase="Pending"
+                target = RolloutTarget(
+                    rollout_id=row.id, cluster_id=resolved.cluster_id, phase="Pending"
                 )
                 self.session.add(target)
             elif target.removing:
@@ -423,16 +441,16 @@ class DeploymentService(
             _mark_removing(target, now)
         await notify_dispatch(self.session)
 
-    async def _nudge(self, row: ApplicationDeployment) -> None:
+    async def _nudge(self, row: Rollout) -> None:
         ids = (
-            select(DeploymentTarget.id)
-            .where(DeploymentTarget.deployment_id == row.id)
-            .order_by(DeploymentTarget.id)
+            select(RolloutTarget.id)
+            .where(RolloutTarget.rollout_id == row.id)
+            .order_by(RolloutTarget.id)
             .with_for_update()
         )  # locked in id order, as every multi-row update of targets does
         await self.session.execute(
-            update(DeploymentTarget)
-            .where(DeploymentTarget.id.in_(ids.scalar_subquery()))
+            update(RolloutTarget)
+            .where(RolloutTarget.id.in_(ids.scalar_subquery()))
             .values(next_attempt_at=func.now(), attempts=0)
         )
         await notify_dispatch(self.session)
@@ -442,9 +460,9 @@ class DeploymentService(
         if row is None:
             raise self.not_found(name)
         found = await self.session.scalars(
-            select(DeploymentRevision)
-            .where(DeploymentRevision.deployment_id == row.id)
-            .order_by(DeploymentRevision.revision)
+            select(RolloutRevision)
+            .where(RolloutRevision.rollout_id == row.id)
+            .order_by(RolloutRevision.revision)
         )
         return [
             RevisionOut(
@@ -467,8 +485,8 @@ class DeploymentService(
         if row.deletion_timestamp is not None:
             raise Conflict(f"deployment {name!r} is being deleted", code="BeingDeleted")
         old = await self.session.scalar(
-            select(DeploymentRevision).where(
-                DeploymentRevision.deployment_id == row.id, DeploymentRevision.revision == revision
+            select(RolloutRevision).where(
+                RolloutRevision.rollout_id == row.id, RolloutRevision.revision == revision
             )
         )
         if old is None:
@@ -488,6 +506,11 @@ class DeploymentService(
         row.namespace = old.namespace
         row = await self.repository.touch(row, spec_changed=True)
         await self._new_revision(row, "Rollback", from_version)
+        await self._event(
+            row,
+            "RolledBack",
+            f"revision {row.revision} = revision {revision}: {row.application_version}",
+        )
         out = self.render(row)
         self._audit("rollback", name)
         return out
@@ -502,13 +525,14 @@ class DeploymentService(
         row = await self._locked(name)
         targets = (
             await self.session.scalars(
-                select(DeploymentTarget)
-                .where(DeploymentTarget.deployment_id == row.id)
-                .with_for_update()
+                select(RolloutTarget).where(RolloutTarget.rollout_id == row.id).with_for_update()
             )
         ).all()
         if orphan or not targets:
-            return await super().delete(name, if_match)
+            out = await super().delete(name, if_match)
+            why = "orphaned: its objects stay on the clusters" if targets else "it had no targets"
+            await self._event(row, "Deleted", f"deleted; {why}")
+            return out
         check_write_preconditions(if_match, row.resource_version)
         now = _now()
         if row.deletion_timestamp is None:
@@ -518,28 +542,8 @@ class DeploymentService(
             row = await self.repository.touch(row, spec_changed=False)
             await notify_dispatch(self.session)
             self._audit("delete", name)
+            await self._event(row, "Deleting", f"removing it from {len(targets)} clusters")
         return self.render(row)
-
-    async def events(self, name: str, limit: int = 100) -> list[EventOut]:
-        row = await self.repository.get(name)
-        if row is None:
-            raise self.not_found(name)
-        found = await self.session.scalars(
-            select(DeploymentEvent)
-            .where(DeploymentEvent.deployment_id == row.id)
-            .order_by(DeploymentEvent.id.desc())
-            .limit(limit)
-        )
-        return [
-            EventOut(
-                type=e.type,
-                reason=e.reason,
-                cluster=e.cluster,
-                message=e.message,
-                timestamp=e.created_at,
-            )
-            for e in reversed(found.all())
-        ]
 
     async def resolve(self, spec: DeploymentSpec) -> list[ResolvedTarget]:
         return [r.out() for r in await resolve_targets(self.session, self.workspace, spec)]
@@ -555,7 +559,7 @@ async def _workload_names(session: AsyncSession, version: str) -> set[str]:
     return {d["name"] for d in (workload or {}).get("deployments", [])}
 
 
-def _mark_removing(target: DeploymentTarget, now: datetime) -> None:
+def _mark_removing(target: RolloutTarget, now: datetime) -> None:
     target.removing = True
     target.phase = "Deleting"
     target.message = None
@@ -564,9 +568,7 @@ def _mark_removing(target: DeploymentTarget, now: datetime) -> None:
     target.next_attempt_at = now
 
 
-def deployment_status(
-    row: ApplicationDeployment, targets: list[tuple[DeploymentTarget, str]]
-) -> DeploymentStatus:
+def deployment_status(row: Rollout, targets: list[tuple[RolloutTarget, str]]) -> DeploymentStatus:
     """The deployment's status, folded from its per-cluster rows at read time."""
     strategy = Strategy.model_validate(row.strategy or {})
     rows = [

@@ -4,7 +4,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 
-from app.deployments.models import ApplicationDeployment
+from app.deployments.models import Rollout
 from app.deployments.references import refuse_if_used
 from app.errors import Conflict, NotFound, invalid_field
 from app.kit.service import ResourceService
@@ -20,7 +20,7 @@ class WorkspaceService(ResourceService[Workspace, WorkspaceIn, WorkspaceOut]):
         await refuse_if_used(
             self.session,
             f"workspace {row.name!r}",
-            ApplicationDeployment.workspace_id == row.id,
+            Rollout.workspace_id == row.id,
         )
 
     def new_row(self, name: str) -> Workspace:

@@ -1,8 +1,9 @@
-"""Application deployments: revisions, per-cluster dispatch targets, events; node-group taints.
+"""Rollouts (application deployments, config syncs): revisions, per-cluster dispatch targets,
+events; node-group taints.
 
-Revision ID: ee8d2df02c95
+Revision ID: b2aa60f4dd5e
 Revises: d510caececb6
-Create Date: 2026-11-27 09:57:42.573521+00:00
+Create Date: 2026-11-27 10:43:16.037793+00:00
 """
 
 from collections.abc import Sequence
@@ -11,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "ee8d2df02c95"
+revision: str = "b2aa60f4dd5e"
 down_revision: str | None = "d510caececb6"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -19,9 +20,42 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.create_table(
-        "application_deployments",
+        "events",
+        sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
         sa.Column("workspace_id", sa.BigInteger(), nullable=False),
-        sa.Column("application_version", sa.String(length=253), nullable=False),
+        sa.Column("rollout_id", sa.BigInteger(), nullable=True),
+        sa.Column("object_kind", sa.String(length=32), nullable=False),
+        sa.Column("object_name", sa.String(length=63), nullable=False),
+        sa.Column("type", sa.String(length=8), nullable=False),
+        sa.Column("reason", sa.String(length=63), nullable=False),
+        sa.Column("cluster", sa.String(length=63), nullable=True),
+        sa.Column("phase", sa.String(length=16), nullable=True),
+        sa.Column("message", sa.String(length=2048), nullable=False),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"],
+            ["workspaces.id"],
+            name=op.f("fk_events_workspace_id_workspaces"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_events")),
+    )
+    op.create_index("ix_events_created_at", "events", ["created_at"], unique=False)
+    op.create_index("ix_events_rollout_id_id", "events", ["rollout_id", "id"], unique=False)
+    op.create_index("ix_events_workspace_id_id", "events", ["workspace_id", "id"], unique=False)
+    op.create_table(
+        "rollouts",
+        sa.Column("workspace_id", sa.BigInteger(), nullable=False),
+        sa.Column("kind", sa.String(length=32), nullable=False),
+        sa.Column("application_version", sa.String(length=253), nullable=True),
+        sa.Column(
+            "content", postgresql.JSONB(astext_type=sa.Text()), server_default="{}", nullable=False
+        ),
         sa.Column("targets", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
         sa.Column("namespace", sa.String(length=63), nullable=True),
         sa.Column(
@@ -29,11 +63,9 @@ def upgrade() -> None:
         ),
         sa.Column("paused", sa.Boolean(), server_default=sa.text("false"), nullable=False),
         sa.Column("revision", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("phase", sa.String(length=16), server_default="Pending", nullable=False),
         sa.Column(
             "history", postgresql.JSONB(astext_type=sa.Text()), server_default="[]", nullable=False
-        ),
-        sa.Column(
-            "orphan_on_delete", sa.Boolean(), server_default=sa.text("false"), nullable=False
         ),
         sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
         sa.Column("uid", sa.UUID(), nullable=False),
@@ -65,62 +97,30 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["workspace_id"],
             ["workspaces.id"],
-            name=op.f("fk_application_deployments_workspace_id_workspaces"),
+            name=op.f("fk_rollouts_workspace_id_workspaces"),
             ondelete="RESTRICT",
         ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_application_deployments")),
-        sa.UniqueConstraint("uid", name=op.f("uq_application_deployments_uid")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_rollouts")),
+        sa.UniqueConstraint("uid", name=op.f("uq_rollouts_uid")),
         sa.UniqueConstraint(
-            "workspace_id", "name", name=op.f("uq_application_deployments_workspace_id_name")
+            "workspace_id", "kind", "name", name=op.f("uq_rollouts_workspace_id_kind_name")
         ),
     )
     op.create_index(
-        "ix_application_deployments_application_version",
-        "application_deployments",
-        ["application_version"],
-        unique=False,
+        "ix_rollouts_application_version", "rollouts", ["application_version"], unique=False
     )
     op.create_index(
-        "ix_application_deployments_labels",
-        "application_deployments",
-        ["labels"],
-        unique=False,
-        postgresql_using="gin",
+        "ix_rollouts_labels", "rollouts", ["labels"], unique=False, postgresql_using="gin"
     )
     op.create_table(
-        "deployment_events",
+        "rollout_revisions",
         sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
-        sa.Column("deployment_id", sa.BigInteger(), nullable=False),
-        sa.Column("type", sa.String(length=8), nullable=False),
-        sa.Column("reason", sa.String(length=63), nullable=False),
-        sa.Column("cluster", sa.String(length=63), nullable=True),
-        sa.Column("message", sa.String(length=2048), nullable=False),
-        sa.Column(
-            "created_at",
-            sa.DateTime(timezone=True),
-            server_default=sa.text("now()"),
-            nullable=False,
-        ),
-        sa.ForeignKeyConstraint(
-            ["deployment_id"],
-            ["application_deployments.id"],
-            name=op.f("fk_deployment_events_deployment_id_application_deployments"),
-            ondelete="CASCADE",
-        ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_deployment_events")),
-    )
-    op.create_index(
-        "ix_deployment_events_deployment_id_id",
-        "deployment_events",
-        ["deployment_id", "id"],
-        unique=False,
-    )
-    op.create_table(
-        "deployment_revisions",
-        sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
-        sa.Column("deployment_id", sa.BigInteger(), nullable=False),
+        sa.Column("rollout_id", sa.BigInteger(), nullable=False),
         sa.Column("revision", sa.Integer(), nullable=False),
-        sa.Column("application_version", sa.String(length=253), nullable=False),
+        sa.Column("application_version", sa.String(length=253), nullable=True),
+        sa.Column(
+            "content", postgresql.JSONB(astext_type=sa.Text()), server_default="{}", nullable=False
+        ),
         sa.Column("targets", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
         sa.Column("namespace", sa.String(length=63), nullable=True),
         sa.Column("reason", sa.String(length=16), nullable=False),
@@ -132,20 +132,20 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.ForeignKeyConstraint(
-            ["deployment_id"],
-            ["application_deployments.id"],
-            name=op.f("fk_deployment_revisions_deployment_id_application_deployments"),
+            ["rollout_id"],
+            ["rollouts.id"],
+            name=op.f("fk_rollout_revisions_rollout_id_rollouts"),
             ondelete="CASCADE",
         ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_deployment_revisions")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_rollout_revisions")),
         sa.UniqueConstraint(
-            "deployment_id", "revision", name=op.f("uq_deployment_revisions_deployment_id_revision")
+            "rollout_id", "revision", name=op.f("uq_rollout_revisions_rollout_id_revision")
         ),
     )
     op.create_table(
-        "deployment_targets",
+        "rollout_targets",
         sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
-        sa.Column("deployment_id", sa.BigInteger(), nullable=False),
+        sa.Column("rollout_id", sa.BigInteger(), nullable=False),
         sa.Column("cluster_id", sa.BigInteger(), nullable=False),
         sa.Column("region", sa.String(length=63), nullable=False),
         sa.Column("node_group", sa.String(length=63), nullable=True),
@@ -189,30 +189,25 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["cluster_id"],
             ["clusters.id"],
-            name=op.f("fk_deployment_targets_cluster_id_clusters"),
+            name=op.f("fk_rollout_targets_cluster_id_clusters"),
             ondelete="RESTRICT",
         ),
         sa.ForeignKeyConstraint(
-            ["deployment_id"],
-            ["application_deployments.id"],
-            name=op.f("fk_deployment_targets_deployment_id_application_deployments"),
+            ["rollout_id"],
+            ["rollouts.id"],
+            name=op.f("fk_rollout_targets_rollout_id_rollouts"),
             ondelete="CASCADE",
         ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_deployment_targets")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_rollout_targets")),
         sa.UniqueConstraint(
-            "deployment_id",
-            "cluster_id",
-            name=op.f("uq_deployment_targets_deployment_id_cluster_id"),
+            "rollout_id", "cluster_id", name=op.f("uq_rollout_targets_rollout_id_cluster_id")
         ),
     )
     op.create_index(
-        "ix_deployment_targets_cluster_id", "deployment_targets", ["cluster_id"], unique=False
+        "ix_rollout_targets_cluster_id", "rollout_targets", ["cluster_id"], unique=False
     )
     op.create_index(
-        "ix_deployment_targets_next_attempt_at",
-        "deployment_targets",
-        ["next_attempt_at"],
-        unique=False,
+        "ix_rollout_targets_next_attempt_at", "rollout_targets", ["next_attempt_at"], unique=False
     )
     op.add_column(
         "node_groups",
@@ -224,18 +219,14 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_column("node_groups", "taints")
-    op.drop_index("ix_deployment_targets_next_attempt_at", table_name="deployment_targets")
-    op.drop_index("ix_deployment_targets_cluster_id", table_name="deployment_targets")
-    op.drop_table("deployment_targets")
-    op.drop_table("deployment_revisions")
-    op.drop_index("ix_deployment_events_deployment_id_id", table_name="deployment_events")
-    op.drop_table("deployment_events")
-    op.drop_index(
-        "ix_application_deployments_labels",
-        table_name="application_deployments",
-        postgresql_using="gin",
-    )
-    op.drop_index(
-        "ix_application_deployments_application_version", table_name="application_deployments"
-    )
-    op.drop_table("application_deployments")
+    op.drop_index("ix_rollout_targets_next_attempt_at", table_name="rollout_targets")
+    op.drop_index("ix_rollout_targets_cluster_id", table_name="rollout_targets")
+    op.drop_table("rollout_targets")
+    op.drop_table("rollout_revisions")
+    op.drop_index("ix_rollouts_labels", table_name="rollouts", postgresql_using="gin")
+    op.drop_index("ix_rollouts_application_version", table_name="rollouts")
+    op.drop_table("rollouts")
+    op.drop_index("ix_events_workspace_id_id", table_name="events")
+    op.drop_index("ix_events_rollout_id_id", table_name="events")
+    op.drop_index("ix_events_created_at", table_name="events")
+    op.drop_table("events")
