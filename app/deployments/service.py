@@ -85,40 +85,42 @@ async def notify_dispatch(session: AsyncSession) -> None:
 
 
 async def resolve_targets(
-    session: AsyncSession, workspace: Workspace, spec: DeploymentSpec
+    session: AsyncSession,
+    workspace: Workspace,
+    *,
+    targets: list[TargetSpec],
+    namespace: str | None,
+    version: str | None = None,
 ) -> list[Resolved]:
-    """The (cluster, node group, replicas) list a spec means; 422 naming every field at fault."""
+    """The (cluster, node group, replicas) list targets mean, after checking the namespace and
+    (for deployments) the application version; 422 naming every field at fault."""
     errors: list[dict[str, str]] = []
 
     def fault(field: str, message: str) -> None:
         errors.append({"field": field, "message": message})
 
-    if spec.namespace is not None and not namespace_allowed(workspace.name, spec.namespace):
+    if namespace is not None and not namespace_allowed(workspace.name, namespace):
         fault(
             "spec.namespace",
             f"must be {default_namespace(workspace.name)!r} or start with "
             f"{default_namespace(workspace.name) + '-'!r}: a workspace writes only to its own "
             "namespaces on shared clusters",
         )
-    version = await session.scalar(
-        select(ApplicationVersion.id).where(ApplicationVersion.name == spec.applicationVersionRef)
-    )
-    if version is None:
-        fault(
-            "spec.applicationVersionRef",
-            f"application version {spec.applicationVersionRef!r} does not exist",
+    if version is not None:
+        found = await session.scalar(
+            select(ApplicationVersion.id).where(ApplicationVersion.name == version)
         )
+        if found is None:
+            fault("spec.applicationVersionRef", f"application version {version!r} does not exist")
     granted = granted_clause([workspace])
     regions = set(
         (
             await session.scalars(
-                select(Region.name).where(
-                    Region.name.in_([t.region for t in spec.targets if t.region])
-                )
+                select(Region.name).where(Region.name.in_([t.region for t in targets if t.region]))
             )
         ).all()
     )
-    named = {n for t in spec.targets for n in t.clusters}
+    named = {n for t in targets for n in t.clusters}
     visible = {
         c.name: c
         for c in (
@@ -127,7 +129,7 @@ async def resolve_targets(
     }
     resolved: list[Resolved] = []
     seen: dict[int, str] = {}
-    for i, target in enumerate(spec.targets):
+    for i, target in enumerate(targets):
         where = f"spec.targets[{i}]"
         if target.region is not None and target.region not in regions:
             fault(f"{where}.region", f"region {target.region!r} does not exist")
@@ -190,7 +192,7 @@ async def resolve_targets(
             )
         )
         existing = {(c, g) for c, g in rows.all()}
-        for i, target in enumerate(spec.targets):
+        for i, target in enumerate(targets):
             missing = sorted(
                 r.cluster
                 for r in resolved
@@ -281,7 +283,7 @@ class DeploymentService(
         # References are checked when what is deployed changes: pausing or relabelling a
         # deployment works even after a grant or node group it used is gone.
         if self._content_before != _revision_content(spec):
-            self._resolved = await resolve_targets(self.session, self.workspace, spec)
+            self._resolved = await self._resolve(spec)
             await self._refuse_collisions(row.name, spec)
         row.application_version = spec.applicationVersionRef
         row.targets = [t.model_dump(mode="json", exclude_none=True) for t in spec.targets]
@@ -499,7 +501,7 @@ class DeploymentService(
             }
         )
         # The clusters and versions of then must still be valid now (grants may have changed).
-        self._resolved = await resolve_targets(self.session, self.workspace, spec)
+        self._resolved = await self._resolve(spec)
         from_version = row.application_version
         row.application_version = old.application_version
         row.targets = old.targets
@@ -546,7 +548,13 @@ class DeploymentService(
         return self.render(row)
 
     async def resolve(self, spec: DeploymentSpec) -> list[ResolvedTarget]:
-        return [r.out() for r in await resolve_targets(self.session, self.workspace, spec)]
+        return [r.out() for r in await self._resolve(spec)]
+
+    async def _resolve(self, spec: DeploymentSpec) -> list[Resolved]:
+        return await resolve_targets(
+            self.session, self.workspace, targets=spec.targets, namespace=spec.namespace,
+            version=spec.applicationVersionRef,
+        )  # fmt: skip
 
     def not_found(self, name: str) -> NotFound:
         return NotFound(f"ApplicationDeployment {name!r} not found")
