@@ -25,6 +25,7 @@ from app.catalog.router import router as chartrepo_router
 from app.clusters.router import nodegroups as nodegroups_router
 from app.clusters.router import router as clusters_router
 from app.config import Settings, load_settings
+from app.configsyncs.router import router as configsyncs_router
 from app.controller.runner import Controller
 from app.crypto import secret_box
 from app.db.engine import create_engine, create_sessionmaker
@@ -148,6 +149,7 @@ def create_app(settings: Settings | None = None, *, dev: bool = False) -> FastAP
         applications_router,
         versions_router,
         deployments_router,
+        configsyncs_router,
         events_router,
     ):
         app.include_router(router, responses=COMMON_ERRORS)

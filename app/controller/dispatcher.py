@@ -30,6 +30,7 @@ from app.catalog.models import ApplicationVersion
 from app.catalog.pull import pull_credentials
 from app.clusters.models import Cluster, NodeGroup
 from app.clusters.schemas import effective_selector
+from app.configsyncs.service import open_content
 from app.controller.claims import claim, held
 from app.controller.kube import (
     ClusterTarget,
@@ -40,7 +41,7 @@ from app.controller.kube import (
     delete_object,
     read_object,
 )
-from app.crypto import SecretBox
+from app.crypto import DecryptionError, SecretBox
 from app.deployments.manifests import (
     Placement,
     Rendered,
@@ -50,6 +51,7 @@ from app.deployments.manifests import (
     helm_job_name,
     job_readiness,
     render,
+    render_config,
 )
 from app.deployments.models import (
     DISPATCH_CHANNEL,
@@ -353,6 +355,24 @@ class Dispatcher:
     def _render(self, ctx: Context) -> Rendered:
         if ctx.revision is None or ctx.revision_params is None:
             raise _RenderError(f"revision {ctx.target.desired_revision} is missing")
+        namespace = ctx.revision.namespace or default_namespace(ctx.workspace)
+        if ctx.deployment.kind == "ConfigSync":
+            try:
+                content = open_content(
+                    self._secrets, ctx.deployment.workspace_id, ctx.deployment.name,
+                    ctx.revision.content,
+                )  # fmt: skip
+            except DecryptionError as exc:
+                raise _RenderError(f"the configuration cannot be decrypted: {exc}") from exc
+            return render_config(
+                workspace=ctx.workspace,
+                name=ctx.deployment.name,
+                namespace=namespace,
+                revision=ctx.target.desired_revision,
+                data=content["data"],
+                binary_data=content["binaryData"],
+                secret=bool(ctx.revision.content.get("secret")),
+            )
         if ctx.version is None:
             raise _RenderError(
                 f"application version {ctx.revision.application_version!r} no longer exists"
@@ -366,7 +386,7 @@ class Dispatcher:
         return render(
             workspace=ctx.workspace,
             deployment=ctx.deployment.name,
-            namespace=ctx.revision.namespace or default_namespace(ctx.workspace),
+            namespace=namespace,
             revision=ctx.target.desired_revision,
             version=source,
             replicas=ctx.revision_params.replicas,

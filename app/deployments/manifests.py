@@ -17,6 +17,7 @@ from app.catalog.values import merge_values
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "edge-platform"}
 DEPLOYMENT_LABEL = "edge.theriseunion.io/deployment"
+CONFIGSYNC_LABEL = "edge.theriseunion.io/configsync"
 WORKSPACE_LABEL = "edge.theriseunion.io/workspace"
 REVISION_ANNOTATION = "edge.theriseunion.io/revision"
 HASH_ANNOTATION = "edge.theriseunion.io/applied-hash"
@@ -160,6 +161,37 @@ def render(
                 },
             }
         )
+    return _finish(objects, workspace=workspace, namespace=namespace, revision=revision)
+
+
+def render_config(
+    *,
+    workspace: str,
+    name: str,
+    namespace: str,
+    revision: int,
+    data: dict[str, str],
+    binary_data: dict[str, str],
+    secret: bool,
+) -> Rendered:
+    """A ConfigSync at the edge: a ConfigMap named after it, or a Secret (values base64)."""
+    labels = {**MANAGED_BY, CONFIGSYNC_LABEL: label_value(f"{workspace}.{name}")}
+    meta = {"name": name, "namespace": namespace, "labels": labels}
+    if secret:
+        encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
+        obj = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": meta,
+               "data": {**encoded, **binary_data}}  # fmt: skip
+    else:
+        obj = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data}
+        if binary_data:
+            obj["binaryData"] = binary_data
+    return _finish([obj], workspace=workspace, namespace=namespace, revision=revision)
+
+
+def _finish(
+    objects: list[dict[str, Any]], *, workspace: str, namespace: str, revision: int
+) -> Rendered:
+    """Annotate with the revision and a hash of the content, and put the Namespace first."""
     digest = hashlib.sha256(json.dumps(objects, sort_keys=True).encode()).hexdigest()
     for obj in objects:
         obj["metadata"]["annotations"] = {

@@ -12,11 +12,14 @@ from app.errors import Conflict
 async def refuse_if_used(
     session: AsyncSession, what: str, where: ColumnElement[bool], *, via_targets: bool = False
 ) -> None:
-    """409 naming the deployments (up to 20) that match `where`; `via_targets` joins their
+    """409 naming the rollouts (up to 20) that match `where`; `via_targets` joins their
     per-cluster targets (to ask about clusters)."""
-    query = select(Rollout.name).distinct()
+    query = select(Rollout.kind, Rollout.name).distinct()
     if via_targets:
         query = query.join(RolloutTarget, RolloutTarget.rollout_id == Rollout.id)
-    names = (await session.scalars(query.where(where).order_by(Rollout.name).limit(20))).all()
-    if names:
-        raise Conflict(f"{what} is still used by deployments: {', '.join(names)}", code="InUse")
+    found = (
+        await session.execute(query.where(where).order_by(Rollout.kind, Rollout.name).limit(20))
+    ).all()
+    if found:
+        users = ", ".join(f"{kind} {name}" for kind, name in found)
+        raise Conflict(f"{what} is still used by: {users}", code="InUse")

@@ -15,7 +15,7 @@ DeploymentPhase = Literal["Pending", "Progressing", "Ready", "Degraded", "Failed
 Reason = Literal["Initial", "Upgrade", "Rollback"]
 
 
-def _dns_label(value: str) -> str:
+def dns_label(value: str) -> str:
     if problem := name_problem(value):
         raise ValueError(problem)
     return value
@@ -71,7 +71,7 @@ class DeploymentSpec(BaseModel):
     @field_validator("namespace")
     @classmethod
     def _namespace(cls, value: str | None) -> str | None:
-        return None if value is None else _dns_label(value)
+        return None if value is None else dns_label(value)
 
 
 class TargetStatus(BaseModel):

@@ -273,35 +273,51 @@ class DeploymentService(
     def new_row(self, name: str) -> Rollout:
         return Rollout(name=name, workspace_id=self.workspace.id, kind=self.kind)
 
-    async def apply_spec(self, row: Rollout, body: ApplicationDeploymentIn) -> None:
-        if row.deletion_timestamp is not None:
-            raise Conflict(f"deployment {row.name!r} is being deleted", code="BeingDeleted")
-        spec = body.spec
-        self._content_before = (
-            _revision_content(deployment_spec(row)) if row.application_version else None
-        )
-        # References are checked when what is deployed changes: pausing or relabelling a
-        # deployment works even after a grant or node group it used is gone.
-        if self._content_before != _revision_content(spec):
-            self._resolved = await self._resolve(spec)
-            await self._refuse_collisions(row.name, spec)
+    # What differs between the kinds of rollout (a ConfigSync overrides these) -------------
+
+    def spec_of(self, row: Rollout) -> Any:
+        return deployment_spec(row)
+
+    def content_of(self, spec: Any) -> dict[str, Any]:
+        """What a revision captures: changing it makes a new revision."""
+        return _revision_content(spec)
+
+    def describe(self, row: Rollout) -> str:
+        return str(row.application_version)
+
+    async def check_content(self, name: str, spec: Any) -> None:
+        self._resolved = await self._resolve(spec)
+        await self._refuse_collisions(name, spec)
+
+    def store_spec(self, row: Rollout, spec: Any) -> None:
         row.application_version = spec.applicationVersionRef
         row.targets = [t.model_dump(mode="json", exclude_none=True) for t in spec.targets]
         row.namespace = spec.namespace
         row.strategy = spec.strategy.model_dump(mode="json")
         row.paused = spec.paused
 
-    async def after_create(self, row: Rollout, body: ApplicationDeploymentIn) -> None:
-        await self._new_revision(row, "Initial", from_version=None)
-        await self._event(row, "Created", f"revision 1: {row.application_version}")
+    # -----------------------------------------------------------------------------------------
 
-    async def after_update(
-        self, row: Rollout, body: ApplicationDeploymentIn, *, spec_changed: bool
-    ) -> None:
-        if self._content_before != _revision_content(body.spec):
+    async def apply_spec(self, row: Rollout, body: Any) -> None:
+        if row.deletion_timestamp is not None:
+            raise Conflict(f"{self.kind} {row.name!r} is being deleted", code="BeingDeleted")
+        spec = body.spec
+        self._content_before = self.content_of(self.spec_of(row)) if row.revision else None
+        # References are checked when what is rolled out changes: pausing or relabelling
+        # works even after a grant or node group it used is gone.
+        if self._content_before != self.content_of(spec):
+            await self.check_content(row.name, spec)
+        self.store_spec(row, spec)
+
+    async def after_create(self, row: Rollout, body: Any) -> None:
+        await self._new_revision(row, "Initial", from_version=None)
+        await self._event(row, "Created", f"revision 1: {self.describe(row)}")
+
+    async def after_update(self, row: Rollout, body: Any, *, spec_changed: bool) -> None:
+        if self._content_before != self.content_of(body.spec):
             before = self._content_before or {}
             await self._new_revision(row, "Upgrade", before.get("applicationVersionRef"))
-            await self._event(row, "Updated", f"revision {row.revision}: {row.application_version}")
+            await self._event(row, "Updated", f"revision {row.revision}: {self.describe(row)}")
         elif spec_changed:  # paused or strategy: let the controller look again now
             await self._nudge(row)
             await self._event(row, "Updated", "paused" if row.paused else "strategy or resumed")
@@ -384,6 +400,7 @@ class DeploymentService(
                 rollout_id=row.id,
                 revision=row.revision,
                 application_version=row.application_version,
+                content=row.content,
                 targets=row.targets,
                 namespace=row.namespace,
                 reason=reason,
@@ -393,7 +410,7 @@ class DeploymentService(
         entry = HistoryEntry(
             revision=row.revision,
             fromVersion=from_version,
-            toVersion=row.application_version,
+            toVersion=self.describe(row),
             reason=reason,
             operator=self.operator,
             timestamp=_now(),
