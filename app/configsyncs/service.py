@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from app.configsyncs.schemas import (
+    ConfigSyncIn,
     ConfigSyncOut,
     ConfigSyncSpec,
     ConfigSyncStatus,
@@ -57,6 +58,7 @@ def open_content(
 
 
 class ConfigSyncService(DeploymentService):
+    in_model = ConfigSyncIn
     kind = "ConfigSync"
 
     def __init__(self, *args: Any, secrets: SecretBox, **kwargs: Any) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel
 from sqlalchemy import func, select, text, update
@@ -250,7 +250,7 @@ def _now() -> datetime:
 class DeploymentService(
     ResourceService[Rollout, ApplicationDeploymentIn, ApplicationDeploymentOut]
 ):
-    in_model = ApplicationDeploymentIn
+    in_model: ClassVar[type[BaseModel]] = ApplicationDeploymentIn
     kind = "ApplicationDeployment"
 
     def __init__(
