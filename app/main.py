@@ -43,6 +43,7 @@ from app.regions.router import router as regions_router
 from app.serviceaccounts.router import platform_router as platform_accounts_router
 from app.serviceaccounts.router import workspace_router as workspace_accounts_router
 from app.users.router import router as users_router
+from app.vclusters.router import router as vclusters_router
 from app.workspaces.router import router as workspaces_router
 
 logger = logging.getLogger(__name__)
@@ -150,6 +151,7 @@ def create_app(settings: Settings | None = None, *, dev: bool = False) -> FastAP
         versions_router,
         deployments_router,
         configsyncs_router,
+        vclusters_router,
         events_router,
     ):
         app.include_router(router, responses=COMMON_ERRORS)

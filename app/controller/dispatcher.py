@@ -14,6 +14,7 @@ object: 400/403/404/409/422) or retried with capped exponential backoff and jitt
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import logging
 import random
@@ -26,8 +27,10 @@ from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import case, delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.cache import ObjectCache
 from app.catalog.models import ApplicationVersion
 from app.catalog.pull import pull_credentials
+from app.clusters.kubeconfig import InvalidKubeconfig, parse_kubeconfig
 from app.clusters.models import Cluster, NodeGroup
 from app.clusters.schemas import effective_selector
 from app.configsyncs.service import open_content
@@ -52,6 +55,8 @@ from app.deployments.manifests import (
     job_readiness,
     render,
     render_config,
+    vcluster_secret_name,
+    vcluster_values,
 )
 from app.deployments.models import (
     DISPATCH_CHANNEL,
@@ -63,6 +68,12 @@ from app.deployments.schemas import Strategy, TargetSpec
 from app.deployments.service import default_namespace, deployment_status
 from app.events.service import NewEvent, announce, record
 from app.redis import RedisGateway
+from app.vclusters.registration import (
+    cluster_cache_key,
+    reachable_kubeconfig,
+    register,
+    unregister,
+)
 from app.workspaces.models import Workspace
 
 logger = logging.getLogger(__name__)
@@ -133,6 +144,7 @@ class Outcome:
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
     remove_row: bool = False
     ready_after: float | None = None  # seconds from the revision's write to Ready, if just now
+    kubeconfig: str | None = None  # a vcluster's, read at the host once it is ready
 
 
 class Dispatcher:
@@ -143,7 +155,10 @@ class Dispatcher:
         *,
         secrets: SecretBox,
         redis: RedisGateway,
+        cache: ObjectCache,
         chart_repository: str,
+        allow_private: bool,
+        allow_insecure: bool,
         drift_interval: float,
         status_interval: float,
         retry_max: float,
@@ -155,6 +170,9 @@ class Dispatcher:
         self._clients = clients
         self._secrets = secrets
         self._redis = redis
+        self._cache = cache
+        self._allow_private = allow_private
+        self._allow_insecure = allow_insecure
         self._chart_repository = chart_repository
         self._drift_interval = drift_interval
         self._status_interval = status_interval
@@ -373,14 +391,16 @@ class Dispatcher:
                 binary_data=content["binaryData"],
                 secret=bool(ctx.revision.content.get("secret")),
             )
-        if ctx.version is None:
-            raise _RenderError(
-                f"application version {ctx.revision.application_version!r} no longer exists"
-            )
         if ctx.node_group_missing:
             raise _RenderError(
                 f"node group {ctx.revision_params.nodeGroupRef!r} no longer exists on "
                 f"cluster {ctx.cluster.name}"
+            )
+        if ctx.deployment.kind == "VCluster":
+            return self._render_vcluster(ctx, namespace)
+        if ctx.version is None:
+            raise _RenderError(
+                f"application version {ctx.revision.application_version!r} no longer exists"
             )
         source = {"helm": ctx.version.helm, "workload": ctx.version.workload}
         return render(
@@ -392,6 +412,29 @@ class Dispatcher:
             replicas=ctx.revision_params.replicas,
             values=ctx.revision_params.values,
             placement=ctx.placement or Placement(),
+            chart_repository=self._chart_repository,
+            chart_credentials=pull_credentials(self._secrets, ctx.workspace),
+        )
+
+    def _render_vcluster(self, ctx: Context, namespace: str) -> Rendered:
+        assert ctx.revision is not None
+        spec = ctx.revision.content
+        values = vcluster_values(
+            values=spec.get("values") or {},
+            kubernetes_version=spec.get("kubernetesVersion"),
+            resources=spec.get("resources"),
+            placement=ctx.placement or Placement(),
+        )
+        chart = {"chart": "vcluster", "version": spec["chartVersion"], "values": values}
+        return render(
+            workspace=ctx.workspace,
+            deployment=ctx.deployment.name,
+            namespace=namespace,
+            revision=ctx.target.desired_revision,
+            version={"helm": chart},
+            replicas=None,
+            values={},
+            placement=Placement(),  # placed through the chart's own values above
             chart_repository=self._chart_repository,
             chart_credentials=pull_credentials(self._secrets, ctx.workspace),
         )
@@ -484,7 +527,12 @@ class Dispatcher:
         """Read readiness back: Ready, still progressing, or failed (the edge says so, or the
         progress deadline passed)."""
         target = ctx.target
-        ready, ready_replicas, message, failed = await self._readiness(api, rendered)
+        if ctx.deployment.kind == "VCluster":
+            ready, ready_replicas, message, failed = await self._vcluster_readiness(
+                api, ctx, rendered, outcome
+            )
+        else:
+            ready, ready_replicas, message, failed = await self._readiness(api, rendered)
         values = outcome.values
         if ready_replicas is None:  # a Helm release: its pods are the chart's business
             wanted = ctx.revision_params.replicas if ctx.revision_params else None
@@ -561,8 +609,33 @@ class Dispatcher:
                     messages.append(f"{ref}: {why}")
         return ready_all, replicas, "; ".join(messages) or None, False
 
+    async def _vcluster_readiness(
+        self, api: Any, ctx: Context, rendered: Rendered, outcome: Outcome
+    ) -> tuple[bool, int | None, str | None, bool]:
+        """Ready when the chart has written the vcluster's kubeconfig Secret (then read)."""
+        namespace = rendered.objects[0]["metadata"]["name"]
+        secret = await read_object(
+            api, ObjectRef("v1", "Secret", vcluster_secret_name(ctx.deployment.name), namespace)
+        )
+        config = ((secret or {}).get("data") or {}).get("config")
+        if not config:
+            return False, None, "waiting for the vcluster's kubeconfig Secret", False
+        try:
+            text = base64.b64decode(config).decode()
+            endpoint = (ctx.revision.content if ctx.revision else {}).get("endpoint")
+            parse_kubeconfig(
+                reachable_kubeconfig(text, endpoint, ctx.cluster.server),
+                allow_private=self._allow_private, allow_insecure=self._allow_insecure,
+            )  # fmt: skip
+        except (ValueError, InvalidKubeconfig) as exc:
+            return False, None, f"the vcluster's kubeconfig is not usable: {exc}", True
+        outcome.kubeconfig = text
+        return True, None, None, False
+
     async def _remove(self, ctx: Context) -> Outcome:
-        refs = [r for r in _refs(ctx.target.applied_objects) if r.kind != "Namespace"]
+        # A vcluster's namespace is its own: it goes with it (others are shared and stay).
+        owned = ctx.deployment.kind == "VCluster"
+        refs = [r for r in _refs(ctx.target.applied_objects) if owned or r.kind != "Namespace"]
         try:
             if refs:
                 api = await self._clients.client_for(self._client_target(ctx.cluster))
@@ -679,6 +752,8 @@ class Dispatcher:
                 written = await self._update_row(session, row_id, token, ctx, outcome, now)
                 if written == "updated":
                     events.extend(_target_phase_event(rollout, ctx, outcome))
+                    if outcome.kubeconfig is not None:
+                        events.extend(await self._register(session, rollout, ctx, outcome))
                 elif written == "superseded":
                     events.clear()
                     outcome.ready_after = None
@@ -687,12 +762,36 @@ class Dispatcher:
                 logger.info("dispatch result for target %d dropped: lease lost", row_id)
                 await session.rollback()
                 return
-            events.extend(await _fold(session, rollout))
+            folded, forgotten = await _fold(session, rollout)
+            events.extend(folded)
             await record(session, rollout.workspace_id, events)
         if events:
             await announce(self._redis, rollout.workspace_id)
+        if forgotten is not None:  # a vcluster's Cluster is gone: not from the cache either
+            await self._cache.forget(cluster_cache_key(forgotten[0]), forgotten[1])
         if outcome.ready_after is not None:
             TIME_TO_READY.observe(max(0.0, outcome.ready_after))
+
+    async def _register(
+        self, session: AsyncSession, rollout: Rollout, ctx: Context, outcome: Outcome
+    ) -> list[NewEvent]:
+        workspace = await session.get(
+            Workspace, rollout.workspace_id, with_for_update={"key_share": True}
+        )
+        assert workspace is not None
+        assert outcome.kubeconfig is not None
+        name = await register(
+            session, self._secrets, rollout,
+            workspace=workspace, host=ctx.cluster, kubeconfig=outcome.kubeconfig,
+            endpoint=rollout.content.get("endpoint"),
+            allow_private=self._allow_private, allow_insecure=self._allow_insecure,
+        )  # fmt: skip
+        if ctx.target.phase == "Ready":
+            return []
+        return [
+            NewEvent(rollout.kind, rollout.name, "Registered",
+                     f"registered as cluster {name}", rollout_id=rollout.id)
+        ]  # fmt: skip
 
     async def _remove_row(
         self, session: AsyncSession, row_id: int, token: uuid.UUID, ctx: Context
@@ -816,7 +915,9 @@ def _target_phase_event(rollout: Rollout, ctx: Context, outcome: Outcome) -> lis
     ]  # fmt: skip
 
 
-async def _fold(session: AsyncSession, rollout: Rollout) -> list[NewEvent]:
+async def _fold(
+    session: AsyncSession, rollout: Rollout
+) -> tuple[list[NewEvent], tuple[str, int] | None]:
     """Fold the targets into the rollout's phase; an event when it changes. A rollout being
     deleted whose last target is gone is deleted (its revisions with it)."""
     found = await session.execute(
@@ -826,14 +927,21 @@ async def _fold(session: AsyncSession, rollout: Rollout) -> list[NewEvent]:
     )
     targets = [(t, name) for t, name in found.all()]
     if rollout.deletion_timestamp is not None and not targets:
+        forgotten = None
+        if rollout.kind == "VCluster":
+            workspace = await session.get(
+                Workspace, rollout.workspace_id, with_for_update={"key_share": True}
+            )
+            assert workspace is not None
+            forgotten = await unregister(session, workspace, rollout)
         await session.execute(delete(Rollout).where(Rollout.id == rollout.id))
         return [
             NewEvent(rollout.kind, rollout.name, "Deleted",
                      "removed from every cluster; the record is gone", rollout_id=rollout.id)
-        ]  # fmt: skip
+        ], forgotten  # fmt: skip
     status = deployment_status(rollout, targets)
     if status.phase == rollout.phase:
-        return []
+        return [], None
     before, rollout.phase = rollout.phase, status.phase
     return [
         NewEvent(
@@ -842,4 +950,4 @@ async def _fold(session: AsyncSession, rollout: Rollout) -> list[NewEvent]:
             "Warning" if status.phase in ("Failed", "Degraded") else "Normal",
             phase=status.phase, rollout_id=rollout.id,
         )
-    ]  # fmt: skip
+    ], None  # fmt: skip

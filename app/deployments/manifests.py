@@ -281,3 +281,32 @@ def job_readiness(job: dict[str, Any] | None) -> tuple[bool, str | None]:
         if condition.get("type") == "Failed" and condition.get("status") == "True":
             return False, f"install job failed: {condition.get('message') or ''}".strip()
     return False, "install job running"
+
+
+def vcluster_values(
+    *,
+    values: dict[str, Any],
+    kubernetes_version: str | None,
+    resources: dict[str, Any] | None,
+    placement: Placement,
+) -> dict[str, Any]:
+    """The `vcluster` chart's values (0.20+ layout): the tenant's values, then what the platform
+    decides — the control plane's Kubernetes version, resources and node group."""
+    statefulset: dict[str, Any] = {}
+    if placement.match_labels:
+        statefulset.setdefault("scheduling", {})["nodeSelector"] = placement.match_labels
+    if placement.taints:
+        statefulset.setdefault("scheduling", {})["tolerations"] = _tolerations(placement.taints)
+    if resources:
+        statefulset["resources"] = resources
+    control_plane: dict[str, Any] = {}
+    if statefulset:
+        control_plane["statefulSet"] = statefulset
+    if kubernetes_version:
+        control_plane["distro"] = {"k8s": {"version": kubernetes_version}}
+    return merge_values(values, {"controlPlane": control_plane} if control_plane else {})
+
+
+def vcluster_secret_name(release: str) -> str:
+    """The Secret the vcluster chart writes its kubeconfig to (key `config`)."""
+    return f"vc-{release}"

@@ -55,8 +55,10 @@ def add_resource_routes(
     read_access: Sequence[DependsParam],
     write_access: Sequence[DependsParam],
     filters: Sequence[str] = (),
+    with_delete: bool = True,
 ) -> None:
-    """`filters`: query parameters that filter lists by equality on the column of that name."""
+    """`filters`: query parameters that filter lists by equality on the column of that name;
+    `with_delete=False` for kinds whose router defines a DELETE of its own."""
     Service = Annotated[ResourceService[Any, Any, Any], Depends(service)]
     reads, writes = list(read_access), list(write_access)
 
@@ -123,6 +125,9 @@ def add_resource_routes(
     ) -> Response:
         patch = await read_object(request, accepted=MERGE_PATCH_TYPES)
         return routes.render_object(request, await service.patch(name, patch, if_match))
+
+    if not with_delete:
+        return
 
     @router.delete(
         "/{name}",

@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from app.auth.principal import (
+    WorkspaceAdmin,
+    WorkspaceViewer,
+    audit_trail,
+    authenticate,
+    workspace_role,
+)
+from app.db.session import SessionDep
+from app.events.router import EventList, Limit, Since, events_response, object_filter
+from app.kit import routes
+from app.kit.crud import IfMatch, PropagationPolicy, add_resource_routes
+from app.vclusters.schemas import VClusterIn, VClusterList, VClusterOut
+from app.vclusters.service import VClusterService
+
+router = APIRouter(
+    prefix="/api/v1/workspaces/{ws}/vclusters",
+    tags=["vclusters"],
+    dependencies=[Depends(authenticate)],
+)
+
+
+def vcluster_service(
+    request: Request, session: SessionDep, access: WorkspaceViewer
+) -> VClusterService:
+    state = request.app.state
+    settings = state.settings
+    return VClusterService(
+        session,
+        access.workspace,
+        access.principal.name,
+        redis=state.redis,
+        audit=audit_trail(request, access.principal, access.workspace.name),
+        secrets=state.secrets,
+        clusters_cache=state.cache,
+        allow_private=bool(settings.allow_private_cluster_endpoints),
+        allow_insecure=settings.allow_insecure_cluster_endpoints,
+    )
+
+
+Service = Annotated[VClusterService, Depends(vcluster_service)]
+
+
+@router.get(
+    "/{name}/kubeconfig",
+    operation_id="readVClusterKubeconfig",
+    response_class=Response,
+    responses={200: {"content": {"application/yaml": {}}}, 409: routes.WRITE_ERRORS[409]},
+)
+async def kubeconfig(request: Request, name: str, _: WorkspaceAdmin, service: Service) -> Response:
+    """The vcluster's kubeconfig, for workspace admins; every read is audited."""
+    text = await service.kubeconfig(name)
+    service._audit("read-kubeconfig", name)
+    return Response(text, media_type="application/yaml", headers={"Cache-Control": "no-store"})
+
+
+@router.delete(
+    "/{name}",
+    operation_id="deleteVCluster",
+    response_model=VClusterOut,
+    responses=routes.WRITE_ERRORS,
+    dependencies=[workspace_role("operator")],
+)
+async def delete_vcluster(
+    request: Request,
+    name: str,
+    service: Service,
+    if_match: IfMatch = None,
+    propagation_policy: PropagationPolicy = None,
+    force: Annotated[
+        bool, Query(description="Also drop the targets rollouts have on this vcluster.")
+    ] = False,
+) -> Response:
+    """Removes it from its host (HelmChart, namespace), then its Cluster record; refused while
+    rollouts target it unless `force`."""
+    orphan = propagation_policy == "Orphan"
+    out = await service.delete(name, if_match, orphan=orphan, force=force)
+    return routes.render_object(request, out)
+
+
+@router.get(
+    "/{name}/events",
+    operation_id="listVClusterEvents",
+    response_model=EventList,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def list_events(
+    request: Request,
+    name: str,
+    access: WorkspaceViewer,
+    service: Service,
+    since: Since = None,
+    limit: Limit = 100,
+) -> Response:
+    """Its events; `Accept: text/event-stream` streams them live (resume with Last-Event-ID)."""
+    await service.read(name)
+    where = object_filter(service.kind, name)
+    return await events_response(request, access, where=where, since=since, limit=limit)
+
+
+add_resource_routes(
+    router,
+    kind="VCluster",
+    plural="VClusters",
+    in_model=VClusterIn,
+    out_model=VClusterOut,
+    list_model=VClusterList,
+    service=vcluster_service,
+    read_access=[],  # vcluster_service already requires membership (viewer)
+    write_access=[workspace_role("operator")],
+    with_delete=False,  # its own, above: it takes ?force=
+)
