@@ -36,6 +36,7 @@ async def serve_api(settings: Settings, host: str, port: int, *, dev: bool = Fal
     servers = [main, *side_listeners(api, settings)]
 
     def stop() -> None:
+        api.state.draining.set()  # event streams end now; clients resume elsewhere
         for server in servers:
             server.should_exit = True
 

@@ -134,6 +134,8 @@ def create_app(settings: Settings | None = None, *, dev: bool = False) -> FastAP
     )
     app.state.settings = settings
     app.state.dev = dev
+    # Set when the process is stopping: long-lived responses (event streams) end.
+    app.state.draining = asyncio.Event()
     install_error_handlers(app, observers=[_audit_refusal])
     for router in (
         ops_router,

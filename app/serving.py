@@ -14,7 +14,13 @@ from app.config import Settings, parse_bind_address
 
 HEALTH_PATHS = frozenset({"/healthz", "/livez", "/readyz"})
 METRICS_PATHS = frozenset({"/metrics"})
-COMMON: dict[str, Any] = {"log_config": None, "access_log": False}
+COMMON: dict[str, Any] = {
+    "log_config": None,
+    "access_log": False,
+    # A stop waits this long for open responses (event streams are ended at once; this bounds
+    # anything else) before cutting them.
+    "timeout_graceful_shutdown": 10,
+}
 
 
 class Listener(uvicorn.Server):

@@ -137,6 +137,7 @@ def test_serve_with_the_guide_api_server_args(
         API_SERVER_ARGS=args,
         JWT_SECRET="x" * 40,
         ENCRYPTION_KEY="y" * 40,
+        ADMIN_PASSWORD="cli-test-admin-password",
     )
     process = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(api_port)],
@@ -153,9 +154,34 @@ def test_serve_with_the_guide_api_server_args(
 
     secret_query = "/api/v1/regions?token=s3cr3t-in-query"
     assert httpx.get(f"http://127.0.0.1:{api_port}{secret_query}").status_code == 401
+
+    # An event stream is open when the stop comes: it ends, it does not hold the stop up.
+    base = f"http://127.0.0.1:{api_port}"
+    token = httpx.post(
+        f"{base}/oauth/token",
+        data={"grant_type": "password", "username": "admin", "client_id": "edge-console",
+              "password": "cli-test-admin-password"},
+    ).json()["access_token"]  # fmt: skip
+    auth = {"Authorization": f"Bearer {token}"}
+    made = httpx.post(f"{base}/api/v1/workspaces", json={"metadata": {"name": "w"}}, headers=auth)
+    assert made.status_code == 201
+    ended: list[str] = []
+
+    def watch() -> None:
+        headers = auth | {"Accept": "text/event-stream"}
+        with httpx.stream("GET", f"{base}/api/v1/workspaces/w/events", headers=headers) as r:
+            ended.extend(r.iter_lines())
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    time.sleep(1.0)
+    stopped_at = time.monotonic()
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=30)
     assert process.returncode == 0, output
+    assert time.monotonic() - stopped_at < 8  # well before the 10 s cut-off
+    watcher.join(timeout=5)
+    assert any("resume with Last-Event-ID" in line for line in ended), ended
     assert '"route": "/api/v1/regions"' in output  # JSON access log with the route template
     assert "s3cr3t" not in output  # query strings are never logged
 

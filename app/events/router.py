@@ -64,13 +64,14 @@ async def _stream(
     sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
     hub: EventHub = request.app.state.events
     heartbeat: float = request.app.state.settings.event_heartbeat_interval
+    draining: asyncio.Event = request.app.state.draining
     with hub.watch(workspace_id) as wake:
         if after is None:  # a new watcher: what happens from now on
             async with sessionmaker() as session:
                 after = await newest_id(session, workspace_id)
         yield f"retry: 2000\n: watching from event {after}\n\n"
         idle = 0.0
-        while not await request.is_disconnected():
+        while not draining.is_set() and not await request.is_disconnected():
             wake.clear()  # before reading: a wake-up during the read is not lost
             async with sessionmaker() as session:
                 events = await read_after(session, workspace_id, after, limit=BATCH, where=where)
@@ -81,14 +82,19 @@ async def _stream(
             if len(events) == BATCH:
                 continue
             wait = heartbeat if hub.connected else min(heartbeat, POLL_SECONDS)
-            try:
-                await asyncio.wait_for(wake.wait(), wait)
+            waiters = {asyncio.create_task(wake.wait()), asyncio.create_task(draining.wait())}
+            done, _ = await asyncio.wait(waiters, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
+            if done:
                 idle = 0.0
-            except TimeoutError:
-                idle += wait
-                if idle >= heartbeat:
-                    idle = 0.0
-                    yield ": heartbeat\n\n"  # keeps proxies from closing an idle stream
+                continue
+            idle += wait
+            if idle >= heartbeat:
+                idle = 0.0
+                yield ": heartbeat\n\n"  # keeps proxies from closing an idle stream
+        if draining.is_set():
+            yield ": the server is stopping; resume with Last-Event-ID\n\n"
 
 
 async def events_response(
