@@ -34,6 +34,9 @@ from app.regions.models import Region
 from app.workspaces.models import Workspace, WorkspaceMember
 from app.workspaces.schemas import LabelSelector
 
+# The label a vcluster's Cluster carries (app.vclusters.registration sets it).
+VCLUSTER_WORKSPACE_LABEL = "edge.theriseunion.io/workspace"
+
 _OPERATORS = {"In": "in", "NotIn": "notin", "Exists": "exists", "DoesNotExist": "!"}
 
 
@@ -52,14 +55,18 @@ def requirements_of(selector: LabelSelector) -> list[Requirement]:
 
 
 def granted_clause(workspaces: list[Workspace]) -> ColumnElement[bool]:
-    """Clusters granted to any of `workspaces` (by name list or by cluster selector)."""
+    """Clusters granted to any of `workspaces`: by name list or by cluster selector — and a
+    vcluster's Cluster to its own workspace only, whatever lists or selectors say."""
     grants: list[ColumnElement[bool]] = []
+    shared = Cluster.provider.is_distinct_from("vcluster")
     for workspace in workspaces:
         if workspace.clusters:
-            grants.append(Cluster.name.in_(workspace.clusters))
+            grants.append(shared & Cluster.name.in_(workspace.clusters))
         if workspace.cluster_selector is not None:
             selector = LabelSelector.model_validate(workspace.cluster_selector)
-            grants.append(selector_clause(Cluster.labels, requirements_of(selector)))
+            grants.append(shared & selector_clause(Cluster.labels, requirements_of(selector)))
+        own = Cluster.labels.contains({VCLUSTER_WORKSPACE_LABEL: workspace.name})
+        grants.append((Cluster.provider == "vcluster") & own)
     return or_(false(), *grants)
 
 

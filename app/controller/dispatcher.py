@@ -775,9 +775,7 @@ class Dispatcher:
     async def _register(
         self, session: AsyncSession, rollout: Rollout, ctx: Context, outcome: Outcome
     ) -> list[NewEvent]:
-        workspace = await session.get(
-            Workspace, rollout.workspace_id, with_for_update={"key_share": True}
-        )
+        workspace = await session.get(Workspace, rollout.workspace_id)
         assert workspace is not None
         assert outcome.kubeconfig is not None
         name = await register(
@@ -929,9 +927,7 @@ async def _fold(
     if rollout.deletion_timestamp is not None and not targets:
         forgotten = None
         if rollout.kind == "VCluster":
-            workspace = await session.get(
-                Workspace, rollout.workspace_id, with_for_update={"key_share": True}
-            )
+            workspace = await session.get(Workspace, rollout.workspace_id)
             assert workspace is not None
             forgotten = await unregister(session, workspace, rollout)
         await session.execute(delete(Rollout).where(Rollout.id == rollout.id))

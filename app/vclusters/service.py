@@ -23,6 +23,7 @@ from app.kit.resource import object_meta
 from app.vclusters.registration import (
     cluster_cache_key,
     cluster_name,
+    owned_by,
     unregister,
     vcluster_namespace,
 )
@@ -86,6 +87,10 @@ class VClusterService(DeploymentService):
                 f"chart vcluster {spec.chartVersion} is not in this platform's repository "
                 "(upload it to /chartrepo first: edge clusters install from there)",
             )
+        taken = await self.session.scalar(select(Cluster).where(Cluster.name == cluster_name(
+            self.workspace.name, name)))  # fmt: skip
+        if taken is not None and not owned_by(taken, self.workspace.name, name):
+            raise Conflict(f"cluster {taken.name} already exists", code="AlreadyExists")
         provider = await self.session.scalar(
             select(Cluster.provider).where(Cluster.name == spec.cluster)
         )
@@ -166,8 +171,7 @@ class VClusterService(DeploymentService):
                 await self.session.execute(
                     delete(RolloutTarget).where(RolloutTarget.cluster_id == cluster_id)
                 )
-        out = await super().delete(name, if_match, orphan=orphan)
-        if orphan:
+        if orphan:  # the Cluster goes now (before the delete's event: its lock comes last)
             gone = Rollout(name=name, workspace_id=self.workspace.id, kind=self.kind)
             cluster, version = await unregister(self.session, self.workspace, gone)
             cache = self.clusters_cache
@@ -177,13 +181,15 @@ class VClusterService(DeploymentService):
                     await cache.forget(cluster_cache_key(cluster), version)
 
                 after_commit(self.session, forget)
-        return out
+        return await super().delete(name, if_match, orphan=orphan)
 
     async def kubeconfig(self, name: str) -> str:
         """The vcluster's kubeconfig (as registered, pointing at its reachable address)."""
         await self.read(name)
         ref = cluster_name(self.workspace.name, name)
         row = await self.session.scalar(select(Cluster).where(Cluster.name == ref))
+        if row is not None and not owned_by(row, self.workspace.name, name):
+            row = None
         if row is None or row.kubeconfig_ciphertext is None or row.kubeconfig_key_id is None:
             raise Conflict(f"vcluster {name!r} is not ready yet", code="NotReady")
         sealed = Sealed(row.kubeconfig_key_id, row.kubeconfig_ciphertext)

@@ -8,14 +8,15 @@ import base64
 
 import yaml
 
+from app.vclusters.registration import vcluster_namespace
 from tests.deployments.conftest import WORKSPACE, Platform
 from tests.support.charts import chart_archive
 from tests.support.edge import EdgeCluster, node
 from tests.support.tenancy import add_member, as_user, create_user
 
 VCLUSTERS = f"/api/v1/workspaces/{WORKSPACE}/vclusters"
-NAMESPACE = "vc-team-a-tenant-one"
-REGISTERED = "vc-team-a-tenant-one"
+# The host namespace and the Cluster's name: the vcluster's name and a digest of its workspace.
+NAMESPACE = REGISTERED = vcluster_namespace(WORKSPACE, "tenant-one")
 
 
 async def test_a_vcluster_is_provisioned_registered_targeted_and_removed(
@@ -91,6 +92,25 @@ async def test_a_vcluster_is_provisioned_registered_targeted_and_removed(
         assert "kubeconfig" not in str(registered["spec"]["connection"]).replace(
             "kubeconfigConfigured", ""
         )
+
+        # Granted to its workspace alone: a workspace whose selector matches every cluster
+        # does not get it (and stays readable).
+        selector = {"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]}
+        other = await client.post(
+            "/api/v1/workspaces",
+            json={"metadata": {"name": "other"}, "spec": {"clusterSelector": selector}},
+        )
+        assert other.status_code == 201
+        intruder = {
+            "metadata": {"name": "intruder"},
+            "spec": {"applicationVersionRef": "monitoring-stack-v2.0.0",
+                     "targets": [{"clusters": [REGISTERED]}]},
+        }  # fmt: skip
+        refused_target = await client.post(
+            "/api/v1/workspaces/other/applicationdeployments", json=intruder
+        )
+        assert refused_target.status_code == 422
+        assert (await client.get("/api/v1/workspaces/other")).status_code == 200
 
         # Workspace admins read its kubeconfig (pointing at the reachable endpoint); viewers not.
         config = await client.get(f"{VCLUSTERS}/tenant-one/kubeconfig")
