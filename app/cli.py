@@ -165,22 +165,29 @@ def cmd_rotate_key(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
     """Re-encrypt stored secrets with the current ENCRYPTION_KEY (previous keys in
     ENCRYPTION_KEYS_PREVIOUS must still be set while this runs)."""
     from app.clusters.service import rotate_kubeconfigs
+    from app.configsyncs.service import rotate_configsyncs
     from app.crypto import secret_box
     from app.db.engine import create_engine, create_sessionmaker
 
     settings = load_settings()
     box = secret_box(settings)
 
-    async def rotate() -> int:
+    async def rotate() -> tuple[int, int]:
         engine = create_engine(settings)
         try:
             async with create_sessionmaker(engine).begin() as session:
-                return await rotate_kubeconfigs(session, box)
+                return (
+                    await rotate_kubeconfigs(session, box),
+                    await rotate_configsyncs(session, box),
+                )
         finally:
             await engine.dispose()
 
-    count = asyncio.run(rotate())
-    print(f"re-encrypted {count} kubeconfig(s) with key {box.current_id}")
+    kubeconfigs, configs = asyncio.run(rotate())
+    print(
+        f"re-encrypted {kubeconfigs} kubeconfig(s) and {configs} secret configuration(s) "
+        f"with key {box.current_id}"
+    )
     return 0
 
 

@@ -216,6 +216,20 @@ def install_error_handlers(app: FastAPI, observers: Sequence[ErrorObserver] = ()
         )
 
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        from app.crypto import DecryptionError
+
+        if isinstance(exc, DecryptionError):
+            # An operator matter (a key dropped before `rotate-key` ran), not the client's.
+            logger.error("a stored secret cannot be decrypted: %s", exc)
+            return problem_response(
+                request,
+                status=503,
+                title="Service unavailable",
+                detail="a stored secret cannot be decrypted with the configured keys "
+                "(ENCRYPTION_KEY, ENCRYPTION_KEYS_PREVIOUS)",
+                code="SecretUndecryptable",
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
         if is_database_unavailable(exc):
             logger.warning("database unavailable: %s", type(exc).__name__)
             return problem_response(

@@ -136,6 +136,9 @@ def create_app(settings: Settings | None = None, *, dev: bool = False) -> FastAP
     app.state.dev = dev
     # Set when the process is stopping: long-lived responses (event streams) end.
     app.state.draining = asyncio.Event()
+    # Watchers woken together read PostgreSQL a few at a time, not all at once: a thousand
+    # event streams must not take the connection pool from ordinary requests.
+    app.state.event_readers = asyncio.Semaphore(4)
     install_error_handlers(app, observers=[_audit_refusal])
     for router in (
         ops_router,

@@ -51,6 +51,12 @@ async def test_rotate_key_command(
     await client.post("/api/v1/regions", json={"metadata": {"name": "east-china"}})
     created = await client.post("/api/v1/clusters", json=cluster_body("c1", "east-china"))
     uid = created.json()["metadata"]["uid"]
+    await client.post(
+        "/api/v1/workspaces", json={"metadata": {"name": "w"}, "spec": {"clusters": ["c1"]}}
+    )
+    config = {"metadata": {"name": "creds"}, "spec": {"secret": True, "data": {"k": "v-secret"},
+              "targets": [{"clusters": ["c1"]}]}}  # fmt: skip
+    assert (await client.post("/api/v1/workspaces/w/configsyncs", json=config)).status_code == 201
     new_key = "rotated-encryption-key-0123456789-abcdef"
     env = clean_env(
         DATABASE_URL=database_url,
@@ -59,7 +65,7 @@ async def test_rotate_key_command(
     )
     result = run_cli("rotate-key", env=env)
     assert result.returncode == 0, result.stderr
-    assert "re-encrypted 1 kubeconfig" in result.stdout
+    assert "re-encrypted 1 kubeconfig(s) and 2 secret configuration(s)" in result.stdout
     assert run_cli("rotate-key", env=env).stdout.startswith("re-encrypted 0")
 
     conn = await asyncpg.connect(database_url)
@@ -67,8 +73,13 @@ async def test_rotate_key_command(
         row = await conn.fetchrow(
             "SELECT kubeconfig_key_id, kubeconfig_ciphertext FROM clusters WHERE name = 'c1'"
         )
+        key_ids = await conn.fetch(
+            "SELECT content->>'keyId' AS k FROM rollouts UNION ALL "
+            "SELECT content->>'keyId' FROM rollout_revisions"
+        )
     finally:
         await conn.close()
+    assert {r["k"] for r in key_ids} == {SecretBox(new_key).current_id}
     sealed = Sealed(row["kubeconfig_key_id"], row["kubeconfig_ciphertext"])
     plain = SecretBox(new_key).open(sealed, f"cluster:{uid}")  # the old key is no longer needed
     assert yaml.safe_load(plain)["users"][0]["user"]["token"] == TOKEN_VALUE

@@ -8,6 +8,8 @@ import json
 from typing import Any
 
 from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.configsyncs.schemas import (
     ConfigSyncIn,
@@ -18,9 +20,10 @@ from app.configsyncs.schemas import (
     ConfigTargetStatus,
 )
 from app.crypto import Sealed, SecretBox
-from app.deployments.models import Rollout
+from app.deployments.models import Rollout, RolloutRevision
 from app.deployments.schemas import TargetSpec
 from app.deployments.service import DeploymentService, resolve_targets
+from app.errors import invalid_field
 from app.kit.resource import editable_form, object_meta
 
 
@@ -57,6 +60,30 @@ def open_content(
     return opened
 
 
+async def rotate_configsyncs(session: AsyncSession, secrets: SecretBox) -> int:
+    """Re-seal secret ConfigSyncs (and their revisions) under the current key; how many."""
+    count = 0
+    rollouts = (
+        await session.scalars(select(Rollout).where(Rollout.kind == "ConfigSync").with_for_update())
+    ).all()
+    for rollout in rollouts:
+        revisions = (
+            await session.scalars(
+                select(RolloutRevision).where(RolloutRevision.rollout_id == rollout.id)
+            )
+        ).all()
+        holders: list[Rollout | RolloutRevision] = [rollout, *revisions]
+        for holder in holders:
+            content = holder.content or {}
+            if not content.get("secret") or content.get("keyId") == secrets.current_id:
+                continue
+            plain = open_content(secrets, rollout.workspace_id, rollout.name, content)
+            spec = ConfigSyncSpec(secret=True, targets=[ConfigTarget(region="-")], **plain)
+            holder.content = seal_content(secrets, rollout.workspace_id, rollout.name, spec)
+            count += 1
+    return count
+
+
 class ConfigSyncService(DeploymentService):
     in_model = ConfigSyncIn
     kind = "ConfigSync"
@@ -74,6 +101,23 @@ class ConfigSyncService(DeploymentService):
             targets=[ConfigTarget.model_validate(t) for t in row.targets],
             **opened,
         )
+
+    def comparable_spec(self, row: Rollout) -> Any:
+        return self.spec_of(row)
+
+    async def apply_spec(self, row: Rollout, body: Any) -> None:
+        """A secret's values are write-only: a body without them (as read back) keeps the
+        stored ones, and a secret ConfigSync cannot turn into a plain one (that would publish
+        its values)."""
+        if row.revision and row.content.get("secret"):
+            if not body.spec.secret:
+                raise invalid_field(
+                    "spec.secret", "a secret ConfigSync stays secret; delete and re-create it"
+                )
+            if not body.spec.data and not body.spec.binaryData:
+                stored = self.spec_of(row)
+                body.spec.data, body.spec.binaryData = stored.data, stored.binaryData
+        await super().apply_spec(row, body)
 
     def content_of(self, spec: Any) -> dict[str, Any]:
         return spec.model_dump(mode="json")  # type: ignore[no-any-return]

@@ -21,6 +21,7 @@ from app.kit.resource import render
 
 BATCH = 500
 POLL_SECONDS = 2.0  # without Redis wake-ups, watchers poll this often
+MAX_EVENT_ID = 2**62
 
 router = APIRouter(
     prefix="/api/v1/workspaces/{ws}", tags=["events"], dependencies=[Depends(authenticate)]
@@ -53,9 +54,12 @@ def _resume_point(request: Request, since: int | None) -> int | None:
     if raw is None:
         return since
     try:
-        return max(0, int(raw))
+        value = int(raw)
     except ValueError:
-        raise invalid_field("Last-Event-ID", "must be an event id (an integer)") from None
+        value = -1
+    if not 0 <= value <= MAX_EVENT_ID:
+        raise invalid_field("Last-Event-ID", "must be an event id (an integer from 0)")
+    return value
 
 
 async def _stream(
@@ -65,34 +69,37 @@ async def _stream(
     hub: EventHub = request.app.state.events
     heartbeat: float = request.app.state.settings.event_heartbeat_interval
     draining: asyncio.Event = request.app.state.draining
+    readers: asyncio.Semaphore = request.app.state.event_readers
     with hub.watch(workspace_id) as wake:
         if after is None:  # a new watcher: what happens from now on
             async with sessionmaker() as session:
                 after = await newest_id(session, workspace_id)
         yield f"retry: 2000\n: watching from event {after}\n\n"
-        idle = 0.0
+        loop = asyncio.get_running_loop()
+        last_sent = loop.time()
         while not draining.is_set() and not await request.is_disconnected():
             wake.clear()  # before reading: a wake-up during the read is not lost
-            async with sessionmaker() as session:
+            async with readers, sessionmaker() as session:
                 events = await read_after(session, workspace_id, after, limit=BATCH, where=where)
             for event in events:
                 # Sent one by one: a slow client slows this loop, nothing piles up in memory.
                 yield sse(event)
                 after = event.id
+                last_sent = loop.time()
             if len(events) == BATCH:
                 continue
-            wait = heartbeat if hub.connected else min(heartbeat, POLL_SECONDS)
+            if loop.time() - last_sent >= heartbeat:
+                # Counted from the last bytes sent: a filtered stream in a busy workspace
+                # wakes often yet may send nothing, and proxies close silent streams.
+                yield ": heartbeat\n\n"
+                last_sent = loop.time()
+            wait = heartbeat - (loop.time() - last_sent)
+            if not hub.connected:
+                wait = min(wait, POLL_SECONDS)
             waiters = {asyncio.create_task(wake.wait()), asyncio.create_task(draining.wait())}
-            done, _ = await asyncio.wait(waiters, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiters, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
             for waiter in waiters:
                 waiter.cancel()
-            if done:
-                idle = 0.0
-                continue
-            idle += wait
-            if idle >= heartbeat:
-                idle = 0.0
-                yield ": heartbeat\n\n"  # keeps proxies from closing an idle stream
         if draining.is_set():
             yield ": the server is stopping; resume with Last-Event-ID\n\n"
 

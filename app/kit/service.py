@@ -161,6 +161,11 @@ class ResourceService(Generic[RowT, InT, OutT]):
                 item.status = live.get(item.metadata.name, item.status)
         return items, result
 
+    def comparable_spec(self, row: RowT) -> Any:
+        """The spec as compared to tell whether an update changed it (bumps `generation`);
+        kinds that hide write-only values in reads compare them too."""
+        return self.render(row).spec
+
     def editable(self, row: RowT) -> dict[str, Any]:
         """The object as a write body, for merge patches (kinds with write-only fields adapt it)."""
         return editable_form(self.render(row))
@@ -180,11 +185,11 @@ class ResourceService(Generic[RowT, InT, OutT]):
         row = await self._locked(name)
         check_write_preconditions(if_match, row.resource_version, body.metadata.resourceVersion)
         await self.check_spec(body)
-        before = self.render(row).spec
+        before = self.comparable_spec(row)
         row.labels = body.metadata.labels or {}
         row.annotations = body.metadata.annotations or {}
         await self.apply_spec(row, body)
-        spec_changed = self.render(row).spec != before
+        spec_changed = self.comparable_spec(row) != before
         row = await self.repository.touch(row, spec_changed=spec_changed)
         await self.after_update(row, body, spec_changed=spec_changed)
         out = self.render(row)

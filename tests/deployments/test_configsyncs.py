@@ -119,6 +119,25 @@ async def test_a_secret_config_is_sealed_and_never_returned(platform: Platform) 
     assert relabel.json()["status"]["revision"] == 1
     listed = await platform.client.get(CONFIGS)
     assert token not in listed.text
+
+    # Writing back what was read (values absent) keeps them; it cannot be made plain.
+    as_read = (await platform.client.get(f"{CONFIGS}/edge-settings")).json()
+    as_read["metadata"]["labels"] = {"team": "platform"}
+    put = await platform.client.put(f"{CONFIGS}/edge-settings", json=as_read)
+    assert put.status_code == 200, put.text
+    assert put.json()["status"]["revision"] == 1
+    assert put.json()["status"]["dataKeys"] == ["blob", "token"]
+    reveal = await platform.client.patch(
+        f"{CONFIGS}/edge-settings", json={"spec": {"secret": False}}, headers=MERGE
+    )
+    assert reveal.status_code == 422
+    assert token not in reveal.text
+    rotated = await platform.client.patch(
+        f"{CONFIGS}/edge-settings", json={"spec": {"data": {"token": "new-token-2"}}}, headers=MERGE
+    )
+    assert rotated.status_code == 200
+    assert rotated.json()["metadata"]["generation"] > relabel.json()["metadata"]["generation"]
+    assert rotated.json()["status"]["revision"] == 2
     events = await platform.client.get(f"/api/v1/workspaces/{WORKSPACE}/events")
     assert token not in events.text
 

@@ -136,8 +136,9 @@ async def test_event_lists_page_by_id_and_refuse_bad_resume_points(platform: Pla
         f"/api/v1/workspaces/{WORKSPACE}/applicationdeployments/cross-region-app/events"
     )
     assert [e["reason"] for e in own.json()["items"]] == ["Created"]
-    bad = await client.get(EVENTS, headers={"Last-Event-ID": "yesterday"})
-    assert bad.status_code == 422
+    for bad_id in ("yesterday", "-1", "99999999999999999999"):
+        bad = await client.get(EVENTS, headers={"Last-Event-ID": bad_id})
+        assert bad.status_code == 422, bad_id
     missing = await client.get(
         f"/api/v1/workspaces/{WORKSPACE}/applicationdeployments/nothing-here/events"
     )
