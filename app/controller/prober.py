@@ -46,6 +46,7 @@ CLAIM_SECONDS = Histogram(
     "edge_controller_claim_duration_seconds", "Time to claim a batch of due work."
 )
 QUEUE_DEPTH = Gauge("edge_controller_queue_depth", "Clusters whose probe is due.")
+CLUSTERS = Gauge("edge_clusters", "Registered clusters by phase.", ["phase"])
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,13 @@ class ClusterProber:
         started = time.perf_counter()
         async with self._sessionmaker.begin() as session:
             QUEUE_DEPTH.set(float(await session.scalar(select(func.count()).where(ready)) or 0))
+            by_phase = dict(
+                (await session.execute(select(Cluster.phase, func.count()).group_by(Cluster.phase)))
+                .tuples()
+                .all()
+            )
+            for phase in ("Pending", "Ready", "NotReady", "Unreachable", "Disabled"):
+                CLUSTERS.labels(phase).set(by_phase.get(phase, 0))
             token, ids = await claim(
                 session,
                 Cluster,
