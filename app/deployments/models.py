@@ -33,16 +33,6 @@ from app.db.base import Base, ResourceMixin
 # PostgreSQL NOTIFY channel that wakes the controllers when dispatch work appears.
 DISPATCH_CHANNEL = "edge_dispatch"
 
-TARGET_PHASES = (
-    "Pending",
-    "Applying",
-    "Applied",
-    "Ready",
-    "Failed",
-    "Unreachable",
-    "Deleting",
-)
-
 
 class Rollout(ResourceMixin, Base):
     __tablename__ = "rollouts"

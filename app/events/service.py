@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, delete, func, select, text
@@ -125,7 +125,3 @@ async def newest_id(session: AsyncSession, workspace_id: int) -> int:
 async def purge_expired(session: AsyncSession, retention: timedelta) -> int:
     result = await session.execute(delete(Event).where(Event.created_at < func.now() - retention))
     return int(getattr(result, "rowcount", 0) or 0)
-
-
-def since(value: datetime) -> ColumnElement[bool]:
-    return Event.created_at >= value
