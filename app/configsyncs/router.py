@@ -2,13 +2,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Request
 
 from app.auth.principal import WorkspaceViewer, audit_trail, authenticate, workspace_role
 from app.configsyncs.schemas import ConfigSyncIn, ConfigSyncList, ConfigSyncOut
 from app.configsyncs.service import ConfigSyncService
 from app.db.session import SessionDep
-from app.events.router import EventList, Limit, Since, events_response, object_filter
+from app.events.routes import add_object_events_route
 from app.kit.crud import add_resource_routes
 
 router = APIRouter(
@@ -35,24 +35,7 @@ def configsync_service(
 Service = Annotated[ConfigSyncService, Depends(configsync_service)]
 
 
-@router.get(
-    "/{name}/events",
-    operation_id="listConfigSyncEvents",
-    response_model=EventList,
-    responses={200: {"content": {"text/event-stream": {}}}},
-)
-async def list_events(
-    request: Request,
-    name: str,
-    access: WorkspaceViewer,
-    service: Service,
-    since: Since = None,
-    limit: Limit = 100,
-) -> Response:
-    """Its events; `Accept: text/event-stream` streams them live (resume with Last-Event-ID)."""
-    await service.read(name)
-    where = object_filter(service.kind, name)
-    return await events_response(request, access, where=where, since=since, limit=limit)
+add_object_events_route(router, kind="ConfigSync", service=configsync_service)
 
 
 add_resource_routes(

@@ -22,7 +22,7 @@ from app.deployments.schemas import (
     RollbackIn,
 )
 from app.deployments.service import DeploymentService
-from app.events.router import EventList, Limit, Since, events_response, object_filter
+from app.events.routes import add_object_events_route
 from app.kit import routes
 from app.kit.body import read_object
 from app.kit.crud import IfMatch, add_resource_routes
@@ -89,25 +89,7 @@ async def rollback(
     return routes.render_object(request, await service.rollback(name, body.revision, if_match))
 
 
-@resources.get(
-    "/{name}/events",
-    operation_id="listApplicationDeploymentEvents",
-    response_model=EventList,
-    responses={200: {"content": {"text/event-stream": {}}}},
-)
-async def list_events(
-    request: Request,
-    name: str,
-    access: WorkspaceViewer,
-    service: Service,
-    since: Since = None,
-    limit: Limit = 100,
-) -> Response:
-    """Its events: changes, every phase change of it and of each target, drift repairs,
-    removals. `Accept: text/event-stream` streams them live (resume with Last-Event-ID)."""
-    await service.read(name)  # 404 unless it exists and is visible
-    where = object_filter(service.kind, name)
-    return await events_response(request, access, where=where, since=since, limit=limit)
+add_object_events_route(resources, kind="ApplicationDeployment", service=deployment_service)
 
 
 add_resource_routes(

@@ -12,7 +12,7 @@ from app.auth.principal import (
     workspace_role,
 )
 from app.db.session import SessionDep
-from app.events.router import EventList, Limit, Since, events_response, object_filter
+from app.events.routes import add_object_events_route
 from app.kit import routes
 from app.kit.crud import IfMatch, PropagationPolicy, add_resource_routes
 from app.vclusters.schemas import VClusterIn, VClusterList, VClusterOut
@@ -83,24 +83,7 @@ async def delete_vcluster(
     return routes.render_object(request, out)
 
 
-@router.get(
-    "/{name}/events",
-    operation_id="listVClusterEvents",
-    response_model=EventList,
-    responses={200: {"content": {"text/event-stream": {}}}},
-)
-async def list_events(
-    request: Request,
-    name: str,
-    access: WorkspaceViewer,
-    service: Service,
-    since: Since = None,
-    limit: Limit = 100,
-) -> Response:
-    """Its events; `Accept: text/event-stream` streams them live (resume with Last-Event-ID)."""
-    await service.read(name)
-    where = object_filter(service.kind, name)
-    return await events_response(request, access, where=where, since=since, limit=limit)
+add_object_events_route(router, kind="VCluster", service=vcluster_service)
 
 
 add_resource_routes(
