@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel
@@ -20,9 +21,9 @@ from app.configsyncs.schemas import (
     ConfigTargetStatus,
 )
 from app.crypto import Sealed, SecretBox
-from app.deployments.models import Rollout, RolloutRevision
+from app.deployments.models import Rollout, RolloutRevision, RolloutTarget
 from app.deployments.schemas import TargetSpec
-from app.deployments.service import DeploymentService, resolve_targets
+from app.deployments.service import DeploymentService, deployment_status, resolve_targets
 from app.errors import invalid_field
 from app.kit.resource import editable_form, object_meta
 
@@ -171,24 +172,19 @@ class ConfigSyncService(DeploymentService):
             or sorted([*content.get("data", {}), *content.get("binaryData", {})])
         )
 
-    async def live_status(self, names: list[str]) -> dict[str, BaseModel] | None:
-        folded = await super().live_status(names) or {}
-        rows = {
-            row.name: row
-            for row in (
-                await self.session.scalars(self.repository.select().where(Rollout.name.in_(names)))
-            ).all()
-        }
+    async def statuses(
+        self, rows: Sequence[Rollout], targets: dict[int, list[tuple[RolloutTarget, str]]]
+    ) -> dict[str, BaseModel]:
         result: dict[str, BaseModel] = {}
-        for name, status in folded.items():
-            s: Any = status
-            result[name] = ConfigSyncStatus(
+        for row in rows:
+            s = deployment_status(row, targets[row.id])
+            result[row.name] = ConfigSyncStatus(
                 phase=s.phase,
                 observedGeneration=s.observedGeneration,
                 revision=s.revision,
                 summary=s.summary,
                 conditions=s.conditions,
-                dataKeys=self._keys(rows[name]),
+                dataKeys=self._keys(row),
                 targets=[
                     ConfigTargetStatus(
                         cluster=t.cluster, region=t.region, phase=t.phase,

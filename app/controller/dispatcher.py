@@ -65,7 +65,7 @@ from app.deployments.models import (
     RolloutTarget,
 )
 from app.deployments.schemas import Strategy, TargetSpec
-from app.deployments.service import default_namespace, deployment_status
+from app.deployments.service import TargetCounts, default_namespace, fold_phase
 from app.events.service import NewEvent, announce, record
 from app.redis import RedisGateway
 from app.vclusters.registration import (
@@ -317,17 +317,19 @@ class Dispatcher:
                         [e.model_dump(mode="json") for e in selector.matchExpressions],
                         list(group.taints),
                     )
-            failed = int(
-                await session.scalar(
-                    select(func.count()).where(
-                        RolloutTarget.rollout_id == deployment.id,
-                        RolloutTarget.phase == "Failed",
-                        RolloutTarget.removing.is_(False),
-                        RolloutTarget.failed_revision == deployment.revision,
+            failed = 0
+            if (deployment.strategy or {}).get("failurePolicy") == "Pause":  # only Pause asks
+                failed = int(
+                    await session.scalar(
+                        select(func.count()).where(
+                            RolloutTarget.rollout_id == deployment.id,
+                            RolloutTarget.phase == "Failed",
+                            RolloutTarget.removing.is_(False),
+                            RolloutTarget.failed_revision == deployment.revision,
+                        )
                     )
+                    or 0
                 )
-                or 0
-            )
             return Context(
                 target, deployment, workspace, cluster, revision, params, version,
                 placement or Placement(), group_missing, failed,
@@ -918,13 +920,8 @@ async def _fold(
 ) -> tuple[list[NewEvent], tuple[str, int] | None]:
     """Fold the targets into the rollout's phase; an event when it changes. A rollout being
     deleted whose last target is gone is deleted (its revisions with it)."""
-    found = await session.execute(
-        select(RolloutTarget, Cluster.name)
-        .join(Cluster, Cluster.id == RolloutTarget.cluster_id)
-        .where(RolloutTarget.rollout_id == rollout.id)
-    )
-    targets = [(t, name) for t, name in found.all()]
-    if rollout.deletion_timestamp is not None and not targets:
+    counts = await _count_targets(session, rollout)
+    if rollout.deletion_timestamp is not None and not counts.total:
         forgotten = None
         if rollout.kind == "VCluster":
             workspace = await session.get(Workspace, rollout.workspace_id)
@@ -935,15 +932,41 @@ async def _fold(
             NewEvent(rollout.kind, rollout.name, "Deleted",
                      "removed from every cluster; the record is gone", rollout_id=rollout.id)
         ], forgotten  # fmt: skip
-    status = deployment_status(rollout, targets)
-    if status.phase == rollout.phase:
+    phase = fold_phase(rollout, counts)
+    if phase == rollout.phase:
         return [], None
-    before, rollout.phase = rollout.phase, status.phase
+    before, rollout.phase = rollout.phase, phase
     return [
         NewEvent(
             rollout.kind, rollout.name, "PhaseChanged",
-            f"{before} → {status.phase}: {status.conditions[0].message}",
-            "Warning" if status.phase in ("Failed", "Degraded") else "Normal",
-            phase=status.phase, rollout_id=rollout.id,
+            f"{before} → {phase}: {counts.message(rollout.revision)}",
+            "Warning" if phase in ("Failed", "Degraded") else "Normal",
+            phase=phase, rollout_id=rollout.id,
         )
     ], None  # fmt: skip
+
+
+async def _count_targets(session: AsyncSession, rollout: Rollout) -> TargetCounts:
+    """The counts the phase folds from, in one aggregate (no target rows loaded)."""
+    t = RolloutTarget
+    active = t.removing.is_(False)
+    settled = t.phase.in_(("Failed", "Unreachable")) | (
+        (t.phase == "Ready") & (t.applied_revision == t.desired_revision)
+    )
+
+    def count(where: Any) -> Any:
+        return func.count().filter(where)
+
+    row = (
+        await session.execute(
+            select(
+                func.count(),
+                count(active),
+                count(active & (t.phase == "Ready") & (t.applied_revision == rollout.revision)),
+                count(active & (t.phase == "Failed")),
+                count(active & (t.phase == "Unreachable")),
+                count(active & ~func.coalesce(settled, False)),
+            ).where(t.rollout_id == rollout.id)
+        )
+    ).one()
+    return TargetCounts(*(int(v) for v in row))

@@ -4,6 +4,7 @@ controller never sees a deployment without its targets)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -389,6 +390,12 @@ class DeploymentService(
             )
             for target, cluster in found.all():
                 targets[target.rollout_id].append((target, cluster))
+        return await self.statuses(rows, targets)
+
+    async def statuses(
+        self, rows: Sequence[Rollout], targets: dict[int, list[tuple[RolloutTarget, str]]]
+    ) -> dict[str, BaseModel]:
+        """The status of each of `rows` from its targets (kinds with another status adapt it)."""
         return {row.name: deployment_status(row, targets[row.id]) for row in rows}
 
     # revisions -------------------------------------------------------------------------------
@@ -593,9 +600,44 @@ def _mark_removing(target: RolloutTarget, now: datetime) -> None:
     target.next_attempt_at = now
 
 
+@dataclass(frozen=True)
+class TargetCounts:
+    """What a rollout's phase is folded from (counted in Python for reads, in SQL by the
+    controller, which folds on every write-back and must not load every target for it)."""
+
+    total: int
+    active: int  # not being removed
+    current: int  # Ready at the rollout's revision
+    failed: int
+    unreachable: int
+    moving: int  # active and not settled
+
+    def message(self, revision: int) -> str:
+        return f"{self.current} of {self.active} clusters ready at revision {revision}"
+
+
+def _settled(phase: str, applied: int | None, desired: int) -> bool:
+    """Nothing is moving there: failed, unreachable, or Ready at the revision it should run."""
+    return phase in ("Failed", "Unreachable") or (phase == "Ready" and applied == desired)
+
+
+def fold_phase(row: Rollout, counts: TargetCounts) -> DeploymentPhase:
+    strategy = Strategy.model_validate(row.strategy or {})
+    if row.paused:
+        return "Paused"
+    if not counts.active:
+        return "Progressing" if counts.total else "Pending"
+    if counts.current == counts.active:
+        return "Ready"
+    if counts.failed == counts.active:
+        return "Failed"
+    if strategy.failurePolicy == "Pause" and counts.failed > strategy.maxUnavailableClusters:
+        return "Paused"
+    return "Progressing" if counts.moving else "Degraded"
+
+
 def deployment_status(row: Rollout, targets: list[tuple[RolloutTarget, str]]) -> DeploymentStatus:
     """The deployment's status, folded from its per-cluster rows at read time."""
-    strategy = Strategy.model_validate(row.strategy or {})
     rows = [
         TargetStatus(
             cluster=cluster,
@@ -612,32 +654,17 @@ def deployment_status(row: Rollout, targets: list[tuple[RolloutTarget, str]]) ->
         for t, cluster in targets
     ]
     active = [t for t, _ in targets if not t.removing]
-    current = [t for t in active if t.phase == "Ready" and t.applied_revision == row.revision]
-    failed = [t for t in active if t.phase == "Failed"]
-    unreachable = [t for t in active if t.phase == "Unreachable"]
-    # Nothing is moving: every target has reached its desired revision and stopped there.
-    settled = all(
-        t.phase in ("Failed", "Unreachable")
-        or (t.phase == "Ready" and t.applied_revision == t.desired_revision)
-        for t in active
+    counts = TargetCounts(
+        total=len(targets),
+        active=len(active),
+        current=sum(t.phase == "Ready" and t.applied_revision == row.revision for t in active),
+        failed=sum(t.phase == "Failed" for t in active),
+        unreachable=sum(t.phase == "Unreachable" for t in active),
+        moving=sum(not _settled(t.phase, t.applied_revision, t.desired_revision) for t in active),
     )
-    phase: DeploymentPhase
-    if row.paused:
-        phase = "Paused"
-    elif not active:
-        phase = "Progressing" if targets else "Pending"
-    elif len(current) == len(active):
-        phase = "Ready"
-    elif len(failed) == len(active):
-        phase = "Failed"
-    elif strategy.failurePolicy == "Pause" and len(failed) > strategy.maxUnavailableClusters:
-        phase = "Paused"
-    elif settled:
-        phase = "Degraded"
-    else:
-        phase = "Progressing"
+    phase = fold_phase(row, counts)
     changed = max((t.last_transition_time for t, _ in targets), default=row.updated_at)
-    message = f"{len(current)} of {len(active)} clusters ready at revision {row.revision}"
+    message = counts.message(row.revision)
     conditions = [
         Condition(
             type="Available",
@@ -659,10 +686,10 @@ def deployment_status(row: Rollout, targets: list[tuple[RolloutTarget, str]]) ->
         observedGeneration=row.generation,
         revision=row.revision,
         summary=Summary(
-            clusters=len(active),
-            ready=len(current),
-            failed=len(failed),
-            unreachable=len(unreachable),
+            clusters=counts.active,
+            ready=counts.current,
+            failed=counts.failed,
+            unreachable=counts.unreachable,
         ),
         targets=rows,
         conditions=conditions,

@@ -4,6 +4,7 @@ platform's repository) and, once its kubeconfig Secret appears, registered as a 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
@@ -119,28 +120,27 @@ class VClusterService(DeploymentService):
             status=VClusterStatus(observedGeneration=row.generation),
         )
 
-    async def live_status(self, names: list[str]) -> dict[str, BaseModel] | None:
-        folded = await super().live_status(names) or {}
+    async def statuses(
+        self, rows: Sequence[Rollout], targets: dict[int, list[tuple[RolloutTarget, str]]]
+    ) -> dict[str, BaseModel]:
+        """From its one target (its host), and whether its Cluster is registered yet."""
+        refs = {row.name: cluster_name(self.workspace.name, row.name) for row in rows}
         registered = set(
             (
                 await self.session.scalars(
-                    select(Cluster.name).where(
-                        Cluster.name.in_([cluster_name(self.workspace.name, n) for n in names])
-                    )
+                    select(Cluster.name).where(Cluster.name.in_(refs.values()))
                 )
             ).all()
         )
         result: dict[str, BaseModel] = {}
-        for name, status in folded.items():
-            s: Any = status
-            target = s.targets[0] if s.targets else None
-            ref = cluster_name(self.workspace.name, name)
-            result[name] = VClusterStatus(
+        for row in rows:
+            target = targets[row.id][0][0] if targets[row.id] else None
+            result[row.name] = VClusterStatus(
                 phase=PHASES.get(target.phase, "Pending") if target else "Pending",
-                clusterRef=ref if ref in registered else None,
+                clusterRef=refs[row.name] if refs[row.name] in registered else None,
                 message=target.message if target else None,
-                lastTransitionTime=target.lastTransitionTime if target else None,
-                observedGeneration=s.observedGeneration,
+                lastTransitionTime=target.last_transition_time if target else None,
+                observedGeneration=row.generation,
             )
         return result
 
