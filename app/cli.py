@@ -1,4 +1,4 @@
-"""`edge-platform`: serve, migrate, dev, version."""
+"""`edge-platform`: serve, controller, console, migrate, dev, version."""
 
 from __future__ import annotations
 
@@ -26,14 +26,22 @@ from app.observability import configure_logging
 logger = logging.getLogger("edge_platform")
 
 
-async def serve_api(settings: Settings, host: str, port: int, *, dev: bool = False) -> None:
-    """Run the API, plus the side listeners for metrics and health probes when configured."""
+async def serve_api(
+    settings: Settings, host: str, port: int, *, dev: bool = False, console_port: int = 0
+) -> None:
+    """Run the API, plus the side listeners for metrics and health probes when configured
+    (and, in `dev`, the console)."""
     from app.main import create_app
     from app.serving import COMMON, Listener, side_listeners
 
     api = create_app(settings, dev=dev)
     main = Listener(uvicorn.Config(api, host=host, port=port, proxy_headers=True, **COMMON))
     servers = [main, *side_listeners(api, settings)]
+    if console_port:
+        from app.console.app import create_console_app
+
+        console = create_console_app(settings, secret=settings.console_secret())
+        servers.append(Listener(uvicorn.Config(console, host=host, port=console_port, **COMMON)))
 
     def stop() -> None:
         api.state.draining.set()  # event streams end now; clients resume elsewhere
@@ -101,6 +109,21 @@ def cmd_controller(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
     return 0
 
 
+def cmd_console(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
+    from app.console.app import create_console_app
+
+    settings = _settings(args, flag_argv)
+    if args.api_url:
+        settings = settings.model_copy(update={"console_api_url": args.api_url})
+    console = create_console_app(settings, secret=settings.console_secret())
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        console, host=args.host, port=args.port, log_config=None, access_log=False,
+        proxy_headers=True,
+    )  # fmt: skip
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
     from app.db import migrate
 
@@ -136,6 +159,11 @@ def cmd_dev(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
                 updates["redis_url"] = redis.start(state.secret("redis-password"))
             updates["jwt_secret"] = settings.jwt_secret or state.secret("jwt-secret")
             updates["encryption_key"] = settings.encryption_key or state.secret("encryption-key")
+            updates["console_session_secret"] = settings.console_session_secret or state.secret(
+                "console-session-secret"
+            )
+            local = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host  # noqa: S104
+            updates["console_api_url"] = f"http://{local}:{args.port}"
             if settings.allow_private_cluster_endpoints is None:
                 updates["allow_private_cluster_endpoints"] = True
             settings = settings.model_copy(update=updates)
@@ -144,7 +172,12 @@ def cmd_dev(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
             print(
                 f"Edge Platform {app_package.__version__} (dev)\n"
                 f"  API:       http://{args.host}:{args.port}/api/v1  (docs: /docs)\n"
-                f"  state:     {state.path}\n"
+                + (
+                    f"  console:   http://{args.host}:{args.console_port}/\n"
+                    if args.console_port
+                    else ""
+                )
+                + f"  state:     {state.path}\n"
                 f"  postgres:  {'embedded' if postgres else 'DATABASE_URL'}\n"
                 f"  redis:     {'embedded' if redis else 'configured'}\n"
                 "  login:     user 'admin': ADMIN_PASSWORD or the password printed at first start\n"
@@ -152,7 +185,9 @@ def cmd_dev(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
                 "  Press Ctrl-C to stop.",
                 flush=True,
             )
-            asyncio.run(serve_api(settings, args.host, args.port, dev=True))
+            asyncio.run(
+                serve_api(settings, args.host, args.port, dev=True, console_port=args.console_port)
+            )
         finally:
             if redis is not None:
                 redis.stop()
@@ -240,6 +275,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_server_flags(controller)
     controller.set_defaults(handler=cmd_controller)
 
+    console = commands.add_parser(
+        "console", help="run the web console (a client of the API; no database access)"
+    )
+    console.add_argument("--host", default="0.0.0.0", help="listen address (default 0.0.0.0)")  # noqa: S104
+    console.add_argument("--port", type=int, default=3000, help="listen port (default 3000)")
+    console.add_argument("--api-url", help="the API's address (env CONSOLE_API_URL)")
+    add_server_flags(console)
+    console.set_defaults(handler=cmd_console)
+
     migrate = commands.add_parser("migrate", help="apply or inspect database migrations")
     migrate.add_argument("action", choices=("upgrade", "downgrade", "current"))
     migrate.add_argument(
@@ -252,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dev.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     dev.add_argument("--port", type=int, default=8000, help="listen port (default 8000)")
+    dev.add_argument(
+        "--console-port", type=int, default=3000, help="console port (default 3000; 0: none)"
+    )
     dev.add_argument("--state-dir", help="state folder (env EDGE_STATE_DIR, ./.edge-platform)")
     add_server_flags(dev)
     dev.set_defaults(handler=cmd_dev)

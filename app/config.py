@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import enum
 import re
+import secrets
 import shlex
 import ssl
 from pathlib import Path
@@ -252,6 +253,21 @@ class Settings(BaseSettings):
     leader_elect_renew_deadline: Seconds = Field(10.0, description="Leader renew deadline.")
     leader_elect_retry_period: Seconds = Field(2.0, description="Leader election retry period.")
 
+    console_api_url: str = Field(
+        "http://127.0.0.1:8000",
+        description="The API as the console process reaches it (it uses nothing else).",
+    )
+    console_session_secret: str | None = Field(
+        None,
+        description="Key of the console's encrypted session cookie (>= 32 bytes in production; "
+        "`dev` keeps one in the state folder).",
+    )
+    console_cookie_secure: bool = Field(
+        True,
+        description="Mark the console's cookies Secure (browsers still send them to "
+        "http://localhost); turn off only behind plain HTTP on another host.",
+    )
+
     @field_validator("redis_addresses", "encryption_keys_previous", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
@@ -310,25 +326,9 @@ class Settings(BaseSettings):
         """Refuse to run production with placeholder or short secrets, naming the setting."""
         if self.edge_mode is not Mode.production:
             return
-        for env_name, value, required in (
-            ("JWT_SECRET", self.jwt_secret, True),
-            ("OAUTH_CLIENT_SECRET", self.oauth_client_secret, False),
-            ("ENCRYPTION_KEY", self.encryption_key, True),
-        ):
-            if value is None:
-                if required:
-                    raise ConfigError(f"{env_name} must be set in production mode")
-                continue
-            if value.strip().lower() in PLACEHOLDER_SECRETS:
-                raise ConfigError(
-                    f"{env_name} is the documented placeholder {value!r}; "
-                    "set a random secret in production mode"
-                )
-            if len(value.encode()) < MIN_SECRET_BYTES:
-                raise ConfigError(
-                    f"{env_name} is {len(value.encode())} bytes; production mode needs "
-                    f"at least {MIN_SECRET_BYTES}"
-                )
+        _check_production_secret("JWT_SECRET", self.jwt_secret, required=True)
+        _check_production_secret("OAUTH_CLIENT_SECRET", self.oauth_client_secret, required=False)
+        _check_production_secret("ENCRYPTION_KEY", self.encryption_key, required=True)
         if self.admin_password is not None and (
             self.admin_password.lower() in WELL_KNOWN_PASSWORDS
             or len(self.admin_password) < MIN_PRODUCTION_PASSWORD
@@ -341,6 +341,33 @@ class Settings(BaseSettings):
             raise ConfigError("DATABASE_URL must be set in production mode")
         if not (self.redis_url or self.redis_addresses):
             raise ConfigError("REDIS_ADDRESSES or REDIS_URL must be set in production mode")
+
+    def console_secret(self) -> str:
+        """The key of the console's session cookies. Outside production an unset one is made
+        up per process: sessions then end when the console restarts."""
+        if self.edge_mode is Mode.production:
+            _check_production_secret(
+                "CONSOLE_SESSION_SECRET", self.console_session_secret, required=True
+            )
+        return self.console_session_secret or secrets.token_urlsafe(32)
+
+
+def _check_production_secret(env_name: str, value: str | None, *, required: bool) -> None:
+    """Refuse a missing (when required), placeholder or short secret, naming the setting."""
+    if value is None:
+        if required:
+            raise ConfigError(f"{env_name} must be set in production mode")
+        return
+    if value.strip().lower() in PLACEHOLDER_SECRETS:
+        raise ConfigError(
+            f"{env_name} is the documented placeholder {value!r}; "
+            "set a random secret in production mode"
+        )
+    if len(value.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(
+            f"{env_name} is {len(value.encode())} bytes; production mode needs "
+            f"at least {MIN_SECRET_BYTES}"
+        )
 
 
 def parse_bind_address(value: str) -> tuple[str, int]:

@@ -57,3 +57,7 @@ def test_compose_runs_the_full_stack() -> None:
         assert services[role]["depends_on"]["migrate"]["condition"] == (
             "service_completed_successfully"
         )
+    console = services["console"]
+    assert console["command"][0] == "console"
+    assert console["environment"]["CONSOLE_API_URL"] == "http://api:8000"
+    assert "DATABASE_URL" not in console["environment"]  # a client of the API only

@@ -131,8 +131,16 @@ def test_the_guides_minimal_command_line(chart: helm.Chart) -> None:
     assert len(monitors) == 2
     labels = api["spec"]["template"]["metadata"]["labels"]
     assert labels["logging.theriseunion.io/format"] == "json"
-    # No console image yet: the console is not rendered (the guide's console.replicas is kept).
-    assert not any(d["metadata"]["name"] == "edge-platform-console" for d in docs)
+    # The console: the platform's image in its console role, reaching only the API.
+    console = find(docs, "Deployment", "edge-platform-console")
+    assert container(console)["image"] == container(api)["image"]
+    assert container(console)["args"][0] == "console"
+    console_env = env(console)
+    assert console_env["CONSOLE_API_URL"] == "http://edge-platform-api-server:80"
+    assert console_env["CONSOLE_SESSION_SECRET"]["secretKeyRef"]["key"] == "console-session-secret"
+    assert "DATABASE_URL" not in console_env
+    assert "REDIS_URL" not in console_env
+    assert find(docs, "Service", "edge-platform-console")["spec"]["ports"][0]["port"] == 80
     job = find(docs, "Job", "edge-platform-migrate-1")
     assert container(job)["args"] == ["migrate", "upgrade"]
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,pre-upgrade"
@@ -197,7 +205,7 @@ def test_the_guides_production_command_line(chart: helm.Chart) -> None:
 def test_the_guides_reference_values_and_multi_cluster_mode(chart: helm.Chart) -> None:
     values = guide_values()
     chart.validate_schema(values)  # every key of the guide is a key of the chart
-    values["console"] |= {"enabled": True, "image": "registry.example/edge-console:v1.0.0"}
+    values["console"] |= {"image": "registry.example/edge-console:v1.0.0"}
     values["global"]["mode"] = "multi-cluster"
     docs = render(chart, values)
     validate(docs)
@@ -207,7 +215,9 @@ def test_the_guides_reference_values_and_multi_cluster_mode(chart: helm.Chart) -
     console = find(docs, "Service", "edge-platform-console")
     assert console["spec"]["type"] == "LoadBalancer"
     assert console["spec"]["loadBalancerIP"] == "192.168.1.100"
-    assert find(docs, "Deployment", "edge-platform-console")["spec"]["replicas"] == 2
+    console_deployment = find(docs, "Deployment", "edge-platform-console")
+    assert console_deployment["spec"]["replicas"] == 2
+    assert container(console_deployment)["image"] == "registry.example/edge-console:v1.0.0"
     for claim in (
         find(docs, "RedisCluster", "edge-platform-redis")["spec"]["storage"]["volumeClaimTemplate"][
             "spec"

@@ -6,38 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import uvicorn
 
-from app.config import Settings
-from app.embedded import free_port
-from app.main import create_app
 from tests.deployments.conftest import EXAMPLE_YAML, EXPECTED, WORKSPACE, Platform
+from tests.support.servers import api_server
 
 EVENTS = f"/api/v1/workspaces/{WORKSPACE}/events"
-
-
-@contextlib.asynccontextmanager
-async def api_server(settings: Settings) -> AsyncIterator[str]:
-    """An API server process's worth: its own app, engine, Redis client and event hub."""
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    for _ in range(200):
-        if server.started:
-            break
-        await asyncio.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def watch(

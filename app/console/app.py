@@ -1,0 +1,636 @@
+"""The console's pages. Server-rendered HTML with a little progressive enhancement (live
+matrix, confirm dialogs); every form works without JavaScript."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.datastructures import FormData
+from starlette.responses import StreamingResponse
+
+import app as app_package
+from app.config import Settings
+from app.console.api import ApiProblem, PlatformApi, SignInRequired
+from app.console.session import (
+    COOKIE,
+    LOGIN_CSRF_COOKIE,
+    WORKSPACE_COOKIE,
+    SessionSealer,
+    UserSession,
+)
+from app.console.views import (
+    deployment_form,
+    fleet_view,
+    matrix_rows,
+    parse_configsync_form,
+    parse_deployment_form,
+)
+
+HERE = Path(__file__).parent
+API = "/api/v1"
+RECENT_EVENTS = 20  # shown on a deployment's page
+
+# Strict by default: no inline scripts or styles, nothing from elsewhere, no framing.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+        "frame-ancestors 'none'; form-action 'self'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+@dataclass
+class Viewer:
+    """Who is looking, and what they may do in the workspace on screen."""
+
+    session: UserSession
+    platform_admin: bool
+    workspaces: list[str]
+    workspace: str | None = None
+    role: str | None = None  # viewer | operator | admin in `workspace`
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def can_operate(self) -> bool:
+        return self.platform_admin or self.role in ("operator", "admin")
+
+    @property
+    def can_administer(self) -> bool:
+        return self.platform_admin or self.role == "admin"
+
+
+def age(value: str | None) -> str:
+    """'12s ago' from an RFC 3339 time; the fleet view shows how old each status is."""
+    if not value:
+        return "never"
+    seconds = (datetime.now(UTC) - datetime.fromisoformat(value)).total_seconds()
+    if seconds < 60:
+        return f"{max(int(seconds), 0)}s ago"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m ago"
+    if seconds < 86400:
+        return f"{int(seconds // 3600)}h ago"
+    return f"{int(seconds // 86400)}d ago"
+
+
+def phase_class(phase: str | None) -> str:
+    return (phase or "unknown").lower()
+
+
+def create_console_app(settings: Settings, *, secret: str) -> FastAPI:
+    """The console; `secret` seals session cookies (CONSOLE_SESSION_SECRET)."""
+    sealer = SessionSealer(secret)
+    templates = Jinja2Templates(directory=HERE / "templates")
+    templates.env.filters["age"] = age
+    templates.env.filters["phase_class"] = phase_class
+    templates.env.globals["version"] = app_package.__version__
+    secure = settings.console_cookie_secure
+    cookie_age = int(settings.refresh_token_ttl)
+
+    @asynccontextmanager
+    async def lifespan(console: FastAPI) -> AsyncIterator[None]:
+        async with httpx.AsyncClient(
+            base_url=settings.console_api_url, timeout=httpx.Timeout(15.0)
+        ) as http:
+            console.state.api = PlatformApi(http, settings.oauth_client_id)
+            yield
+
+    console = FastAPI(
+        title="Edge Platform console",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    console.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+
+    def api(request: Request) -> PlatformApi:
+        platform: PlatformApi = request.app.state.api
+        return platform
+
+    @console.middleware("http")
+    async def security_headers(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        response.headers.update(SECURITY_HEADERS)
+        if request.url.path != "/healthz" and not request.url.path.startswith("/static/"):
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    # -- session plumbing ---------------------------------------------------------------------
+
+    def user_session(request: Request) -> UserSession:
+        session = sealer.open(request.cookies.get(COOKIE))
+        if session is None:
+            raise SignInRequired
+        return session
+
+    def keep(response: Response, session: UserSession) -> Response:
+        """Write the session back: a refresh during the request rotated its tokens."""
+        response.set_cookie(
+            COOKIE, sealer.seal(session), max_age=cookie_age, httponly=True, secure=secure,
+            samesite="lax", path="/",
+        )  # fmt: skip
+        return response
+
+    async def checked_form(request: Request, session: UserSession) -> FormData:
+        form = await request.form()
+        if not hmac.compare_digest(str(form.get("csrf", "")), session.csrf):
+            raise CsrfRefused
+        return form
+
+    async def viewer(request: Request, workspace: str | None = None) -> Viewer:
+        session = user_session(request)
+        me = await api(request).get(session, f"{API}/users/me")
+        spaces = [
+            w["metadata"]["name"] for w in await api(request).items(session, f"{API}/workspaces")
+        ]
+        admin = me["spec"].get("platformRole") == "platform-admin"
+        seen = Viewer(session, admin, spaces)
+        chosen = workspace or request.cookies.get(WORKSPACE_COOKIE)
+        if chosen in spaces:
+            seen.workspace = chosen
+        elif spaces:
+            seen.workspace = spaces[0]
+        if workspace is not None and workspace not in spaces:
+            raise ApiProblem(404, "Not Found", f"Workspace {workspace!r} not found", [])
+        if seen.workspace and not admin:
+            member = await api(request).get(
+                session, f"{API}/workspaces/{seen.workspace}/members/{quote(session.username)}"
+            )
+            seen.role = member["role"]
+        return seen
+
+    def page(
+        request: Request, seen: Viewer, template: str, status: int = 200, **context: Any
+    ) -> Response:
+        response = templates.TemplateResponse(
+            request,
+            template,
+            {"me": seen, "csrf": seen.session.csrf, **context},
+            status_code=status,
+        )
+        return keep(response, seen.session)
+
+    def back(seen: Viewer, url: str) -> Response:
+        return keep(RedirectResponse(url, status_code=303), seen.session)
+
+    # -- errors -------------------------------------------------------------------------------
+
+    class CsrfRefused(Exception):
+        pass
+
+    @console.exception_handler(SignInRequired)
+    async def sign_in_again(request: Request, _: SignInRequired) -> Response:
+        if request.headers.get("x-console-fragment") or request.url.path.endswith("/stream"):
+            response: Response = PlainTextResponse("sign in again", status_code=401)
+        else:
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            response = RedirectResponse(f"/login?{urlencode({'next': target})}", status_code=303)
+        response.delete_cookie(COOKIE, path="/")
+        return response
+
+    @console.exception_handler(CsrfRefused)
+    async def csrf_refused(request: Request, _: CsrfRefused) -> Response:
+        return PlainTextResponse(
+            "The form was not sent from this console (or the page is stale): reload and retry.",
+            status_code=403,
+        )
+
+    @console.exception_handler(ApiProblem)
+    async def api_problem(request: Request, problem: ApiProblem) -> Response:
+        # Pages that cannot render at all (a missing object, no permission, API down).
+        status = problem.status if 400 <= problem.status < 600 else 502
+        return templates.TemplateResponse(
+            request, "problem.html", {"problem": problem, "me": None}, status_code=status
+        )
+
+    @console.exception_handler(httpx.TransportError)
+    async def api_unreachable(request: Request, error: httpx.TransportError) -> Response:
+        problem = ApiProblem(503, "The platform API is unreachable", str(error) or "", [])
+        return templates.TemplateResponse(
+            request, "problem.html", {"problem": problem, "me": None}, status_code=503,
+            headers={"Retry-After": "5"},
+        )  # fmt: skip
+
+    # -- sign in and out ----------------------------------------------------------------------
+
+    @console.get("/healthz", include_in_schema=False)
+    async def healthz() -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    def login_page(request: Request, status: int = 200, **context: Any) -> Response:
+        token = secrets.token_urlsafe(24)
+        response = templates.TemplateResponse(
+            request, "login.html",
+            {"me": None, "login_csrf": token, "next": safe_next(request), **context},
+            status_code=status,
+        )  # fmt: skip
+        response.set_cookie(
+            LOGIN_CSRF_COOKIE, token, max_age=3600, httponly=True, secure=secure,
+            samesite="strict", path="/login",
+        )  # fmt: skip
+        return response
+
+    @console.get("/login", response_class=HTMLResponse)
+    async def login_form(request: Request) -> Response:
+        return login_page(request)
+
+    @console.post("/login")
+    async def login(request: Request) -> Response:
+        form = await request.form()
+        sent, kept = str(form.get("csrf", "")), request.cookies.get(LOGIN_CSRF_COOKIE, "")
+        if not kept or not hmac.compare_digest(sent, kept):
+            return login_page(request, 403, error="The sign-in form expired; please try again.")
+        username = str(form.get("username", "")).strip()
+        try:
+            session = await api(request).sign_in(username, str(form.get("password", "")))
+        except ApiProblem as problem:
+            status, message = problem.status, problem.detail or problem.title
+            if status in (400, 401):  # invalid_grant: which of the two is wrong is not said
+                status, message = 401, "Wrong username or password."
+            return login_page(request, status, error=message, username=username)
+        response = keep(RedirectResponse(safe_next(request, form), status_code=303), session)
+        response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
+        return response
+
+    @console.post("/logout")
+    async def logout(request: Request) -> Response:
+        session = sealer.open(request.cookies.get(COOKIE))
+        if session is not None:
+            await checked_form(request, session)
+            await api(request).sign_out(session)
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(COOKIE, path="/")
+        return response
+
+    # -- fleet --------------------------------------------------------------------------------
+
+    @console.get("/", response_class=HTMLResponse)
+    async def home(request: Request) -> Response:
+        user_session(request)
+        return RedirectResponse("/fleet", status_code=303)
+
+    @console.get("/switch")
+    async def switch(request: Request, ws: str) -> Response:
+        seen = await viewer(request, ws)
+        response = back(seen, f"/w/{quote(ws)}/deployments")
+        response.set_cookie(WORKSPACE_COOKIE, ws, max_age=cookie_age, secure=secure,
+                            samesite="lax", path="/", httponly=True)  # fmt: skip
+        return response
+
+    @console.get("/fleet", response_class=HTMLResponse)
+    async def fleet(request: Request) -> Response:
+        seen = await viewer(request)
+        regions, clusters = await fleet_view(api(request), seen.session)
+        return page(request, seen, "fleet.html", regions=regions, clusters=clusters)
+
+    # -- deployments --------------------------------------------------------------------------
+
+    def deployments_url(ws: str, name: str | None = None) -> str:
+        base = f"{API}/workspaces/{quote(ws)}/applicationdeployments"
+        return base if name is None else f"{base}/{quote(name)}"
+
+    @console.get("/w/{ws}/deployments", response_class=HTMLResponse)
+    async def deployments(request: Request, ws: str) -> Response:
+        seen = await viewer(request, ws)
+        items = await api(request).items(seen.session, deployments_url(ws))
+        return page(request, seen, "deployments.html", deployments=items)
+
+    async def form_page(
+        request: Request, seen: Viewer, ws: str, *, existing: dict[str, Any] | None = None,
+        values: dict[str, Any] | None = None, preview: Any = None,
+        problem: ApiProblem | None = None,
+    ) -> Response:  # fmt: skip
+        context = await deployment_form(api(request), seen.session, existing=existing)
+        if values is not None:
+            context["values"] = values
+        status = 200 if problem is None else (problem.status if problem.status < 500 else 502)
+        return page(
+            request, seen, "deployment_form.html", status, preview=preview, problem=problem,
+            existing=existing, **context,
+        )  # fmt: skip
+
+    @console.get("/w/{ws}/deployments/new", response_class=HTMLResponse)
+    async def new_deployment(request: Request, ws: str) -> Response:
+        return await form_page(request, await viewer(request, ws), ws)
+
+    @console.post("/w/{ws}/deployments/new")
+    async def create_deployment(request: Request, ws: str) -> Response:
+        seen = await viewer(request, ws)
+        form = await checked_form(request, seen.session)
+        values, spec = parse_deployment_form(form)
+        return await save_or_preview(request, seen, ws, form, values, spec, existing=None)
+
+    async def save_or_preview(
+        request: Request, seen: Viewer, ws: str, form: FormData, values: dict[str, Any],
+        spec: dict[str, Any], existing: dict[str, Any] | None,
+    ) -> Response:  # fmt: skip
+        platform = api(request)
+        try:
+            if form.get("action") == "preview":
+                resolved = await platform.request(
+                    seen.session, "POST", f"{deployments_url(ws)}:resolve", json={"spec": spec}
+                )
+                return await form_page(
+                    request, seen, ws, existing=existing, values=values, preview=resolved.json()
+                )
+            if existing is None:
+                body = {"metadata": {"name": values["name"]}, "spec": spec}
+                await platform.request(seen.session, "POST", deployments_url(ws), json=body)
+                name = values["name"]
+            else:
+                name = existing["metadata"]["name"]
+                await platform.request(
+                    seen.session, "PATCH", deployments_url(ws, name), json={"spec": spec},
+                    headers={
+                        "Content-Type": "application/merge-patch+json",
+                        "If-Match": f'"{existing["metadata"]["resourceVersion"]}"',
+                    },
+                )  # fmt: skip
+        except ApiProblem as problem:
+            if problem.status >= 500:
+                raise
+            return await form_page(
+                request, seen, ws, existing=existing, values=values, problem=problem
+            )
+        return back(seen, f"/w/{quote(ws)}/deployments/{quote(name)}")
+
+    @console.get("/w/{ws}/deployments/{name}", response_class=HTMLResponse)
+    async def deployment(request: Request, ws: str, name: str) -> Response:
+        seen = await viewer(request, ws)
+        platform = api(request)
+        item = await platform.get(seen.session, deployments_url(ws, name))
+        revisions = await platform.get(seen.session, f"{deployments_url(ws, name)}/revisions")
+        events = await recent_events(request, seen.session, f"{deployments_url(ws, name)}/events")
+        return page(
+            request, seen, "deployment.html", d=item, rows=matrix_rows(item),
+            revisions=sorted(revisions["items"], key=lambda r: -r["revision"]),
+            events=events,
+        )  # fmt: skip
+
+    async def recent_events(request: Request, session: UserSession, path: str) -> list[Any]:
+        """The newest events, newest first. The API lists them oldest first after an id (what
+        a resuming watcher needs), so read to the end; retention bounds how far that is."""
+        newest: list[Any] = []
+        since = 0
+        while True:
+            page = await api(request).get(session, path, since=since, limit=1000)
+            newest = (newest + page["items"])[-RECENT_EVENTS:]
+            if len(page["items"]) < 1000:
+                return newest[::-1]
+            since = page["lastId"]
+
+    @console.get("/w/{ws}/deployments/{name}/matrix", response_class=HTMLResponse)
+    async def deployment_matrix(request: Request, ws: str, name: str) -> Response:
+        session = user_session(request)
+        item = await api(request).get(session, deployments_url(ws, name))
+        response = templates.TemplateResponse(
+            request, "_matrix.html", {"d": item, "rows": matrix_rows(item)}
+        )
+        return keep(response, session)
+
+    @console.get("/w/{ws}/deployments/{name}/stream")
+    async def deployment_stream(request: Request, ws: str, name: str) -> Response:
+        """The API's event stream of the deployment, relayed with the session's token: the
+        browser never holds a token. Named events become plain messages for EventSource."""
+        session = user_session(request)
+        platform = api(request)
+        resume = request.headers.get("last-event-id")
+        path = f"{deployments_url(ws, name)}/events"
+        if resume and resume.isdigit():
+            path += f"?since={resume}"
+
+        async def relay() -> AsyncIterator[str]:
+            async with platform.stream(session, path) as upstream:
+                async for line in upstream.aiter_lines():
+                    if await request.is_disconnected():
+                        return
+                    if not line.startswith("event:"):
+                        yield line + "\n"
+
+        return StreamingResponse(
+            relay(), media_type="text/event-stream", headers={"X-Accel-Buffering": "no"}
+        )
+
+    @console.get("/w/{ws}/deployments/{name}/edit", response_class=HTMLResponse)
+    async def edit_deployment(request: Request, ws: str, name: str) -> Response:
+        seen = await viewer(request, ws)
+        item = await api(request).get(seen.session, deployments_url(ws, name))
+        return await form_page(request, seen, ws, existing=item)
+
+    @console.post("/w/{ws}/deployments/{name}/edit")
+    async def save_deployment(request: Request, ws: str, name: str) -> Response:
+        seen = await viewer(request, ws)
+        form = await checked_form(request, seen.session)
+        item = await api(request).get(seen.session, deployments_url(ws, name))
+        values, spec = parse_deployment_form(form)
+        return await save_or_preview(request, seen, ws, form, values, spec, existing=item)
+
+    def confirm(
+        request: Request, seen: Viewer, form: FormData, *, title: str, question: str,
+        action: str, cancel: str,
+    ) -> Response | None:  # fmt: skip
+        """Without JavaScript a destructive button lands here first and asks; with it, the
+        page's dialog asks and sends confirmed=yes."""
+        if form.get("confirmed") == "yes":
+            return None
+        hidden = {k: str(v) for k, v in form.items() if k not in ("csrf", "confirmed")}
+        return page(
+            request, seen, "confirm.html", title=title, question=question, action=action,
+            hidden=hidden, cancel=cancel,
+        )  # fmt: skip
+
+    @console.post("/w/{ws}/deployments/{name}/rollback")
+    async def rollback(request: Request, ws: str, name: str) -> Response:
+        seen = await viewer(request, ws)
+        form = await checked_form(request, seen.session)
+        revision = str(form.get("revision", ""))
+        here = f"/w/{quote(ws)}/deployments/{quote(name)}"
+        asked = confirm(
+            request, seen, form, title="Roll back", cancel=here, action=f"{here}/rollback",
+            question=f"Roll {name} back to revision {revision}? Every target is updated.",
+        )  # fmt: skip
+        if asked is not None:
+            return asked
+        await api(request).request(
+            seen.session, "POST", f"{deployments_url(ws, name)}/rollback",
+            json={"revision": int(revision) if revision.isdigit() else revision},
+        )  # fmt: skip
+        return back(seen, here)
+
+    @console.post("/w/{ws}/deployments/{name}/delete")
+    async def delete_deployment(request: Request, ws: str, name: str) -> Response:
+        seen = await viewer(request, ws)
+        form = await checked_form(request, seen.session)
+        here = f"/w/{quote(ws)}/deployments/{quote(name)}"
+        asked = confirm(
+            request, seen, form, title="Delete deployment", cancel=here, action=f"{here}/delete",
+            question=f"Delete {name}? Its workloads are removed from every cluster.",
+        )  # fmt: skip
+        if asked is not None:
+            return asked
+        await api(request).request(seen.session, "DELETE", deployments_url(ws, name))
+        return back(seen, f"/w/{quote(ws)}/deployments")
+
+    # -- vclusters and config syncs -----------------------------------------------------------
+
+    def vclusters_url(ws: str, name: str | None = None) -> str:
+        base = f"{API}/workspaces/{quote(ws)}/vclusters"
+        return base if name is None else f"{base}/{quote(name)}"
+
+    async def vclusters_page(
+        request: Request, seen: Viewer, ws: str, status: int = 200, **context: Any
+    ) -> Response:
+        platform = api(request)
+        items = await platform.items(seen.session, vclusters_url(ws))
+        clusters = await platform.items(seen.session, f"{API}/clusters")
+        return page(
+            request, seen, "vclusters.html", status, vclusters=items,
+            clusters=[c["metadata"]["name"] for c in clusters], **context,
+        )  # fmt: skip
+
+    @console.get("/w/{ws}/vclusters", response_class=HTMLResponse)
+    async def vclusters(request: Request, ws: str) -> Response:
+        return await vclusters_page(request, await viewer(request, ws), ws)
+
+    @console.post("/w/{ws}/vclusters")
+    async def create_vcluster(request: Request, ws: str) -> Response:
+        seen = await viewer(request, ws)
+        form = await checked_form(request, seen.session)
+        spec: dict[str, Any] = {"cluster": str(form.get("cluster", ""))}
+        if form.get("kubernetesVersion"):
+            spec["kubernetesVersion"] = str(form["kubernetesVersion"])
+        body = {"metadata": {"name": str(form.get("name", "")).strip()}, "spec": spec}
+        try:
+            await api(request).request(seen.session, "POST", vclusters_url(ws), json=body)
+        except ApiProblem as problem:
+            if problem.status >= 500:
+                raise
+            return await vclusters_page(request, seen, ws, problem.status, problem=problem)
+        return back(seen, f"/w/{quote(ws)}/vclusters")
+
+    @console.get("/w/{ws}/vclusters/{name}/kubeconfig")
+    async def vcluster_kubeconfig(request: Request, ws: str, name: str) -> Response:
+        session = user_session(request)
+        answer = await api(request).request(session, "GET", f"{vclusters_url(ws, name)}/kubeconfig")
+        response = Response(
+            answer.content, media_type="application/yaml",
+            headers={"Content-Disposition": f'attachment; filename="{name}.kubeconfig"'},
+        )  # fmt: skip
+        return keep(response, session)
+
+    @console.post("/w/{ws}/vclusters/{name}/delete")
+    async def delete_vcluster(request: Request, ws: str, name: str) -> Response:
+        seen = await viewer(request, ws)
+        form = await checked_form(request, seen.session)
+        here = f"/w/{quote(ws)}/vclusters"
+        asked = confirm(
+            request, seen, form, title="Delete vcluster", cancel=here,
+            action=f"{here}/{quote(name)}/delete",
+            question=f"Delete vcluster {name}? Its workloads go with it.",
+        )  # fmt: skip
+        if asked is not None:
+            return asked
+        await api(request).request(seen.session, "DELETE", vclusters_url(ws, name))
+        return back(seen, here)
+
+    def configsyncs_url(ws: str) -> str:
+        return f"{API}/workspaces/{quote(ws)}/configsyncs"
+
+    async def configsyncs_page(
+        request: Request, seen: Viewer, ws: str, status: int = 200, **context: Any
+    ) -> Response:
+        platform = api(request)
+        items = await platform.items(seen.session, configsyncs_url(ws))
+        regions = await platform.items(seen.session, f"{API}/regions")
+        return page(
+            request, seen, "configsyncs.html", status, configsyncs=items,
+            regions=[r["metadata"]["name"] for r in regions], **context,
+        )  # fmt: skip
+
+    @console.get("/w/{ws}/configsyncs", response_class=HTMLResponse)
+    async def configsyncs(request: Request, ws: str) -> Response:
+        return await configsyncs_page(request, await viewer(request, ws), ws)
+
+    @console.post("/w/{ws}/configsyncs")
+    async def create_configsync(request: Request, ws: str) -> Response:
+        seen = await viewer(request, ws)
+        form = await checked_form(request, seen.session)
+        try:
+            body = parse_configsync_form(form)
+            await api(request).request(seen.session, "POST", configsyncs_url(ws), json=body)
+        except ApiProblem as problem:
+            if problem.status >= 500:
+                raise
+            return await configsyncs_page(request, seen, ws, problem.status, problem=problem)
+        return back(seen, f"/w/{quote(ws)}/configsyncs")
+
+    # -- catalog and audit --------------------------------------------------------------------
+
+    @console.get("/catalog", response_class=HTMLResponse)
+    async def catalog(request: Request) -> Response:
+        seen = await viewer(request)
+        platform = api(request)
+        applications = await platform.items(seen.session, f"{API}/applications")
+        versions = await platform.items(seen.session, f"{API}/applicationversions")
+        by_app: dict[str, list[dict[str, Any]]] = {}
+        for version in versions:
+            by_app.setdefault(version["spec"]["application"], []).append(version)
+        return page(request, seen, "catalog.html", applications=applications, versions=by_app)
+
+    @console.get("/audit", response_class=HTMLResponse)
+    async def audit(
+        request: Request, workspace: str = "", actor: str = "", cursor: str = ""
+    ) -> Response:
+        seen = await viewer(request)
+        scope = workspace or (None if seen.platform_admin else seen.workspace)
+        try:
+            entries = await api(request).get(
+                seen.session, f"{API}/auditlogs", workspace=scope, actor=actor, limit=50,
+                **{"continue": cursor},
+            )  # fmt: skip
+        except ApiProblem as problem:
+            if problem.status not in (403, 404):
+                raise
+            return page(
+                request, seen, "audit.html", problem.status, problem=problem, entries=None,
+                filters={"workspace": scope or "", "actor": actor},
+            )  # fmt: skip
+        following = entries["metadata"].get("continue")
+        more = None
+        if following:
+            more = "/audit?" + urlencode(
+                {"workspace": scope or "", "actor": actor, "cursor": following}
+            )
+        return page(
+            request, seen, "audit.html", entries=entries["items"], more=more,
+            filters={"workspace": scope or "", "actor": actor},
+        )  # fmt: skip
+
+    return console
+
+
+def safe_next(request: Request, form: FormData | None = None) -> str:
+    """Where to go after signing in: only a path of this console, never another site."""
+    target = str(form.get("next", "")) if form is not None else request.query_params.get("next", "")
+    if not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/fleet"
+    return target

@@ -1,0 +1,56 @@
+"""The console's session: the user's OAuth tokens sealed (AES-GCM) into an HttpOnly cookie.
+
+Nothing is stored server-side, so any number of console replicas serve the same browser and a
+restart signs nobody out. The browser never sees the tokens in the clear, and scripts cannot
+read the cookie at all.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import secrets
+from dataclasses import asdict, dataclass
+
+from app.crypto import DecryptionError, Sealed, SecretBox
+
+COOKIE = "edge_console"
+LOGIN_CSRF_COOKIE = "edge_console_login"  # double-submit token of the sign-in form
+WORKSPACE_COOKIE = "edge_console_ws"  # the workspace last chosen (a preference, not a secret)
+_PURPOSE = "console-session/v1"
+
+
+@dataclass(eq=False)  # compared (and hashed) by identity: one per request
+class UserSession:
+    username: str
+    access_token: str
+    refresh_token: str | None
+    expires_at: float  # when the access token expires (epoch seconds)
+    csrf: str  # every form of this session carries it
+
+    @classmethod
+    def start(
+        cls, username: str, access: str, refresh: str | None, expires_at: float
+    ) -> UserSession:
+        return cls(username, access, refresh, expires_at, secrets.token_urlsafe(24))
+
+
+class SessionSealer:
+    def __init__(self, secret: str) -> None:
+        self._box = SecretBox(secret)
+
+    def seal(self, session: UserSession) -> str:
+        sealed = self._box.seal(json.dumps(asdict(session)).encode(), _PURPOSE)
+        return f"{sealed.key_id}.{base64.urlsafe_b64encode(sealed.ciphertext).decode()}"
+
+    def open(self, cookie: str | None) -> UserSession | None:
+        """The session in `cookie`, or None when absent, tampered, or sealed with another key."""
+        if not cookie:
+            return None
+        found_id, _, body = cookie.partition(".")
+        try:
+            plaintext = self._box.open(Sealed(found_id, base64.urlsafe_b64decode(body)), _PURPOSE)
+            return UserSession(**json.loads(plaintext))
+        except (DecryptionError, binascii.Error, ValueError, TypeError):
+            return None

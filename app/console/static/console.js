@@ -1,0 +1,56 @@
+// Progressive enhancement only: every page works without this file.
+"use strict";
+
+// The workspace switcher moves as soon as a workspace is picked.
+document.querySelectorAll("select[data-autosubmit]").forEach((select) => {
+  select.addEventListener("change", () => select.form.submit());
+});
+
+// Destructive forms ask in a dialog first (without JavaScript the server asks on a page).
+document.querySelectorAll("form[data-confirm]").forEach((form) => {
+  form.addEventListener("submit", (event) => {
+    const dialog = document.getElementById("confirm-dialog");
+    if (!dialog || form.elements.confirmed.value === "yes") return;
+    event.preventDefault();
+    dialog.querySelector("#confirm-text").textContent = form.dataset.confirm;
+    dialog.returnValue = "";
+    dialog.addEventListener("close", () => {
+      if (dialog.returnValue === "yes") {
+        form.elements.confirmed.value = "yes";
+        form.submit();
+      }
+    }, { once: true });
+    dialog.showModal();
+  });
+});
+
+// A deployment's matrix follows the event stream: each event redraws it from the server.
+document.querySelectorAll("[data-live-matrix]").forEach((holder) => {
+  const base = holder.dataset.liveMatrix;
+  const badge = document.getElementById("live");
+  let pending = null;
+  const redraw = async () => {
+    pending = null;
+    const response = await fetch(base + "/matrix", {
+      headers: { "X-Console-Fragment": "1" },
+      credentials: "same-origin",
+    });
+    if (response.status === 401) {
+      window.location.assign("/login?next=" + encodeURIComponent(window.location.pathname));
+      return;
+    }
+    if (response.ok) holder.innerHTML = await response.text();
+  };
+  const soon = () => {
+    if (pending === null) pending = setTimeout(redraw, 250);
+  };
+  const stream = new EventSource(base + "/stream");
+  stream.addEventListener("open", () => {
+    if (badge) badge.hidden = false;
+    soon(); // whatever happened between drawing the page and the stream opening
+  });
+  stream.addEventListener("message", soon);
+  stream.addEventListener("error", () => {
+    if (badge) badge.hidden = true;
+  });
+});

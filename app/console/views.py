@@ -1,0 +1,191 @@
+"""What the pages show, assembled from API answers; and forms turned back into API bodies."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from starlette.datastructures import FormData
+
+from app.console.api import ApiProblem, PlatformApi
+from app.console.session import UserSession
+
+API = "/api/v1"
+PHASE_ORDER = ("Ready", "NotReady", "Unreachable", "Pending")
+NODE_GROUP_READS = 8  # node-group lists read at once while drawing the fleet
+
+
+async def clusters_with_node_groups(api: PlatformApi, session: UserSession) -> list[dict[str, Any]]:
+    clusters = await api.items(session, f"{API}/clusters")
+    gate = asyncio.Semaphore(NODE_GROUP_READS)
+
+    async def node_groups(cluster: dict[str, Any]) -> None:
+        async with gate:
+            groups = await api.items(
+                session, f"{API}/clusters/{cluster['metadata']['name']}/nodegroups"
+            )
+        cluster["nodeGroups"] = groups
+
+    await asyncio.gather(*(node_groups(c) for c in clusters))
+    return clusters
+
+
+async def fleet_view(
+    api: PlatformApi, session: UserSession
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Regions with their clusters and per-phase counts, in name order."""
+    regions = await api.items(session, f"{API}/regions")
+    clusters = await clusters_with_node_groups(api, session)
+    by_region: dict[str, dict[str, Any]] = {
+        r["metadata"]["name"]: {"region": r, "clusters": [], "counts": {}} for r in regions
+    }
+    for cluster in sorted(clusters, key=lambda c: c["metadata"]["name"]):
+        name = cluster["spec"]["region"]
+        entry = by_region.setdefault(name, {"region": None, "clusters": [], "counts": {}})
+        entry["clusters"].append(cluster)
+        phase = cluster["status"]["phase"]
+        entry["counts"][phase] = entry["counts"].get(phase, 0) + 1
+    shown = [
+        {"name": name, **entry}
+        for name, entry in sorted(by_region.items())
+        if entry["clusters"] or entry["region"] is not None
+    ]
+    return shown, clusters
+
+
+def _region_of(clusters: list[dict[str, Any]]) -> dict[str, str]:
+    return {c["metadata"]["name"]: c["spec"]["region"] for c in clusters}
+
+
+async def deployment_form(
+    api: PlatformApi, session: UserSession, *, existing: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Choices for the deployment form (catalog versions, region → clusters → node groups) and
+    its values, from `existing` when editing."""
+    versions = await api.items(session, f"{API}/applicationversions")
+    regions = await api.items(session, f"{API}/regions")
+    clusters = await clusters_with_node_groups(api, session)
+    choices: dict[str, dict[str, Any]] = {
+        r["metadata"]["name"]: {"clusters": [], "nodeGroups": set()} for r in regions
+    }
+    for cluster in sorted(clusters, key=lambda c: c["metadata"]["name"]):
+        choice = choices.setdefault(
+            cluster["spec"]["region"], {"clusters": [], "nodeGroups": set()}
+        )
+        choice["clusters"].append(cluster)
+        choice["nodeGroups"].update(g["metadata"]["name"] for g in cluster["nodeGroups"])
+    values: dict[str, Any] = {"name": "", "version": "", "namespace": "", "regions": {}}
+    if existing is not None:
+        spec = existing["spec"]
+        values.update(
+            name=existing["metadata"]["name"], version=spec["applicationVersionRef"],
+            namespace=spec.get("namespace") or "",
+        )  # fmt: skip
+        located = _region_of(clusters)
+        for target in spec["targets"]:
+            region = target.get("region") or next(
+                (located[c] for c in target.get("clusters", []) if c in located), ""
+            )
+            values["regions"][region] = {
+                "all": not target.get("clusters"),
+                "clusters": list(target.get("clusters", [])),
+                "nodeGroup": target.get("nodeGroupRef") or "",
+                "replicas": "" if target.get("replicas") is None else str(target["replicas"]),
+                "values": target.get("values") or {},
+            }
+    return {
+        "versions": sorted(
+            versions, key=lambda v: (v["spec"]["application"], v["metadata"]["name"])
+        ),
+        "choices": {
+            name: {"clusters": c["clusters"], "nodeGroups": sorted(c["nodeGroups"])}
+            for name, c in sorted(choices.items())
+        },
+        "values": values,
+    }
+
+
+def parse_deployment_form(form: FormData) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The form's values (to show it again) and the spec it asks for.
+
+    One target per region: the whole region (`all`) or the clusters ticked in it, with the
+    region's node group and replica count. Values the form cannot show (per-target Helm
+    values) are carried over from the deployment being edited."""
+    picked: dict[str, dict[str, Any]] = {}
+
+    def region(name: str) -> dict[str, Any]:
+        return picked.setdefault(
+            name, {"all": False, "clusters": [], "nodeGroup": "", "replicas": "", "values": {}}
+        )
+
+    for name in form.getlist("all"):
+        region(str(name))["all"] = True
+    for value in form.getlist("clusters"):
+        name, _, cluster = str(value).partition("/")
+        region(name)["clusters"].append(cluster)
+    targets: list[dict[str, Any]] = []
+    for name, choice in picked.items():
+        choice["nodeGroup"] = str(form.get(f"nodegroup:{name}", "")).strip()
+        choice["replicas"] = str(form.get(f"replicas:{name}", "")).strip()
+        kept = str(form.get(f"values:{name}", ""))
+        choice["values"] = _json_object(kept)
+        target: dict[str, Any] = {"region": name}
+        if not choice["all"]:
+            target["clusters"] = choice["clusters"]
+        if choice["nodeGroup"]:
+            target["nodeGroupRef"] = choice["nodeGroup"]
+        if choice["replicas"]:
+            replicas = choice["replicas"]
+            # Not a number: sent as is, and the API names the field in its 422.
+            target["replicas"] = int(replicas) if replicas.isdigit() else replicas
+        if choice["values"]:
+            target["values"] = choice["values"]
+        targets.append(target)
+    values = {
+        "name": str(form.get("name", "")).strip(),
+        "version": str(form.get("version", "")),
+        "namespace": str(form.get("namespace", "")).strip(),
+        "regions": picked,
+    }
+    spec: dict[str, Any] = {"applicationVersionRef": values["version"], "targets": targets}
+    if values["namespace"]:
+        spec["namespace"] = values["namespace"]
+    return values, spec
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def matrix_rows(deployment: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per target, by region then cluster: the region-by-cluster phase matrix."""
+    return sorted(deployment["status"]["targets"], key=lambda t: (t["region"], t["cluster"]))
+
+
+def parse_configsync_form(form: FormData) -> dict[str, Any]:
+    """A ConfigSync body from the form; `key=value` lines become its data."""
+    data: dict[str, str] = {}
+    for number, line in enumerate(str(form.get("data", "")).splitlines(), start=1):
+        if not line.strip():
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise ApiProblem(
+                422, "Unprocessable Content", f"data line {number} is not key=value", []
+            )
+        data[key.strip()] = value
+    spec: dict[str, Any] = {
+        "data": data,
+        "secret": form.get("secret") == "on",
+        "targets": [{"region": str(r)} for r in form.getlist("regions")],
+    }
+    if form.get("namespace"):
+        spec["namespace"] = str(form["namespace"]).strip()
+    return {"metadata": {"name": str(form.get("name", "")).strip()}, "spec": spec}

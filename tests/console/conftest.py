@@ -1,0 +1,59 @@
+"""The console against a running platform: the API and the console each on their own loopback
+port over real HTTP, the guide's five emulated clusters, and Debian's headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+
+from app.console.app import create_console_app
+from tests.deployments.conftest import Platform, fleet, platform  # noqa: F401 - fixtures
+from tests.support.servers import api_server, http_server
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
+ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", "test-artifacts")) / "console"
+SESSION_SECRET = "console-test-session-secret-0123456789abcdef"
+
+
+@dataclass
+class Console:
+    url: str
+    api_url: str
+    platform: Platform
+
+
+@pytest.fixture
+async def console(platform: Platform) -> AsyncIterator[Console]:  # noqa: F811 - the fixture
+    async with api_server(platform.settings) as api_url:
+        settings = platform.settings.model_copy(update={"console_api_url": api_url})
+        async with http_server(create_console_app(settings, secret=SESSION_SECRET)) as url:
+            yield Console(url, api_url, platform)
+
+
+@pytest.fixture
+def browser() -> Iterator[webdriver.Chrome]:
+    """Headless Chromium from the distribution (`.ci/run` installs it); nothing downloads one."""
+    for path in (CHROMIUM, CHROMEDRIVER):
+        assert shutil.which(path), f"{path} is missing: apt-get install chromium chromium-driver"
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in (
+        "--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+        "--window-size=1400,1000", "--no-first-run", "--disable-extensions",
+    ):  # fmt: skip
+        options.add_argument(argument)
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    driver.set_page_load_timeout(30)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    try:
+        yield driver
+    finally:
+        driver.quit()
