@@ -115,12 +115,12 @@ def cmd_console(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
     settings = _settings(args, flag_argv)
     if args.api_url:
         settings = settings.model_copy(update={"console_api_url": args.api_url})
+    from app.serving import COMMON
+
     console = create_console_app(settings, secret=settings.console_secret())
     configure_logging(settings.log_level)
-    uvicorn.run(
-        console, host=args.host, port=args.port, log_config=None, access_log=False,
-        proxy_headers=True,
-    )  # fmt: skip
+    # COMMON bounds a stop: open live pages are cut after its grace period (browsers resume).
+    uvicorn.run(console, host=args.host, port=args.port, proxy_headers=True, **COMMON)
     return 0
 
 

@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 logger = logging.getLogger(__name__)
 
@@ -206,13 +207,18 @@ def install_error_handlers(app: FastAPI, observers: Sequence[ErrorObserver] = ()
         assert isinstance(exc, StarletteHTTPException)
         code = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names only the methods of the first route matching the path; every
+            # route of the path counts (RFC 9110 §15.5.6).
+            headers["Allow"] = ", ".join(allowed_methods(request))
         return problem_response(
             request,
             status=exc.status_code,
             title=detail,
             detail=f"{request.method} {request.url.path}: {detail}",
             code=code,
-            headers=dict(exc.headers or {}),
+            headers=headers,
         )
 
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
@@ -256,3 +262,12 @@ def install_error_handlers(app: FastAPI, observers: Sequence[ErrorObserver] = ()
     # exception middleware (503 or a logged 500) rather than re-raised by the server layer.
     for cls in (sa_exc.SQLAlchemyError, OSError, TimeoutError, Exception):
         app.add_exception_handler(cls, unexpected_error)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)

@@ -4,7 +4,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, BeforeValidator
 from sqlalchemy import func, select
 
 from app.audit.models import AuditLog
@@ -17,6 +17,13 @@ from app.kit.resource import API_VERSION, ListMeta, render
 from app.workspaces.models import Workspace, WorkspaceMember
 
 router = APIRouter(prefix="/api/v1", tags=["audit"], dependencies=[Depends(authenticate)])
+
+
+def rfc3339_only(value: object) -> object:
+    """pydantic also reads a number as Unix seconds; the documented format is RFC 3339."""
+    if isinstance(value, str) and value.strip().lstrip("+-").replace(".", "", 1).isdigit():
+        raise ValueError("an RFC 3339 date-time is expected, e.g. 2026-11-27T12:00:00Z")
+    return value
 
 
 class AuditEntry(BaseModel):
@@ -81,7 +88,7 @@ async def list_audit_logs(
     principal: CurrentPrincipal,
     workspace: str | None = None,
     actor: str | None = None,
-    since: datetime | None = None,
+    since: Annotated[datetime | None, BeforeValidator(rfc3339_only)] = None,
     limit: Annotated[int, Query(ge=1, description=routes.LIMIT_HELP)] = 100,
     continue_: Annotated[str | None, Query(alias="continue")] = None,
 ) -> Response:

@@ -95,7 +95,34 @@ def _token_service(request: Request, session: SessionDep) -> TokenService:
     )
 
 
-@router.post("/oauth/token", operation_id="createToken", openapi_extra=_FORM_BODY)
+# RFC 6749 §5.2: token endpoint errors are JSON `{error, error_description}`; the platform's
+# own refusals before the handler (rate limits, body size) stay problem+json.
+_OAUTH_ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}},
+}
+OAUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {
+        "description": description,
+        "content": {
+            "application/json": {"schema": _OAUTH_ERROR_SCHEMA},
+            "application/problem+json": {},
+        },
+    }
+    for status, description in (
+        (400, "OAuth error (invalid_request, invalid_grant, unsupported_grant_type, …)"),
+        (401, "OAuth error: invalid_client"),
+        (403, "OAuth error: access_denied"),
+        (404, "External login is not configured"),
+        (502, "The external issuer failed"),
+    )
+}
+
+
+@router.post(
+    "/oauth/token", operation_id="createToken", openapi_extra=_FORM_BODY, responses=OAUTH_ERRORS
+)
 async def token(request: Request, session: SessionDep) -> JSONResponse:
     """Issue tokens. Failures answer with RFC 6749 error bodies and are still audited."""
     limiter: RateLimiter = request.app.state.rate_limiter
@@ -137,7 +164,10 @@ def _oidc(request: Request) -> OIDCClient:
     operation_id="startExternalLogin",
     status_code=302,
     response_class=RedirectResponse,
-    responses={302: {"description": "Redirect to the external OpenID Connect issuer"}},
+    responses={
+        302: {"description": "Redirect to the external OpenID Connect issuer"},
+        **OAUTH_ERRORS,
+    },
 )
 async def authorize(request: Request) -> Response:
     try:
@@ -147,7 +177,7 @@ async def authorize(request: Request) -> Response:
     return RedirectResponse(url, status_code=302, headers=NO_STORE)
 
 
-@router.get("/oauth/callback", operation_id="completeExternalLogin")
+@router.get("/oauth/callback", operation_id="completeExternalLogin", responses=OAUTH_ERRORS)
 async def callback(
     request: Request, session: SessionDep, code: str = "", state: str = "", error: str = ""
 ) -> JSONResponse:
@@ -169,7 +199,7 @@ async def callback(
     return JSONResponse(result.body(), headers=NO_STORE)
 
 
-@router.post("/oauth/revoke", operation_id="revokeToken")
+@router.post("/oauth/revoke", operation_id="revokeToken", responses=OAUTH_ERRORS)
 async def revoke(request: Request, session: SessionDep) -> JSONResponse:
     try:
         form = await _form(request)

@@ -1,23 +1,25 @@
 """The console's way to the platform: the public HTTP API, called with the user's own token.
 
-Access tokens are refreshed shortly before they expire and once more on a 401; when that fails
-too the user must sign in again (`SignInRequired`).
+Access tokens are refreshed shortly before they expire and once more on a 401; when the API
+refuses the refresh token too, the user must sign in again (`SignInRequired`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
-import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from app.console.session import UserSession
 
-REFRESH_MARGIN = 30.0  # refresh this long before the access token expires
+REFRESH_MARGIN = 30.0  # refresh this long before the access token expires (at most)
+ROTATION_MEMORY = 60.0  # how long a rotation is remembered for requests that raced it
 
 
 class SignInRequired(Exception):
@@ -48,15 +50,25 @@ class ApiProblem(Exception):
         return cls(response.status_code, title, detail, errors or [])
 
 
+@dataclass(frozen=True)
+class _Rotation:
+    access_token: str
+    refresh_token: str | None
+    expires_at: float
+    lifetime: float
+    remembered_until: float
+
+
 class PlatformApi:
-    def __init__(self, http: httpx.AsyncClient, client_id: str) -> None:
+    def __init__(self, http: httpx.AsyncClient, streams: httpx.AsyncClient, client_id: str) -> None:
         self.http = http
+        self.streams = streams  # long-lived event streams get their own connection pool
         self.client_id = client_id
-        # A page makes calls in parallel; one refresh per session at a time, because the API
-        # treats a refresh token used twice as stolen and revokes the whole session.
-        self._refreshing: weakref.WeakKeyDictionary[UserSession, asyncio.Lock] = (
-            weakref.WeakKeyDictionary()
-        )
+        # The API treats a refresh token presented twice as stolen and revokes the login. A
+        # browser sends several requests at once (a page's calls, the live stream, another
+        # tab), each with the same cookie: the first refreshes, the others reuse its result.
+        self._rotations: dict[str, _Rotation] = {}
+        self._rotating: dict[str, asyncio.Lock] = {}
 
     async def sign_in(self, username: str, password: str) -> UserSession:
         response = await self.http.post(
@@ -71,51 +83,69 @@ class PlatformApi:
         if response.status_code != 200:
             raise ApiProblem.from_response(response)
         body = response.json()
+        lifetime = _lifetime(body)
         return UserSession.start(
-            username, body["access_token"], body.get("refresh_token"), _expiry(body)
+            username, body["access_token"], body.get("refresh_token"), lifetime
         )
 
     async def sign_out(self, session: UserSession) -> None:
-        """Revoke the refresh token (the whole session family) and the access token."""
+        """Revoke the refresh token (the whole login) and the access token."""
         for token in (session.refresh_token, session.access_token):
             if token:
                 await self.http.post(
                     "/oauth/revoke", data={"token": token, "client_id": self.client_id}
                 )
 
-    async def _refresh(self, session: UserSession, stale: str) -> bool:
-        """Replace the access token `stale`; True when the session has a usable one again."""
-        lock = self._refreshing.setdefault(session, asyncio.Lock())
-        async with lock:
-            if session.access_token != stale:
-                return True  # another call of this page refreshed it meanwhile
-            return await self._refresh_now(session)
-
-    async def _refresh_now(self, session: UserSession) -> bool:
+    async def _refresh(self, session: UserSession) -> None:
+        """New tokens for `session`, or SignInRequired when the API refuses its refresh token."""
         if not session.refresh_token:
-            return False
+            raise SignInRequired
+        key = hashlib.sha256(session.refresh_token.encode()).hexdigest()
+        lock = self._rotating.setdefault(key, asyncio.Lock())
+        async with lock:
+            done = self._rotations.get(key)
+            if done is None:
+                done = await self._rotate(session.refresh_token)
+                self._rotations[key] = done
+                self._forget_old_rotations()
+        session.access_token = done.access_token
+        session.refresh_token = done.refresh_token
+        session.expires_at = done.expires_at
+        session.lifetime = done.lifetime
+
+    async def _rotate(self, refresh_token: str) -> _Rotation:
         response = await self.http.post(
             "/oauth/token",
             data={
                 "grant_type": "refresh_token",
-                "refresh_token": session.refresh_token,
+                "refresh_token": refresh_token,
                 "client_id": self.client_id,
             },
         )
+        if response.status_code in (400, 401):
+            raise SignInRequired  # invalid_grant: expired, revoked or reused
         if response.status_code != 200:
-            return False
+            raise ApiProblem.from_response(response)  # the API is unwell; the login is not
         body = response.json()
-        session.access_token = body["access_token"]
-        session.refresh_token = body.get("refresh_token", session.refresh_token)
-        session.expires_at = _expiry(body)
-        return True
+        lifetime = _lifetime(body)
+        now = time.time()
+        return _Rotation(
+            body["access_token"], body.get("refresh_token", refresh_token), now + lifetime,
+            lifetime, now + ROTATION_MEMORY,
+        )  # fmt: skip
+
+    def _forget_old_rotations(self) -> None:
+        now = time.time()
+        for key in [k for k, r in self._rotations.items() if r.remembered_until < now]:
+            del self._rotations[key]
+            lock = self._rotating.get(key)
+            if lock is not None and not lock.locked():
+                del self._rotating[key]
 
     async def _fresh_token(self, session: UserSession) -> str:
-        token = session.access_token
-        if session.expires_at - REFRESH_MARGIN < time.time() and not await self._refresh(
-            session, token
-        ):
-            raise SignInRequired
+        margin = min(REFRESH_MARGIN, session.lifetime / 4)
+        if session.expires_at - margin < time.time():
+            await self._refresh(session)
         return session.access_token
 
     async def request(
@@ -127,11 +157,11 @@ class PlatformApi:
             token = await self._fresh_token(session)
             headers = {"Authorization": f"Bearer {token}", **extra_headers}
             response = await self.http.request(method, path, headers=headers, **kwargs)
+            if response.status_code == 401 and attempt == 0:
+                # Expired early (clock skew) or the login was revoked: one refresh tells which.
+                await self._refresh(session)
+                continue
             if response.status_code == 401:
-                # Revoked or expired early (clock skew, a password change): one refresh, then
-                # the user signs in again.
-                if attempt == 0 and await self._refresh(session, token):
-                    continue
                 raise SignInRequired
             if response.status_code >= 400:
                 raise ApiProblem.from_response(response)
@@ -139,7 +169,7 @@ class PlatformApi:
         raise SignInRequired  # unreachable: the loop returns or raises
 
     async def get(self, session: UserSession, path: str, **params: Any) -> Any:
-        clean = {k: v for k, v in params.items() if v not in (None, "")}
+        clean = {k: v for k, v in params.items() if v is not None and v != ""}
         return (await self.request(session, "GET", path, params=clean)).json()
 
     async def items(self, session: UserSession, path: str, **params: Any) -> list[Any]:
@@ -154,14 +184,19 @@ class PlatformApi:
                 return found
 
     @asynccontextmanager
-    async def stream(self, session: UserSession, path: str) -> AsyncIterator[httpx.Response]:
-        """An event stream of the API, read as the user (no read timeout: streams idle)."""
+    async def stream(
+        self, session: UserSession, path: str, last_event_id: str | None
+    ) -> AsyncIterator[httpx.Response]:
+        """An event stream of the API, read as the user (no read timeout: streams idle).
+        Refusals are raised before anything is relayed, so the browser sees their status."""
         headers = {
             "Authorization": f"Bearer {await self._fresh_token(session)}",
             "Accept": "text/event-stream",
         }
+        if last_event_id:
+            headers["Last-Event-ID"] = last_event_id
         timeout = httpx.Timeout(10.0, read=None)
-        async with self.http.stream("GET", path, headers=headers, timeout=timeout) as response:
+        async with self.streams.stream("GET", path, headers=headers, timeout=timeout) as response:
             if response.status_code == 401:
                 raise SignInRequired
             if response.status_code >= 400:
@@ -170,5 +205,5 @@ class PlatformApi:
             yield response
 
 
-def _expiry(token_response: dict[str, Any]) -> float:
-    return time.time() + float(token_response.get("expires_in", 300))
+def _lifetime(token_response: dict[str, Any]) -> float:
+    return float(token_response.get("expires_in", 300))

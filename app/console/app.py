@@ -3,11 +3,14 @@ matrix, confirm dialogs); every form works without JavaScript."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
+import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse,
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import StreamingResponse
 
 import app as app_package
@@ -42,6 +46,7 @@ from app.console.views import (
 HERE = Path(__file__).parent
 API = "/api/v1"
 RECENT_EVENTS = 20  # shown on a deployment's page
+MAX_STREAMS = 200  # live pages one console process relays at once (each holds a connection)
 
 # Strict by default: no inline scripts or styles, nothing from elsewhere, no framing.
 SECURITY_HEADERS = {
@@ -64,7 +69,6 @@ class Viewer:
     workspaces: list[str]
     workspace: str | None = None
     role: str | None = None  # viewer | operator | admin in `workspace`
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def can_operate(self) -> bool:
@@ -105,10 +109,15 @@ def create_console_app(settings: Settings, *, secret: str) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(console: FastAPI) -> AsyncIterator[None]:
-        async with httpx.AsyncClient(
-            base_url=settings.console_api_url, timeout=httpx.Timeout(15.0)
-        ) as http:
-            console.state.api = PlatformApi(http, settings.oauth_client_id)
+        base = settings.console_api_url
+        async with (
+            httpx.AsyncClient(base_url=base, timeout=httpx.Timeout(15.0)) as http,
+            httpx.AsyncClient(
+                base_url=base, limits=httpx.Limits(max_connections=MAX_STREAMS)
+            ) as streams,
+        ):
+            console.state.api = PlatformApi(http, streams, settings.oauth_client_id)
+            console.state.open_streams = asyncio.Semaphore(MAX_STREAMS)
             yield
 
     console = FastAPI(
@@ -125,10 +134,19 @@ def create_console_app(settings: Settings, *, secret: str) -> FastAPI:
         return platform
 
     @console.middleware("http")
-    async def security_headers(
+    async def security_headers_and_session(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         response = await call_next(request)
+        # Tokens refreshed while answering (an error page included) go back into the cookie
+        # now: the old refresh token is spent, and the API revokes a login that reuses one.
+        session: UserSession | None = getattr(request.state, "session", None)
+        if (
+            session is not None
+            and not getattr(request.state, "signed_out", False)
+            and session.tokens() != request.state.tokens_at_start
+        ):
+            seal_into(response, session)
         response.headers.update(SECURITY_HEADERS)
         if request.url.path != "/healthz" and not request.url.path.startswith("/static/"):
             response.headers.setdefault("Cache-Control", "no-store")
@@ -140,19 +158,19 @@ def create_console_app(settings: Settings, *, secret: str) -> FastAPI:
         session = sealer.open(request.cookies.get(COOKIE))
         if session is None:
             raise SignInRequired
+        request.state.session = session
+        request.state.tokens_at_start = session.tokens()
         return session
 
-    def keep(response: Response, session: UserSession) -> Response:
-        """Write the session back: a refresh during the request rotated its tokens."""
+    def seal_into(response: Response, session: UserSession) -> None:
         response.set_cookie(
             COOKIE, sealer.seal(session), max_age=cookie_age, httponly=True, secure=secure,
             samesite="lax", path="/",
         )  # fmt: skip
-        return response
 
     async def checked_form(request: Request, session: UserSession) -> FormData:
         form = await request.form()
-        if not hmac.compare_digest(str(form.get("csrf", "")), session.csrf):
+        if not same_secret(str(form.get("csrf", "")), session.csrf):
             raise CsrfRefused
         return form
 
@@ -171,9 +189,12 @@ def create_console_app(settings: Settings, *, secret: str) -> FastAPI:
             seen.workspace = spaces[0]
         if workspace is not None and workspace not in spaces:
             raise ApiProblem(404, "Not Found", f"Workspace {workspace!r} not found", [])
+        if seen.workspace:
+            segment(seen.workspace)
         if seen.workspace and not admin:
             member = await api(request).get(
-                session, f"{API}/workspaces/{seen.workspace}/members/{quote(session.username)}"
+                session,
+                f"{API}/workspaces/{segment(seen.workspace)}/members/{segment(session.username)}",
             )
             seen.role = member["role"]
         return seen
@@ -181,16 +202,24 @@ def create_console_app(settings: Settings, *, secret: str) -> FastAPI:
     def page(
         request: Request, seen: Viewer, template: str, status: int = 200, **context: Any
     ) -> Response:
-        response = templates.TemplateResponse(
+        return templates.TemplateResponse(
             request,
             template,
             {"me": seen, "csrf": seen.session.csrf, **context},
             status_code=status,
         )
-        return keep(response, seen.session)
 
-    def back(seen: Viewer, url: str) -> Response:
-        return keep(RedirectResponse(url, status_code=303), seen.session)
+    def back(url: str) -> Response:
+        return RedirectResponse(url, status_code=303)
+
+    def operator_only(seen: Viewer) -> None:
+        """Write pages are for operators; the API would refuse the write anyway."""
+        if not seen.can_operate:
+            raise ApiProblem(
+                403, "Forbidden",
+                f"this needs the operator role in workspace {seen.workspace!r}; "
+                f"you are {seen.role}", [],
+            )  # fmt: skip
 
     # -- errors -------------------------------------------------------------------------------
 
@@ -199,10 +228,14 @@ def create_console_app(settings: Settings, *, secret: str) -> FastAPI:
 
     @console.exception_handler(SignInRequired)
     async def sign_in_again(request: Request, _: SignInRequired) -> Response:
+        request.state.signed_out = True
         if request.headers.get("x-console-fragment") or request.url.path.endswith("/stream"):
             response: Response = PlainTextResponse("sign in again", status_code=401)
         else:
-            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            if request.method == "GET":
+                target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            else:  # a form's target only takes POSTs: come back to the page that had the form
+                target = request.url.path.rsplit("/", 1)[0] or "/fleet"
             response = RedirectResponse(f"/login?{urlencode({'next': target})}", status_code=303)
         response.delete_cookie(COOKIE, path="/")
         return response
@@ -221,6 +254,15 @@ def create_console_app(settings: Settings, *, secret: str) -> FastAPI:
         return templates.TemplateResponse(
             request, "problem.html", {"problem": problem, "me": None}, status_code=status
         )
+
+    @console.exception_handler(StarletteHTTPException)
+    async def no_such_page(request: Request, error: StarletteHTTPException) -> Response:
+        problem = ApiProblem(error.status_code, "Not Found" if error.status_code == 404 else
+                             "Not possible", str(error.detail), [])  # fmt: skip
+        return templates.TemplateResponse(
+            request, "problem.html", {"problem": problem, "me": None},
+            status_code=error.status_code,
+        )  # fmt: skip
 
     @console.exception_handler(httpx.TransportError)
     async def api_unreachable(request: Request, error: httpx.TransportError) -> Response:
@@ -257,7 +299,7 @@ def create_console_app(settings: Settings, *, secret: str) -> FastAPI:
     async def login(request: Request) -> Response:
         form = await request.form()
         sent, kept = str(form.get("csrf", "")), request.cookies.get(LOGIN_CSRF_COOKIE, "")
-        if not kept or not hmac.compare_digest(sent, kept):
+        if not kept or not same_secret(sent, kept):
             return login_page(request, 403, error="The sign-in form expired; please try again.")
         username = str(form.get("username", "")).strip()
         try:
@@ -267,7 +309,8 @@ def create_console_app(settings: Settings, *, secret: str) -> FastAPI:
             if status in (400, 401):  # invalid_grant: which of the two is wrong is not said
                 status, message = 401, "Wrong username or password."
             return login_page(request, status, error=message, username=username)
-        response = keep(RedirectResponse(safe_next(request, form), status_code=303), session)
+        response = RedirectResponse(safe_next(request, form), status_code=303)
+        seal_into(response, session)
         response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
         return response
 
@@ -276,7 +319,10 @@ def create_console_app(settings: Settings, *, secret: str) -> FastAPI:
         session = sealer.open(request.cookies.get(COOKIE))
         if session is not None:
             await checked_form(request, session)
-            await api(request).sign_out(session)
+            with contextlib.suppress(httpx.HTTPError):
+                # The API is away: the cookie goes all the same, and the tokens expire.
+                await api(request).sign_out(session)
+        request.state.signed_out = True
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(COOKIE, path="/")
         return response
@@ -290,8 +336,8 @@ def create_console_app(settings: Settings, *, secret: str) -> FastAPI:
 
     @console.get("/switch")
     async def switch(request: Request, ws: str) -> Response:
-        seen = await viewer(request, ws)
-        response = back(seen, f"/w/{quote(ws)}/deployments")
+        await viewer(request, ws)
+        response = back(f"/w/{segment(ws)}/deployments")
         response.set_cookie(WORKSPACE_COOKIE, ws, max_age=cookie_age, secure=secure,
                             samesite="lax", path="/", httponly=True)  # fmt: skip
         return response
@@ -305,8 +351,8 @@ def create_console_app(settings: Settings, *, secret: str) -> FastAPI:
     # -- deployments --------------------------------------------------------------------------
 
     def deployments_url(ws: str, name: str | None = None) -> str:
-        base = f"{API}/workspaces/{quote(ws)}/applicationdeployments"
-        return base if name is None else f"{base}/{quote(name)}"
+        base = f"{API}/workspaces/{segment(ws)}/applicationdeployments"
+        return base if name is None else f"{base}/{segment(name)}"
 
     @console.get("/w/{ws}/deployments", response_class=HTMLResponse)
     async def deployments(request: Request, ws: str) -> Response:
@@ -330,12 +376,15 @@ def create_console_app(settings: Settings, *, secret: str) -> FastAPI:
 
     @console.get("/w/{ws}/deployments/new", response_class=HTMLResponse)
     async def new_deployment(request: Request, ws: str) -> Response:
-        return await form_page(request, await viewer(request, ws), ws)
+        seen = await viewer(request, ws)
+        operator_only(seen)
+        return await form_page(request, seen, ws)
 
     @console.post("/w/{ws}/deployments/new")
     async def create_deployment(request: Request, ws: str) -> Response:
         seen = await viewer(request, ws)
         form = await checked_form(request, seen.session)
+        operator_only(seen)
         values, spec = parse_deployment_form(form)
         return await save_or_preview(request, seen, ws, form, values, spec, existing=None)
 
@@ -358,11 +407,13 @@ def create_console_app(settings: Settings, *, secret: str) -> FastAPI:
                 name = values["name"]
             else:
                 name = existing["metadata"]["name"]
+                # The version the form was drawn from: a change saved meanwhile by someone
+                # else is not overwritten (412, and the form says so).
                 await platform.request(
                     seen.session, "PATCH", deployments_url(ws, name), json={"spec": spec},
                     headers={
                         "Content-Type": "application/merge-patch+json",
-                        "If-Match": f'"{existing["metadata"]["resourceVersion"]}"',
+                        "If-Match": f'"{form.get("resourceVersion", "")}"',
                     },
                 )  # fmt: skip
         except ApiProblem as problem:
@@ -371,7 +422,7 @@ def create_console_app(settings: Settings, *, secret: str) -> FastAPI:
             return await form_page(
                 request, seen, ws, existing=existing, values=values, problem=problem
             )
-        return back(seen, f"/w/{quote(ws)}/deployments/{quote(name)}")
+        return back(f"/w/{segment(ws)}/deployments/{segment(name)}")
 
     @console.get("/w/{ws}/deployments/{name}", response_class=HTMLResponse)
     async def deployment(request: Request, ws: str, name: str) -> Response:
@@ -402,29 +453,39 @@ def create_console_app(settings: Settings, *, secret: str) -> FastAPI:
     async def deployment_matrix(request: Request, ws: str, name: str) -> Response:
         session = user_session(request)
         item = await api(request).get(session, deployments_url(ws, name))
-        response = templates.TemplateResponse(
+        return templates.TemplateResponse(
             request, "_matrix.html", {"d": item, "rows": matrix_rows(item)}
         )
-        return keep(response, session)
 
     @console.get("/w/{ws}/deployments/{name}/stream")
     async def deployment_stream(request: Request, ws: str, name: str) -> Response:
         """The API's event stream of the deployment, relayed with the session's token: the
-        browser never holds a token. Named events become plain messages for EventSource."""
+        browser never holds a token. Named events become plain messages for EventSource.
+        The upstream is opened first, so a refusal reaches the browser as its status (and
+        EventSource stops retrying) instead of as a stream that breaks."""
         session = user_session(request)
-        platform = api(request)
-        resume = request.headers.get("last-event-id")
         path = f"{deployments_url(ws, name)}/events"
-        if resume and resume.isdigit():
-            path += f"?since={resume}"
+        gate: asyncio.Semaphore = request.app.state.open_streams
+        if gate.locked():
+            raise ApiProblem(503, "Too many live pages open", "reload later", [])
+        await gate.acquire()
+        opened = contextlib.AsyncExitStack()
+        try:
+            upstream = await opened.enter_async_context(
+                api(request).stream(session, path, request.headers.get("last-event-id"))
+            )
+        except BaseException:
+            gate.release()
+            raise
 
         async def relay() -> AsyncIterator[str]:
-            async with platform.stream(session, path) as upstream:
+            try:
                 async for line in upstream.aiter_lines():
-                    if await request.is_disconnected():
-                        return
                     if not line.startswith("event:"):
                         yield line + "\n"
+            finally:
+                await opened.aclose()
+                gate.release()
 
         return StreamingResponse(
             relay(), media_type="text/event-stream", headers={"X-Accel-Buffering": "no"}
@@ -433,6 +494,7 @@ def create_console_app(settings: Settings, *, secret: str) -> FastAPI:
     @console.get("/w/{ws}/deployments/{name}/edit", response_class=HTMLResponse)
     async def edit_deployment(request: Request, ws: str, name: str) -> Response:
         seen = await viewer(request, ws)
+        operator_only(seen)
         item = await api(request).get(seen.session, deployments_url(ws, name))
         return await form_page(request, seen, ws, existing=item)
 
@@ -440,6 +502,7 @@ def create_console_app(settings: Settings, *, secret: str) -> FastAPI:
     async def save_deployment(request: Request, ws: str, name: str) -> Response:
         seen = await viewer(request, ws)
         form = await checked_form(request, seen.session)
+        operator_only(seen)
         item = await api(request).get(seen.session, deployments_url(ws, name))
         values, spec = parse_deployment_form(form)
         return await save_or_preview(request, seen, ws, form, values, spec, existing=item)
@@ -463,7 +526,7 @@ def create_console_app(settings: Settings, *, secret: str) -> FastAPI:
         seen = await viewer(request, ws)
         form = await checked_form(request, seen.session)
         revision = str(form.get("revision", ""))
-        here = f"/w/{quote(ws)}/deployments/{quote(name)}"
+        here = f"/w/{segment(ws)}/deployments/{segment(name)}"
         asked = confirm(
             request, seen, form, title="Roll back", cancel=here, action=f"{here}/rollback",
             question=f"Roll {name} back to revision {revision}? Every target is updated.",
@@ -472,15 +535,15 @@ def create_console_app(settings: Settings, *, secret: str) -> FastAPI:
             return asked
         await api(request).request(
             seen.session, "POST", f"{deployments_url(ws, name)}/rollback",
-            json={"revision": int(revision) if revision.isdigit() else revision},
+            json={"revision": int(revision) if is_number(revision) else revision},
         )  # fmt: skip
-        return back(seen, here)
+        return back(here)
 
     @console.post("/w/{ws}/deployments/{name}/delete")
     async def delete_deployment(request: Request, ws: str, name: str) -> Response:
         seen = await viewer(request, ws)
         form = await checked_form(request, seen.session)
-        here = f"/w/{quote(ws)}/deployments/{quote(name)}"
+        here = f"/w/{segment(ws)}/deployments/{segment(name)}"
         asked = confirm(
             request, seen, form, title="Delete deployment", cancel=here, action=f"{here}/delete",
             question=f"Delete {name}? Its workloads are removed from every cluster.",
@@ -488,13 +551,13 @@ def create_console_app(settings: Settings, *, secret: str) -> FastAPI:
         if asked is not None:
             return asked
         await api(request).request(seen.session, "DELETE", deployments_url(ws, name))
-        return back(seen, f"/w/{quote(ws)}/deployments")
+        return back(f"/w/{segment(ws)}/deployments")
 
     # -- vclusters and config syncs -----------------------------------------------------------
 
     def vclusters_url(ws: str, name: str | None = None) -> str:
-        base = f"{API}/workspaces/{quote(ws)}/vclusters"
-        return base if name is None else f"{base}/{quote(name)}"
+        base = f"{API}/workspaces/{segment(ws)}/vclusters"
+        return base if name is None else f"{base}/{segment(name)}"
 
     async def vclusters_page(
         request: Request, seen: Viewer, ws: str, status: int = 200, **context: Any
@@ -525,35 +588,34 @@ def create_console_app(settings: Settings, *, secret: str) -> FastAPI:
             if problem.status >= 500:
                 raise
             return await vclusters_page(request, seen, ws, problem.status, problem=problem)
-        return back(seen, f"/w/{quote(ws)}/vclusters")
+        return back(f"/w/{segment(ws)}/vclusters")
 
     @console.get("/w/{ws}/vclusters/{name}/kubeconfig")
     async def vcluster_kubeconfig(request: Request, ws: str, name: str) -> Response:
         session = user_session(request)
         answer = await api(request).request(session, "GET", f"{vclusters_url(ws, name)}/kubeconfig")
-        response = Response(
+        return Response(
             answer.content, media_type="application/yaml",
-            headers={"Content-Disposition": f'attachment; filename="{name}.kubeconfig"'},
+            headers={"Content-Disposition": f'attachment; filename="{segment(name)}.kubeconfig"'},
         )  # fmt: skip
-        return keep(response, session)
 
     @console.post("/w/{ws}/vclusters/{name}/delete")
     async def delete_vcluster(request: Request, ws: str, name: str) -> Response:
         seen = await viewer(request, ws)
         form = await checked_form(request, seen.session)
-        here = f"/w/{quote(ws)}/vclusters"
+        here = f"/w/{segment(ws)}/vclusters"
         asked = confirm(
             request, seen, form, title="Delete vcluster", cancel=here,
-            action=f"{here}/{quote(name)}/delete",
+            action=f"{here}/{segment(name)}/delete",
             question=f"Delete vcluster {name}? Its workloads go with it.",
         )  # fmt: skip
         if asked is not None:
             return asked
         await api(request).request(seen.session, "DELETE", vclusters_url(ws, name))
-        return back(seen, here)
+        return back(here)
 
     def configsyncs_url(ws: str) -> str:
-        return f"{API}/workspaces/{quote(ws)}/configsyncs"
+        return f"{API}/workspaces/{segment(ws)}/configsyncs"
 
     async def configsyncs_page(
         request: Request, seen: Viewer, ws: str, status: int = 200, **context: Any
@@ -581,7 +643,7 @@ def create_console_app(settings: Settings, *, secret: str) -> FastAPI:
             if problem.status >= 500:
                 raise
             return await configsyncs_page(request, seen, ws, problem.status, problem=problem)
-        return back(seen, f"/w/{quote(ws)}/configsyncs")
+        return back(f"/w/{segment(ws)}/configsyncs")
 
     # -- catalog and audit --------------------------------------------------------------------
 
@@ -634,3 +696,22 @@ def safe_next(request: Request, form: FormData | None = None) -> str:
     if not target.startswith("/") or target.startswith("//") or "\\" in target:
         return "/fleet"
     return target
+
+
+NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+
+def segment(name: str) -> str:
+    """`name` as one path segment of an API URL. Platform names are DNS names; anything else
+    (`..`, slashes, escapes) is refused here rather than sent on."""
+    if not NAME.match(name) or ".." in name:
+        raise ApiProblem(404, "Not Found", f"{name[:80]!r} is not a valid name", [])
+    return quote(name, safe="")
+
+
+def same_secret(sent: str, kept: str) -> bool:
+    return hmac.compare_digest(sent.encode(), kept.encode())
+
+
+def is_number(text: str) -> bool:
+    return text.isascii() and text.isdecimal()

@@ -11,6 +11,7 @@ import base64
 import binascii
 import json
 import secrets
+import time
 from dataclasses import asdict, dataclass
 
 from app.crypto import DecryptionError, Sealed, SecretBox
@@ -21,19 +22,23 @@ WORKSPACE_COOKIE = "edge_console_ws"  # the workspace last chosen (a preference,
 _PURPOSE = "console-session/v1"
 
 
-@dataclass(eq=False)  # compared (and hashed) by identity: one per request
+@dataclass
 class UserSession:
     username: str
     access_token: str
     refresh_token: str | None
     expires_at: float  # when the access token expires (epoch seconds)
+    lifetime: float  # the access token's lifetime: refreshes start a fraction of it early
     csrf: str  # every form of this session carries it
 
     @classmethod
-    def start(
-        cls, username: str, access: str, refresh: str | None, expires_at: float
-    ) -> UserSession:
-        return cls(username, access, refresh, expires_at, secrets.token_urlsafe(24))
+    def start(cls, username: str, access: str, refresh: str | None, lifetime: float) -> UserSession:
+        return cls(
+            username, access, refresh, time.time() + lifetime, lifetime, secrets.token_urlsafe(24)
+        )
+
+    def tokens(self) -> tuple[str, str | None]:
+        return self.access_token, self.refresh_token
 
 
 class SessionSealer:
@@ -42,7 +47,9 @@ class SessionSealer:
 
     def seal(self, session: UserSession) -> str:
         sealed = self._box.seal(json.dumps(asdict(session)).encode(), _PURPOSE)
-        return f"{sealed.key_id}.{base64.urlsafe_b64encode(sealed.ciphertext).decode()}"
+        # Unpadded: a cookie value with "=" would be sent quoted.
+        body = base64.urlsafe_b64encode(sealed.ciphertext).decode().rstrip("=")
+        return f"{sealed.key_id}.{body}"
 
     def open(self, cookie: str | None) -> UserSession | None:
         """The session in `cookie`, or None when absent, tampered, or sealed with another key."""
@@ -50,7 +57,8 @@ class SessionSealer:
             return None
         found_id, _, body = cookie.partition(".")
         try:
-            plaintext = self._box.open(Sealed(found_id, base64.urlsafe_b64decode(body)), _PURPOSE)
+            ciphertext = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+            plaintext = self._box.open(Sealed(found_id, ciphertext), _PURPOSE)
             return UserSession(**json.loads(plaintext))
         except (DecryptionError, binascii.Error, ValueError, TypeError):
             return None

@@ -84,9 +84,16 @@ async def deployment_form(
         )  # fmt: skip
         located = _region_of(clusters)
         for target in spec["targets"]:
-            region = target.get("region") or next(
-                (located[c] for c in target.get("clusters", []) if c in located), ""
-            )
+            spanned = {target["region"]} if target.get("region") else set()
+            spanned |= {located.get(c, "") for c in target.get("clusters", [])}
+            region = next(iter(spanned), "")
+            if len(spanned) != 1 or region not in choices or region in values["regions"]:
+                # One target per visible region is what the form shows; anything else would
+                # be changed by saving it, so the form is not offered.
+                values["unrepresentable"] = (
+                    "its targets are not one per region of clusters you can see; "
+                    "edit it through the API"
+                )
             values["regions"][region] = {
                 "all": not target.get("clusters"),
                 "clusters": list(target.get("clusters", [])),
@@ -138,7 +145,8 @@ def parse_deployment_form(form: FormData) -> tuple[dict[str, Any], dict[str, Any
         if choice["replicas"]:
             replicas = choice["replicas"]
             # Not a number: sent as is, and the API names the field in its 422.
-            target["replicas"] = int(replicas) if replicas.isdigit() else replicas
+            number = replicas.isascii() and replicas.isdecimal()
+            target["replicas"] = int(replicas) if number else replicas
         if choice["values"]:
             target["values"] = choice["values"]
         targets.append(target)

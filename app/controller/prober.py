@@ -139,11 +139,10 @@ class ClusterProber:
         started = time.perf_counter()
         async with self._sessionmaker.begin() as session:
             QUEUE_DEPTH.set(float(await session.scalar(select(func.count()).where(ready)) or 0))
-            by_phase = dict(
-                (await session.execute(select(Cluster.phase, func.count()).group_by(Cluster.phase)))
-                .tuples()
-                .all()
+            counts = await session.execute(
+                select(Cluster.phase, func.count()).group_by(Cluster.phase)
             )
+            by_phase = {phase: count for phase, count in counts.all()}
             for phase in ("Pending", "Ready", "NotReady", "Unreachable", "Disabled"):
                 CLUSTERS.labels(phase).set(by_phase.get(phase, 0))
             token, ids = await claim(

@@ -3,6 +3,8 @@ what a user sees when the API is away."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import contextlib
 import re
 from collections.abc import AsyncIterator
@@ -11,10 +13,11 @@ from typing import Any
 import httpx
 
 from app.console.app import create_console_app
+from app.console.session import SessionSealer
 from tests.conftest import ADMIN_PASSWORD
 from tests.console.conftest import SESSION_SECRET, Console
 from tests.deployments.conftest import BASE, WORKSPACE
-from tests.support.servers import http_server
+from tests.support.servers import api_server, http_server
 
 # httpx, like browsers elsewhere than localhost, sends no Secure cookie over plain HTTP: these
 # tests talk to a console whose cookies are not marked Secure, except the one about the flags.
@@ -77,7 +80,16 @@ async def test_session_cookie_is_httponly_secure_samesite_and_opaque(console: Co
             data={"grant_type": "password", "username": "admin", "password": ADMIN_PASSWORD,
                   "client_id": "edge-console"},
         )).json()["access_token"]  # fmt: skip
-        assert token.split(".")[0] not in cookie  # tokens are sealed, not merely encoded
+        sealed = cookie.split(";")[0].removeprefix("edge_console=")
+        opened = SessionSealer(SESSION_SECRET).open(sealed)
+        assert opened is not None
+        assert opened.username == "admin"
+        # Sealed, not merely encoded: no part of a token shows, and another key opens nothing.
+        encoded = sealed.partition(".")[2]
+        body = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+        assert opened.access_token.split(".")[1].encode() not in body
+        assert SessionSealer("another-console-secret-0123456789abcdef").open(sealed) is None
+        assert token != opened.access_token  # a login of its own
         assert response.headers["content-security-policy"].startswith("default-src 'self'")
         assert response.headers["x-frame-options"] == "DENY"
 
@@ -148,3 +160,64 @@ async def test_api_unreachable_is_a_page_that_says_so(console: Console) -> None:
         assert response.status_code == 503
         assert response.headers["retry-after"] == "5"
         assert "The platform API is unreachable" in response.text
+
+
+async def test_refreshed_tokens_are_kept_even_on_an_error_page(console: Console) -> None:
+    """The refresh token is spent when used: whatever page was answered (here a 404), the
+    cookie must carry the new one, or the next request presents a spent token and the API
+    revokes the login. Requests racing the same refresh (a page's calls, the live stream, a
+    second tab) share it."""
+    short = console.platform.settings.model_copy(update={"access_token_ttl": 2.0})
+    async with (
+        api_server(short) as api_url,
+        plain_client(console, console_api_url=api_url) as client,
+    ):
+        await signed_in(client)
+        await asyncio.sleep(2.5)  # the access token expired; the refresh token lives
+        missing = await client.get(f"/w/{WORKSPACE}/deployments/gone")
+        assert missing.status_code == 404
+        assert "edge_console=" in missing.headers.get("set-cookie", "")
+        assert (await client.get("/fleet")).status_code == 200
+        await asyncio.sleep(2.5)
+        pages = await asyncio.gather(
+            *(client.get(path) for path in ("/fleet", "/catalog", f"/w/{WORKSPACE}/deployments"))
+        )
+        assert [page.status_code for page in pages] == [200, 200, 200]
+        assert (await client.get("/fleet")).status_code == 200  # the login was not revoked
+
+
+async def test_live_stream_refusals_are_statuses_not_broken_streams(console: Console) -> None:
+    async with plain_client(console) as client:
+        response = await client.get(f"/w/{WORKSPACE}/deployments/missing/stream")
+        assert response.status_code == 401  # no session: EventSource stops, the page redirects
+        await signed_in(client)
+        response = await client.get(f"/w/{WORKSPACE}/deployments/missing/stream")
+        assert response.status_code == 404
+        for path in (
+            f"/w/{WORKSPACE}/deployments/%2E%2E/matrix",
+            f"/w/{WORKSPACE}/deployments/%2E%2E/stream",
+            f"/w/{WORKSPACE}/deployments/a%20b",
+        ):
+            response = await client.get(path)
+            assert response.status_code == 404, path
+            assert "not a valid name" in response.text
+        response = await client.get("/w/team-a%2Fx/deployments")  # no such page at all
+        assert response.status_code == 404
+        assert "Not Found" in response.text
+
+
+async def test_odd_form_input_is_refused_not_a_crash(console: Console) -> None:
+    async with plain_client(console) as client:
+        form = await client.get("/login")
+        response = await client.post("/login", data={"csrf": "é", "username": "admin"})
+        assert response.status_code == 403
+        csrf = await signed_in(client)
+        assert form.status_code == 200
+        response = await client.post(f"/w/{WORKSPACE}/deployments/new", data={"csrf": "é"})
+        assert response.status_code == 403
+        response = await client.post(
+            f"/w/{WORKSPACE}/deployments/x/rollback",
+            data={"csrf": csrf, "revision": "²", "confirmed": "yes"},
+        )
+        assert response.status_code == 422  # the API's answer: revision must be an integer
+        assert "revision" in response.text

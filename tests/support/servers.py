@@ -15,10 +15,13 @@ from app.main import create_app
 
 
 @contextlib.asynccontextmanager
-async def http_server(app: ASGIApp) -> AsyncIterator[str]:
-    """`app` on a free loopback port, with its lifespan; yields its base URL."""
+async def http_server(app: ASGIApp, *, lifespan: str = "on") -> AsyncIterator[str]:
+    """`app` on a free loopback port, with its lifespan unless the caller runs it ("off");
+    yields its base URL."""
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan=lifespan
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     for _ in range(200):
