@@ -7,7 +7,6 @@ Error messages name what is wrong, never a value from the kubeconfig.
 from __future__ import annotations
 
 import base64
-import binascii
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +45,7 @@ def _decode(value: str) -> dict[str, Any]:
     if stripped and ":" not in value:
         try:
             text = base64.b64decode(stripped, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError):  # binascii.Error, and non-ASCII input
             raise InvalidKubeconfig("kubeconfig is neither YAML nor base64-encoded YAML") from None
     try:
         document = yaml.load(text, Loader=NoAliasLoader)  # noqa: S506 - safe loader subclass

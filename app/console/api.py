@@ -102,12 +102,14 @@ class PlatformApi:
             raise SignInRequired
         key = hashlib.sha256(session.refresh_token.encode()).hexdigest()
         lock = self._rotating.setdefault(key, asyncio.Lock())
-        async with lock:
-            done = self._rotations.get(key)
-            if done is None:
-                done = await self._rotate(session.refresh_token)
-                self._rotations[key] = done
-                self._forget_old_rotations()
+        try:
+            async with lock:
+                done = self._rotations.get(key)
+                if done is None:
+                    done = await self._rotate(session.refresh_token)
+                    self._rotations[key] = done
+        finally:
+            self._forget_old_rotations()
         session.access_token = done.access_token
         session.refresh_token = done.refresh_token
         session.expires_at = done.expires_at
@@ -138,8 +140,8 @@ class PlatformApi:
         now = time.time()
         for key in [k for k, r in self._rotations.items() if r.remembered_until < now]:
             del self._rotations[key]
-            lock = self._rotating.get(key)
-            if lock is not None and not lock.locked():
+        for key in [k for k, lock in self._rotating.items() if not lock.locked()]:
+            if key not in self._rotations:  # failed, or forgotten: nobody waits on it
                 del self._rotating[key]
 
     async def _fresh_token(self, session: UserSession) -> str:

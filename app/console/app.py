@@ -194,7 +194,9 @@ def create_console_app(settings: Settings, *, secret: str) -> FastAPI:
         if seen.workspace and not admin:
             member = await api(request).get(
                 session,
-                f"{API}/workspaces/{segment(seen.workspace)}/members/{segment(session.username)}",
+                # The name the platform knows (what was typed at sign-in may differ in case).
+                f"{API}/workspaces/{segment(seen.workspace)}/members/"
+                f"{segment(me['metadata']['name'])}",
             )
             seen.role = member["role"]
         return seen

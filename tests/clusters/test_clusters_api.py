@@ -165,6 +165,7 @@ BAD_KUBECONFIGS = [
     (kubeconfig(server="https://user:pw@127.0.0.1"), "credentials"),
     ("clusters: [unclosed", "not valid YAML"),
     ("just text without structure", "neither YAML nor base64"),
+    ("\u00e9t\u00e9", "neither YAML nor base64"),  # found by fuzzing: was a 500
     (kubeconfig().replace("current-context: main", "current-context: other"), "no such contexts"),
     (yaml.safe_dump({"apiVersion": "v1", "kind": "Config"}), "no current-context"),
     (kubeconfig(user={}), "no credentials"),

@@ -237,12 +237,12 @@ async def test_a_viewer_is_offered_no_write(console: Console, browser: Driver) -
         assert not browser.find_elements(By.CSS_SELECTOR, "a[href$='/deployments/new']")
         browser.get(f"{base}/w/{WORKSPACE}/deployments/cross-region-app")
         assert find(browser, "#matrix")
+        shot(browser, "viewer-deployment")
         for css in ("a[href$='/edit']", "form[action$='/rollback']", "form[action$='/delete']"):
             assert not browser.find_elements(By.CSS_SELECTOR, css), css
         browser.get(f"{base}/w/{WORKSPACE}/vclusters")
         assert not browser.find_elements(By.CSS_SELECTOR, "form[action$='/vclusters']")
         assert not browser.find_elements(By.LINK_TEXT, "Audit log")
-        shot(browser, "viewer-deployment")
         # The write pages themselves say no (and the API would refuse the write anyway).
         browser.get(f"{base}/w/{WORKSPACE}/deployments/new")
         assert "needs the operator role" in find(browser, "main").text
