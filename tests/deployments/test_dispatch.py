@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 
 import yaml
 
+from app.controller.kube import REQUEST_TIMEOUT
 from tests.deployments.conftest import (
     BASE,
     EXAMPLE_YAML,
@@ -200,6 +202,47 @@ async def test_a_dead_cluster_shows_unreachable_and_converges_when_back(
     body = await platform.ready("cross-region-app")
     assert targets_of(body)["beijing-cluster"]["readyReplicas"] == 3
     assert beijing.get("deployments", NAMESPACE, "prometheus") is not None
+
+
+async def test_blackholed_edges_do_not_hold_back_the_rest_and_converge_when_healed(
+    platform: Platform,
+) -> None:
+    """Two of the four targets' edges stop answering mid-rollout (connections accepted, never
+    answered): the other two are Ready as fast as ever, the cut ones turn Unreachable after the
+    call timeout and the grace, nothing is deleted anywhere, and all converge once healed."""
+    cut = ["beijing-cluster", "shenzhen-cluster"]
+    platform.start_controller()
+    await platform.wait_for(
+        "/api/v1/clusters", lambda d: {c["status"]["phase"] for c in d["items"]} == {"Ready"}
+    )
+    for name in cut:
+        platform.fleet[name].reachable.clear()
+    started = time.monotonic()
+    await create_example(platform)
+    body = await platform.wait_for(
+        f"{BASE}/cross-region-app",
+        lambda d: all(
+            targets_of(d)[name]["phase"] == "Ready"
+            for name in ("shanghai-cluster", "hangzhou-cluster")
+        ),
+        within=10,
+    )
+    assert time.monotonic() - started < 10
+    body = await platform.wait_for(
+        f"{BASE}/cross-region-app",
+        lambda d: all(targets_of(d)[name]["phase"] == "Unreachable" for name in cut),
+        within=REQUEST_TIMEOUT[1] + platform.settings.cluster_unreachable_after + 15,
+    )
+    assert body["status"]["summary"]["unreachable"] == 2
+    for name in ("shanghai-cluster", "hangzhou-cluster"):
+        assert platform.fleet[name].get("deployments", NAMESPACE, "prometheus") is not None
+
+    for name in cut:
+        platform.fleet[name].reachable.set()
+    body = await platform.ready("cross-region-app", within=60)
+    for name in EXPECTED:
+        assert platform.fleet[name].get("deployments", NAMESPACE, "prometheus") is not None, name
+        assert platform.fleet[name].applies[("deployments", NAMESPACE, "prometheus")] >= 1
 
 
 async def test_an_edge_422_fails_only_that_target(platform: Platform) -> None:

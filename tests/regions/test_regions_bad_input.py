@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import time
 
 import httpx
@@ -140,3 +141,19 @@ async def test_bogus_continue_token_is_400(api: httpx.AsyncClient, token: str) -
 @pytest.mark.parametrize("limit", ["0", "-1", "ten"])
 async def test_bad_limit_is_422(api: httpx.AsyncClient, limit: str) -> None:
     assert_problem(await api.get(API, params={"limit": limit}), 422, "limit")
+
+
+async def test_huge_or_deep_bodies_are_refused_without_memory_blow_up(
+    api: httpx.AsyncClient,
+) -> None:
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB
+    ten_megabytes = b"metadata:\n  name: big\nspec:\n  displayName: " + b"x" * (10 << 20)
+    assert_problem(await api.post(API, content=ten_megabytes, headers=YAML), 413)
+    deep_json = b'{"metadata": ' + b"[" * (900 << 10)  # under the size limit, past recursion
+    response = await api.post(API, content=deep_json, headers={"content-type": "application/json"})
+    assert_problem(response, 400, "nested too deeply")
+    deep_yaml = b"metadata: " + b"[" * (900 << 10)
+    assert_problem(await api.post(API, content=deep_yaml, headers=YAML), 400)
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before
+    assert grown < 100 << 10, f"peak memory grew by {grown >> 10} MiB"
+    await assert_nothing_stored(api)

@@ -103,6 +103,10 @@ class EdgeCluster:
         self.auto_ready = auto_ready
         self._versions = itertools.count(1000)
         self.apply_delay = 0.0  # seconds each apply takes: a slow edge
+        # Cleared: the edge is blackholed — connections are accepted and never answered (a
+        # link that silently drops), unlike a stopped server that refuses at once.
+        self.reachable = asyncio.Event()
+        self.reachable.set()
 
     def set_node(self, item: dict[str, Any]) -> None:
         self.k.objects["v1/nodes", None, item["metadata"]["name"]] = item
@@ -204,6 +208,7 @@ class EdgeCluster:
         }
 
     async def _serve(self, request: web.BaseRequest) -> web.StreamResponse:
+        await self.reachable.wait()
         match = OBJECT_PATH.match(request.path)
         plural = match["plural"] if match else None
         fault = self._fault_for(request.method, plural, match["name"] if match else None)
