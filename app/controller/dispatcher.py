@@ -8,7 +8,7 @@ manager), otherwise re-reads them from the edge to repair drift and to follow re
 
 Rows run as independent tasks, bounded overall and per cluster, so a slow or dead cluster holds
 up only its own rows. Edge errors are either permanent for the revision (the edge refused the
-object: 400/403/404/409/422) or retried with capped exponential backoff and jitter.
+object: 400/403/404/422) or retried with capped exponential backoff and jitter.
 """
 
 from __future__ import annotations

@@ -133,7 +133,9 @@ KINDS: dict[tuple[str, str], tuple[str, bool]] = {
     ("batch/v1", "Job"): ("jobs", True),
 }
 # Answers that will not change by asking again: the object or the request is wrong.
-PERMANENT_STATUSES = frozenset({400, 403, 404, 405, 409, 415, 422})
+# 409 is not here: at the edge it means another writer got there first ("the object has been
+# modified"), which passes when asked again, as client-go's RetryOnConflict assumes.
+PERMANENT_STATUSES = frozenset({400, 403, 404, 405, 415, 422})
 
 
 @dataclass(frozen=True)

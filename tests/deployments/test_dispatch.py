@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+from typing import Any
 
 import yaml
 
@@ -243,6 +244,46 @@ async def test_blackholed_edges_do_not_hold_back_the_rest_and_converge_when_heal
     for name in EXPECTED:
         assert platform.fleet[name].get("deployments", NAMESPACE, "prometheus") is not None, name
         assert platform.fleet[name].applies[("deployments", NAMESPACE, "prometheus")] >= 1
+
+
+async def test_flaky_slow_edges_converge_with_bounded_retries(platform: Platform) -> None:
+    """Every edge answers a tenth of all calls with a random 409, 429 or 500 and takes up to
+    0.2 s for each answer: a rollout and an upgrade still land on every target, each object is
+    applied a bounded number of times, and nothing is marked Failed on the way."""
+    platform.start_controller()
+    await platform.wait_for(
+        "/api/v1/clusters", lambda d: {c["status"]["phase"] for c in d["items"]} == {"Ready"}
+    )
+    for edge in platform.fleet.values():
+        edge.error_rate, edge.jitter = 0.1, 0.2
+    await create_example(platform)
+    seen_phases: set[str] = set()
+
+    def ready(body: dict[str, Any]) -> bool:
+        seen_phases.update(t["phase"] for t in body["status"]["targets"])
+        return bool(body["status"]["phase"] == "Ready")
+
+    await platform.wait_for(f"{BASE}/cross-region-app", ready, within=60)
+    upgraded = await platform.client.patch(
+        f"{BASE}/cross-region-app",
+        json={"spec": {"applicationVersionRef": "monitoring-stack-v2.1.0"}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert upgraded.status_code == 200, upgraded.text
+    await platform.wait_for(
+        f"{BASE}/cross-region-app",
+        lambda d: d["status"]["revision"] == 2 and ready(d),
+        within=60,
+    )
+    assert "Failed" not in seen_phases
+    injected = sum(sum(edge.injected.values()) for edge in platform.fleet.values())
+    assert injected > 0  # the flakiness happened
+    for name in EXPECTED:
+        edge = platform.fleet[name]
+        assert edge.get("deployments", NAMESPACE, "prometheus") is not None, name
+        # Two revisions: each applied once, plus a few retries at most.
+        assert 2 <= edge.applies[("deployments", NAMESPACE, "prometheus")] <= 8, edge.applies
+    print(f"\ninjected {injected} errors")
 
 
 async def test_an_edge_422_fails_only_that_target(platform: Platform) -> None:

@@ -25,6 +25,7 @@ import asyncio
 import copy
 import itertools
 import json
+import random
 import re
 import uuid
 from collections import Counter
@@ -77,6 +78,9 @@ def _status(code: int, message: str, reason: str = "") -> web.Response:
     return web.json_response(body, status=code)
 
 
+_SEEDS = itertools.count(20261127)  # each emulator its own, reproducible, random sequence
+
+
 class EdgeCluster:
     def __init__(
         self,
@@ -107,6 +111,12 @@ class EdgeCluster:
         # link that silently drops), unlike a stopped server that refuses at once.
         self.reachable = asyncio.Event()
         self.reachable.set()
+        # A flaky edge: this share of its answers is a random 409, 429 or 500, and each
+        # answer takes up to `jitter` seconds (seeded, so a failure can be replayed).
+        self.error_rate = 0.0
+        self.jitter = 0.0
+        self.injected: Counter[int] = Counter()
+        self._chance = random.Random(next(_SEEDS))
 
     def set_node(self, item: dict[str, Any]) -> None:
         self.k.objects["v1/nodes", None, item["metadata"]["name"]] = item
@@ -209,6 +219,12 @@ class EdgeCluster:
 
     async def _serve(self, request: web.BaseRequest) -> web.StreamResponse:
         await self.reachable.wait()
+        if self.jitter:
+            await asyncio.sleep(self._chance.uniform(0, self.jitter))
+        if self.error_rate and self._chance.random() < self.error_rate:
+            code = self._chance.choice((409, 429, 500))
+            self.injected[code] += 1
+            return _status(code, "injected flakiness")
         match = OBJECT_PATH.match(request.path)
         plural = match["plural"] if match else None
         fault = self._fault_for(request.method, plural, match["name"] if match else None)
