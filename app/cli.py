@@ -111,12 +111,11 @@ def cmd_controller(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
 
 def cmd_console(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
     from app.console.app import create_console_app
+    from app.serving import COMMON
 
     settings = _settings(args, flag_argv)
     if args.api_url:
         settings = settings.model_copy(update={"console_api_url": args.api_url})
-    from app.serving import COMMON
-
     console = create_console_app(settings, secret=settings.console_secret())
     configure_logging(settings.log_level)
     # COMMON bounds a stop: open live pages are cut after its grace period (browsers resume).

@@ -45,6 +45,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         ["version"],
         ["rotate-key"],
         ["controller"],
+        ["console"],
         ["charts", "load"],
     ],
 )
@@ -84,6 +85,40 @@ def test_serve_without_a_signing_secret_says_so() -> None:
     assert result.stderr.strip().splitlines() == [
         "edge-platform: configuration error: JWT_SECRET must be set (or JWT_PRIVATE_KEY_FILE)"
     ]
+
+
+def test_console_in_production_needs_its_session_secret() -> None:
+    result = run_cli("console", env=clean_env(EDGE_MODE="production"))
+    assert result.returncode == 2
+    assert "CONSOLE_SESSION_SECRET must be set in production mode" in result.stderr
+
+
+def test_console_serves_its_pages_on_its_own() -> None:
+    """`edge-platform console` as its own process: it needs no database or Redis, only the
+    API's address (here nothing listens there: its pages say so, the process stays up)."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "console", "--host", "127.0.0.1", "--port", str(port),
+         "--api-url", "http://127.0.0.1:9"],
+        env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        login = httpx.get(f"http://127.0.0.1:{port}/login", timeout=5)
+        assert login.status_code == 200
+        assert "Sign in" in login.text
+        assert httpx.get(f"http://127.0.0.1:{port}/fleet", timeout=5).status_code == 303
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)  # a stop does not hang
+    # uvicorn re-raises the signal once it has shut down gracefully.
+    assert process.returncode in (0, -signal.SIGTERM)
 
 
 def test_version() -> None:
