@@ -38,6 +38,7 @@ from app.console.session import (
 from app.console.views import (
     deployment_form,
     fleet_view,
+    is_number,
     matrix_rows,
     parse_configsync_form,
     parse_deployment_form,
@@ -713,7 +714,3 @@ def segment(name: str) -> str:
 
 def same_secret(sent: str, kept: str) -> bool:
     return hmac.compare_digest(sent.encode(), kept.encode())
-
-
-def is_number(text: str) -> bool:
-    return text.isascii() and text.isdecimal()

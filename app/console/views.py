@@ -12,7 +12,6 @@ from app.console.api import ApiProblem, PlatformApi
 from app.console.session import UserSession
 
 API = "/api/v1"
-PHASE_ORDER = ("Ready", "NotReady", "Unreachable", "Pending")
 NODE_GROUP_READS = 8  # node-group lists read at once while drawing the fleet
 
 
@@ -145,8 +144,7 @@ def parse_deployment_form(form: FormData) -> tuple[dict[str, Any], dict[str, Any
         if choice["replicas"]:
             replicas = choice["replicas"]
             # Not a number: sent as is, and the API names the field in its 422.
-            number = replicas.isascii() and replicas.isdecimal()
-            target["replicas"] = int(replicas) if number else replicas
+            target["replicas"] = int(replicas) if is_number(replicas) else replicas
         if choice["values"]:
             target["values"] = choice["values"]
         targets.append(target)
@@ -160,6 +158,11 @@ def parse_deployment_form(form: FormData) -> tuple[dict[str, Any], dict[str, Any
     if values["namespace"]:
         spec["namespace"] = values["namespace"]
     return values, spec
+
+
+def is_number(text: str) -> bool:
+    """Digits only, ASCII ones: str.isdigit() also says yes to "²", which int() refuses."""
+    return text.isascii() and text.isdecimal()
 
 
 def _json_object(text: str) -> dict[str, Any]:

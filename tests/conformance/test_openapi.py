@@ -13,7 +13,6 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -25,7 +24,7 @@ from tests.support.tenancy import PASSWORD, add_member, create_user
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 MAX_EXAMPLES = int(os.environ.get("CONFORMANCE_MAX_EXAMPLES", "8"))
-READABLE_ID = re.compile(r"^(list|create|read|replace|patch|delete|[a-z]+)[A-Z][A-Za-z]+$")
+READABLE_ID = re.compile(r"^[a-z]+[A-Z][A-Za-z]+$")  # a verb, then the object: listClusters
 
 
 def test_operation_ids_are_unique_readable_and_stable() -> None:
@@ -95,7 +94,7 @@ async def test_schemathesis_finds_no_server_error_and_no_nonconformance(
             )
             assert response.status_code == 201, response.text
             await add_member(admin, "team-a", "member", "operator")
-            tokens: dict[str, Any] = {
+            tokens = {
                 "admin": await login(admin, "admin", ADMIN_PASSWORD),
                 "member": await login(admin, "member", PASSWORD),
             }
