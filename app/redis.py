@@ -17,12 +17,16 @@ from typing import Any, Literal, TypeVar
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.exceptions import RedisError
+from redis.asyncio.connection import ConnectionPool, parse_url
+from redis.exceptions import RedisClusterException, RedisError
 
 logger = logging.getLogger(__name__)
 
 RedisClient = Redis | RedisCluster
 T = TypeVar("T")
+# What a Redis call can fail with. redis-py raises RedisClusterException, which is not a
+# RedisError, when a cluster client finds none of its nodes (as during a master's failover).
+FAILURES = (RedisError, RedisClusterException, OSError)
 
 KEY_PREFIX = "edge:"
 
@@ -82,7 +86,7 @@ class RedisGateway:
         for probe in self._probe_clients():
             try:
                 info = await probe.info("cluster")
-            except (RedisError, OSError) as exc:
+            except FAILURES as exc:
                 errors.append(str(exc))
                 continue
             finally:
@@ -120,7 +124,7 @@ class RedisGateway:
             raise RedisUnavailable(self.last_error or "Redis is unavailable")
         try:
             self._client = await self._connect()
-        except (RedisError, OSError, RedisUnavailable) as exc:
+        except (*FAILURES, RedisUnavailable) as exc:
             self._mark_down(exc)
             raise RedisUnavailable(str(exc)) from exc
         return self._client
@@ -141,7 +145,7 @@ class RedisGateway:
         client = await self.client()
         try:
             result = await operation(client)
-        except (RedisError, OSError) as exc:
+        except FAILURES as exc:
             self._mark_down(exc)
             raise RedisUnavailable(str(exc)) from exc
         self.last_error = None
@@ -156,17 +160,32 @@ class RedisGateway:
             return {"status": "degraded", "mode": self.mode, "error": str(exc)}
         return {"status": "ok", "mode": self.mode}
 
-    def subscriber(self) -> Redis:
+    def subscriber(self, attempt: int = 0) -> Redis:
         """A connection of its own for SUBSCRIBE (no read timeout: it waits for messages).
-        In a Redis Cluster any node will do: PUBLISH reaches every node."""
+
+        In a Redis Cluster any node will do (PUBLISH reaches every node), so each attempt takes
+        the next one: the configured addresses, then the nodes the cluster has shown since — a
+        lost node is not retried forever, and a promoted replica is found."""
+        settings: dict[str, Any] = dict(parse_url(self._url)) if self._url else {}
         if self._url:
-            return Redis.from_url(
-                self._url, socket_connect_timeout=self._timeout, health_check_interval=30
-            )
-        host, port = _host_port(self._addresses[0])
-        return Redis(
-            host=host, port=port, socket_connect_timeout=self._timeout, health_check_interval=30
+            candidates = [(settings.get("host", "localhost"), int(settings.get("port", 6379)))]
+        else:
+            candidates = [_host_port(a) for a in self._addresses]
+        if isinstance(self._client, RedisCluster):
+            for node in self._client.get_nodes():
+                if (node.host, int(node.port)) not in candidates:
+                    candidates.append((node.host, int(node.port)))
+        host, port = candidates[attempt % len(candidates)]
+        pool = ConnectionPool(
+            **settings
+            | {
+                "host": host,
+                "port": port,
+                "socket_connect_timeout": self._timeout,
+                "health_check_interval": 30,
+            }
         )
+        return Redis.from_pool(pool)
 
     async def close(self) -> None:
         if self._client is not None:

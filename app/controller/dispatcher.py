@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
 import logging
 import random
@@ -239,7 +240,8 @@ class Dispatcher:
     # one target ------------------------------------------------------------------------------
 
     async def _process(self, row_id: int, token: uuid.UUID) -> None:
-        heartbeat = asyncio.create_task(self._keep_lease(row_id, token))
+        done = asyncio.Event()
+        heartbeat = asyncio.create_task(self._keep_lease(row_id, token, done))
         try:
             context = await self._load(row_id)
             if context is None:
@@ -252,13 +254,19 @@ class Dispatcher:
             # Most likely the database went away: the lease expires and the pass is redone.
             logger.warning("dispatch of target %d failed; will retry", row_id, exc_info=True)
         finally:
-            heartbeat.cancel()
+            # Stopped, not cancelled: a lease update cancelled halfway would hand its pooled
+            # connection back in the middle of a statement.
+            done.set()
+            await heartbeat
 
-    async def _keep_lease(self, row_id: int, token: uuid.UUID) -> None:
+    async def _keep_lease(self, row_id: int, token: uuid.UUID, done: asyncio.Event) -> None:
         """Renew the lease while the pass runs, however slow the edge: a lease that ran out
         would let another replica start the same work."""
         while True:
-            await asyncio.sleep(self._lease / 3)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), self._lease / 3)
+            if done.is_set():
+                return
             try:
                 async with self._sessionmaker.begin() as session:
                     await session.execute(

@@ -43,20 +43,22 @@ class EventHub:
 
     async def run(self, stop: asyncio.Event) -> None:
         backoff = 1.0
+        attempt = 0  # which node to subscribe on: the next one after each failure
         while not stop.is_set():
             try:
-                await self._listen(stop)
+                await self._listen(stop, attempt)
                 backoff = 1.0
             except Exception as exc:
                 logger.warning("event subscription lost: %s", exc)
+                attempt += 1
             self.connected = False
             if not stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), backoff)
                 backoff = min(MAX_BACKOFF_SECONDS, backoff * 2)
 
-    async def _listen(self, stop: asyncio.Event) -> None:
-        client = self._redis.subscriber()
+    async def _listen(self, stop: asyncio.Event, attempt: int) -> None:
+        client = self._redis.subscriber(attempt)
         pubsub = client.pubsub()
         try:
             await pubsub.subscribe(CHANNEL)

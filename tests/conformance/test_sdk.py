@@ -75,7 +75,7 @@ async def test_a_generated_client_drives_a_whole_rollout(
     edge = await EdgeCluster(
         nodes=[node("sh-1", zone="sh", group="edge-nodes")], auto_ready=True
     ).start()
-    settings = fast_settings(clean_database, redis_server.url)
+    settings = fast_settings(clean_database, redis_url=redis_server.url)
     try:
         async with running_app(settings) as (app, asgi_client):
             platform = Platform(app, asgi_client, {"shanghai": edge}, settings)

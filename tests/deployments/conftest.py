@@ -153,18 +153,19 @@ async def fleet() -> AsyncIterator[dict[str, EdgeCluster]]:
         await edge.stop()
 
 
-def fast_settings(database_url: str, redis_url: str) -> Settings:
-    return make_settings(
-        database_url,
-        redis_url=redis_url,
-        allow_insecure_cluster_endpoints=True,  # the emulators speak plain HTTP
-        cluster_probe_interval=0.2,
-        cluster_unreachable_after=1.5,
-        drift_check_interval=1.0,
-        dispatch_status_interval=0.2,
-        dispatch_retry_max=1.0,
-        dispatch_lease_duration=3.0,
-    )
+def fast_settings(database_url: str, **overrides: Any) -> Settings:
+    """Short intervals for tests; `overrides` names Redis (`redis_url=` or `redis_addresses=`)
+    and any other setting."""
+    fast = {
+        "allow_insecure_cluster_endpoints": True,  # the emulators speak plain HTTP
+        "cluster_probe_interval": 0.2,
+        "cluster_unreachable_after": 1.5,
+        "drift_check_interval": 1.0,
+        "dispatch_status_interval": 0.2,
+        "dispatch_retry_max": 1.0,
+        "dispatch_lease_duration": 3.0,
+    }
+    return make_settings(database_url, **(fast | overrides))
 
 
 async def register_fleet(client: httpx.AsyncClient, fleet: dict[str, EdgeCluster]) -> None:
@@ -201,7 +202,7 @@ async def platform(
     clean_database: str, redis_server: RedisProcess, fleet: dict[str, EdgeCluster]
 ) -> AsyncIterator[Platform]:
     """The API with the fleet registered; no controller runs until a test starts one."""
-    settings = fast_settings(clean_database, redis_server.url)
+    settings = fast_settings(clean_database, redis_url=redis_server.url)
     async with running_app(settings) as (app, client):
         await authenticated(client)
         await register_fleet(client, fleet)

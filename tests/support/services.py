@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -159,25 +160,48 @@ class RedisProcess:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def start_redis_cluster(base: Path, masters: int = 3) -> list[RedisProcess]:
-    """A real Redis Cluster: `masters` nodes, slots split evenly, joined with CLUSTER MEET."""
-    nodes = [RedisProcess(base, cluster=True).start() for _ in range(masters)]
+def start_redis_cluster(base: Path, masters: int = 3, *, replicas: int = 0) -> list[RedisProcess]:
+    """A real Redis Cluster: `masters` nodes, slots split evenly, joined with CLUSTER MEET, and
+    `replicas` replicas of each master (listed after the masters) for failover tests."""
+    nodes = [RedisProcess(base, cluster=True).start() for _ in range(masters * (1 + replicas))]
     clients = [redis.Redis(port=n.port, socket_timeout=5) for n in nodes]
     per_node = 16384 // masters
-    for index, client in enumerate(clients):
+    for index, client in enumerate(clients[:masters]):
         first = index * per_node
         last = 16383 if index == masters - 1 else first + per_node - 1
         client.execute_command("CLUSTER ADDSLOTS", *range(first, last + 1))
     for node in nodes[1:]:
         clients[0].execute_command("CLUSTER MEET", "127.0.0.1", node.port)
-    deadline = time.monotonic() + 30
+    try:
+        _wait_for(lambda: all(_known_nodes(c) == len(nodes) for c in clients), "nodes to meet")
+        for index, client in enumerate(clients[masters:]):
+            master_id = clients[index % masters].execute_command("CLUSTER MYID")
+            client.execute_command("CLUSTER REPLICATE", master_id)
+        _wait_for(
+            lambda: (
+                all(c.execute_command("CLUSTER INFO")["cluster_state"] == "ok" for c in clients)
+                and all(_link_up(c) for c in clients[masters:])
+            ),
+            "the cluster to be ready",
+        )
+    finally:
+        for client in clients:
+            client.close()
+    return nodes
+
+
+def _known_nodes(client: redis.Redis) -> int:
+    return int(client.execute_command("CLUSTER INFO")["cluster_known_nodes"])
+
+
+def _link_up(replica: redis.Redis) -> bool:
+    return replica.info("replication").get("master_link_status") == "up"
+
+
+def _wait_for(condition: Callable[[], bool], what: str, within: float = 30) -> None:
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        infos = [c.execute_command("CLUSTER INFO") for c in clients]
-        if all(
-            i["cluster_state"] == "ok" and int(i["cluster_known_nodes"]) == masters for i in infos
-        ):
-            for client in clients:
-                client.close()
-            return nodes
+        if condition():
+            return
         time.sleep(0.1)
-    raise RuntimeError("redis cluster did not become ready")
+    raise RuntimeError(f"redis cluster: timed out waiting for {what}")
