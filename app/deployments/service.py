@@ -373,24 +373,37 @@ class DeploymentService(
             ),
         )
 
+    async def read(self, name: str) -> dict[str, Any]:
+        """The status is live (folded from the targets), so the row is read once for both
+        instead of once for the object and again for its status."""
+        row = await self.repository.get(name)
+        if row is None:
+            raise self.not_found(name)
+        status = (await self.statuses([row], await self._targets([row])))[name]
+        rendered = self.render(row).model_dump(mode="json", by_alias=True)
+        return {**rendered, "status": status.model_dump(mode="json")}
+
     async def live_status(self, names: list[str]) -> dict[str, BaseModel] | None:
         rows = (
             await self.session.scalars(
                 select(Rollout).where(self.repository.scope(), Rollout.name.in_(names))
             )
         ).all()
-        by_id = {row.id: row for row in rows}
+        return await self.statuses(rows, await self._targets(rows))
+
+    async def _targets(self, rows: Sequence[Rollout]) -> dict[int, list[tuple[RolloutTarget, str]]]:
+        """Each row's targets with their cluster's name, by cluster name."""
         targets: dict[int, list[tuple[RolloutTarget, str]]] = {row.id: [] for row in rows}
-        if by_id:
+        if targets:
             found = await self.session.execute(
                 select(RolloutTarget, Cluster.name)
                 .join(Cluster, Cluster.id == RolloutTarget.cluster_id)
-                .where(RolloutTarget.rollout_id.in_(by_id))
+                .where(RolloutTarget.rollout_id.in_(targets))
                 .order_by(Cluster.name)
             )
             for target, cluster in found.all():
                 targets[target.rollout_id].append((target, cluster))
-        return await self.statuses(rows, targets)
+        return targets
 
     async def statuses(
         self, rows: Sequence[Rollout], targets: dict[int, list[tuple[RolloutTarget, str]]]
