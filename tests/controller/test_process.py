@@ -1,4 +1,5 @@
-"""Two `edge-platform controller` processes: one leads; kill it and the other takes over."""
+"""Two `edge-platform controller` processes: one leads; kill, stop or freeze it (SIGSTOP) and the
+other takes over."""
 
 from __future__ import annotations
 
@@ -104,3 +105,34 @@ def test_sigterm_releases_the_lease_at_once(
         time.sleep(0.1)
     assert leading(other)
     assert time.monotonic() - stopped_at < LEASE  # no wait for the lease to expire
+
+
+def epoch_of(metrics_port: int) -> float:
+    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2).text
+    match = re.search(r"^edge_controller_leader_epoch (\S+)$", text, re.MULTILINE)
+    assert match is not None
+    return float(match.group(1))
+
+
+def test_a_frozen_leader_is_replaced_and_yields_when_it_thaws(
+    controllers: list[tuple[subprocess.Popen[str], int, int]],
+) -> None:
+    ports = [metrics for _, metrics, _ in controllers]
+    leader = wait_for_leaders(ports, expected=1, within=30).index(True)
+    frozen, other = controllers[leader][0], ports[1 - leader]
+    frozen.send_signal(signal.SIGSTOP)  # a VM pause or a GC stall longer than the lease
+    stopped_at = time.monotonic()
+    try:
+        while time.monotonic() - stopped_at < LEASE + 3 and not leading(other):
+            time.sleep(0.1)
+        assert leading(other), "the standby did not take over from the frozen leader"
+    finally:
+        frozen.send_signal(signal.SIGCONT)
+    # Thawed, the old leader finds its lease taken and steps down; its fencing epoch is stale,
+    # so a leader-only write it had in flight is refused (tests/controller/test_leader.py).
+    states = wait_for_leaders(ports, expected=1, within=LEASE + 3)
+    assert states[1 - leader] is True
+    assert epoch_of(other) > epoch_of(ports[leader])
+    time.sleep(LEASE)  # and it stays that way: no flapping back
+    assert [leading(port) for port in ports].count(True) == 1
+    assert leading(other)
