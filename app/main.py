@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -87,6 +88,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             flush=True,
         )
     POOL_COLLECTOR.engines.append(engine)
+    # What start-up allocated (modules, models, schemas) lives as long as the process; frozen,
+    # the collector's full passes stop walking it again and again while requests allocate.
+    gc.collect()
+    gc.freeze()
     controller_stop = asyncio.Event()
     app.state.events = EventHub(app.state.redis)
     event_hub = asyncio.create_task(app.state.events.run(controller_stop))

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pydantic import BaseModel
 from sqlalchemy import func, select
 
@@ -55,14 +57,16 @@ class ApplicationService(ResourceService[Application, ApplicationIn, Application
     def render(self, row: Application) -> ApplicationOut:
         return application_out(row)
 
-    async def live_status(self, names: list[str]) -> dict[str, BaseModel] | None:
-        rows = await self.session.execute(
+    async def live_status(
+        self, names: list[str], rows: Sequence[Application] | None = None
+    ) -> dict[str, BaseModel] | None:
+        found = await self.session.execute(
             select(ApplicationVersion.application, ApplicationVersion.version).where(
                 ApplicationVersion.application.in_(names)
             )
         )
         versions: dict[str, list[str]] = {}
-        for application, version in rows.all():
+        for application, version in found.all():
             versions.setdefault(application, []).append(version)
         return {
             name: ApplicationStatus(

@@ -383,12 +383,15 @@ class DeploymentService(
         rendered = self.render(row).model_dump(mode="json", by_alias=True)
         return {**rendered, "status": status.model_dump(mode="json")}
 
-    async def live_status(self, names: list[str]) -> dict[str, BaseModel] | None:
-        rows = (
-            await self.session.scalars(
-                select(Rollout).where(self.repository.scope(), Rollout.name.in_(names))
-            )
-        ).all()
+    async def live_status(
+        self, names: list[str], rows: Sequence[Rollout] | None = None
+    ) -> dict[str, BaseModel] | None:
+        if rows is None:
+            rows = (
+                await self.session.scalars(
+                    select(Rollout).where(self.repository.scope(), Rollout.name.in_(names))
+                )
+            ).all()
         return await self.statuses(rows, await self._targets(rows))
 
     async def _targets(self, rows: Sequence[Rollout]) -> dict[int, list[tuple[RolloutTarget, str]]]:

@@ -6,6 +6,7 @@ after that commit, so the cache never holds something PostgreSQL does not.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel
@@ -75,9 +76,12 @@ class ResourceService(Generic[RowT, InT, OutT]):
     async def check_delete(self, row: RowT) -> None:
         """Refuse a delete that would break references (409)."""
 
-    async def live_status(self, names: list[str]) -> dict[str, BaseModel] | None:
+    async def live_status(
+        self, names: list[str], rows: Sequence[RowT] | None = None
+    ) -> dict[str, BaseModel] | None:
         """Status computed at read time (e.g. counts of related objects), for each of `names`;
-        None when the kind has none. Never cached: it changes without the object changing."""
+        None when the kind has none. Never cached: it changes without the object changing.
+        `rows` are the objects themselves when the caller has just read them."""
         return None
 
     # Flow ------------------------------------------------------------------------------------
@@ -155,7 +159,7 @@ class ResourceService(Generic[RowT, InT, OutT]):
             query = query.where(getattr(self.repository.model, column) == value)
         result = await self.repository.page(page, query)
         items = [self.render(row) for row in result.items]
-        live = await self.live_status([item.metadata.name for item in items])
+        live = await self.live_status([item.metadata.name for item in items], result.items)
         if live is not None:
             for item in items:
                 item.status = live.get(item.metadata.name, item.status)

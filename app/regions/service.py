@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pydantic import BaseModel
 from sqlalchemy import func, select
 
@@ -24,9 +26,11 @@ class RegionService(ResourceService[Region, RegionIn, RegionOut]):
     def render(self, row: Region) -> RegionOut:
         return region_out(row)
 
-    async def live_status(self, names: list[str]) -> dict[str, BaseModel] | None:
+    async def live_status(
+        self, names: list[str], rows: Sequence[Region] | None = None
+    ) -> dict[str, BaseModel] | None:
         """Cluster counts change with every probe, so they are read live."""
-        rows = await self.session.execute(
+        found = await self.session.execute(
             select(
                 Cluster.region,
                 func.count(),
@@ -35,7 +39,7 @@ class RegionService(ResourceService[Region, RegionIn, RegionOut]):
             .where(Cluster.region.in_(names))
             .group_by(Cluster.region)
         )
-        counts = {region: (total, ready) for region, total, ready in rows.all()}
+        counts = {region: (total, ready) for region, total, ready in found.all()}
         return {
             name: RegionStatus(
                 clusterCount=counts.get(name, (0, 0))[0],
