@@ -1,0 +1,132 @@
+"""Distribution figures, at any fleet size: write → Applied latency on every target, and the
+platform's fan-out rate against what a bare client achieves on the same emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+import asyncpg
+
+from tests.perf.fleet import Fleet
+from tests.perf.harness import Platform, Suite, delete_and_wait, post, spread
+
+APPLIED = (
+    "SELECT extract(epoch FROM t.applied_at - r.created_at) AS latency,"
+    " extract(epoch FROM t.applied_at) AS at, extract(epoch FROM r.created_at) AS written"
+    " FROM rollout_targets t JOIN rollouts o ON o.id = t.rollout_id"
+    " JOIN rollout_revisions r ON r.rollout_id = o.id AND r.revision = 1 WHERE o.name = $1"
+)
+PENDING = (
+    "SELECT count(*) FROM rollout_targets t JOIN rollouts o ON o.id = t.rollout_id"
+    " WHERE o.name = $1 AND t.applied_at IS NULL"
+)
+
+
+def deployment(name: str, workspace: str, targets: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name},
+        "spec": {"applicationVersionRef": "agent-v1.0.0", "targets": targets,
+                 "namespace": f"ws-{workspace}-{name}"},
+    }  # fmt: skip
+
+
+async def seed_version(session: aiohttp.ClientSession) -> None:
+    """The catalog entry every benchmark deploys: one Deployment of one container."""
+    await post(session, "/api/v1/applications", {
+        "metadata": {"name": "agent"}, "spec": {"provisioner": "workload"},
+    })  # fmt: skip
+    container = {"name": "agent", "image": "registry.example/agent:1"}
+    await post(session, "/api/v1/applicationversions", {
+        "metadata": {"name": "agent-v1.0.0"},
+        "spec": {"application": "agent", "version": "1.0.0", "workload": {"deployments": [
+            {"name": "agent", "spec": {"replicas": 1,
+                                       "template": {"spec": {"containers": [container]}}}},
+        ]}},
+    })  # fmt: skip
+
+
+async def deploy_and_wait(platform: Platform, session: aiohttp.ClientSession, workspace: str,
+                          name: str, targets: list[dict[str, Any]],
+                          within: float) -> list[asyncpg.Record]:  # fmt: skip
+    """Create a deployment and wait until every target is applied: the targets' rows."""
+    await post(session, f"/api/v1/workspaces/{workspace}/applicationdeployments",
+               deployment(name, workspace, targets))  # fmt: skip
+    conn = await asyncpg.connect(platform.database)
+    try:
+        deadline = time.monotonic() + within
+        # A count, not the rows, while waiting: polling a thousand rows would load the database
+        # being measured.
+        while await conn.fetchval(PENDING, name):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name}: targets still not applied after {within} s")
+            await asyncio.sleep(0.1)
+        return await conn.fetch(APPLIED, name)
+    finally:
+        await conn.close()
+
+
+async def distribution(suite: Suite, platform: Platform, *, workspace: str,
+                       targets: list[dict[str, Any]], clusters: int, bound: float, runs: int,
+                       cleanup: bool = False) -> list[float]:  # fmt: skip
+    """Write → Applied on every target; P99 over targets, per run. Returns targets/s per run.
+    `cleanup`: delete each deployment before the next run, so that a run does not share the
+    controller with the drift checks of the ones before."""
+    p99s, rates = [], []
+    async with platform.session() as session:
+        for run in range(runs):
+            name = f"spread-{clusters}-{run}"
+            rows = await deploy_and_wait(platform, session, workspace, name, targets,
+                                         within=60 + clusters / 5)  # fmt: skip
+            if len(rows) < clusters:
+                raise RuntimeError(f"only {len(rows)} of {clusters} targets applied")
+            latencies = sorted(float(r["latency"]) for r in rows)
+            p99s.append(latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))])
+            span = max(float(r["at"]) for r in rows) - float(rows[0]["written"])
+            rates.append(clusters / span)
+            if cleanup:
+                path = f"/api/v1/workspaces/{workspace}/applicationdeployments/{name}"
+                await delete_and_wait(session, path, within=60 + clusters / 5)
+    value = spread(p99s)
+    suite.record(f"distribution write → Applied, {clusters} clusters (P99)", value, "s",
+                 f"≤ {bound} s", value["median"] <= bound)  # fmt: skip
+    return rates
+
+
+async def fanout_ceiling(fleet: Fleet, clusters: int) -> float:
+    """What a bare aiohttp client achieves against the same emulator doing a target's calls
+    (apply the namespace, apply the Deployment, read it back), 64 at a time: targets/s."""
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ceiling"}}
+    body = {"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"replicas": 1},
+            "metadata": {"name": "agent", "namespace": "ceiling"}}  # fmt: skip
+    apply = {"Content-Type": "application/apply-patch+yaml"}
+    limit = asyncio.Semaphore(64)
+    async with fleet.session() as session:
+
+        async def target(i: int) -> None:
+            async with limit:
+                root = fleet.server(i)
+                async with session.patch(f"{root}/api/v1/namespaces/ceiling", json=namespace,
+                                         headers=apply):  # fmt: skip
+                    pass
+                deployment_url = f"{root}/apis/apps/v1/namespaces/ceiling/deployments/agent"
+                async with session.patch(deployment_url, json=body, headers=apply):
+                    pass
+                async with session.get(deployment_url):
+                    pass
+
+        started = time.perf_counter()
+        await asyncio.gather(*(target(i) for i in range(clusters)))
+        return clusters / (time.perf_counter() - started)
+
+
+async def fanout(suite: Suite, fleet: Fleet, rates: list[float], clusters: int) -> None:
+    """The platform's targets/s of each distribution run over the bare client's, run for run."""
+    ceiling = [await fanout_ceiling(fleet, clusters) for _ in rates]
+    ratio = spread([r / c for r, c in zip(rates, ceiling, strict=True)])
+    suite.record(f"fan-out targets/s / raw client ceiling, {clusters} clusters", ratio, "x",
+                 "≥ 0.25", ratio["median"] >= 0.25,
+                 ceiling_targets_per_s=spread(ceiling)["median"],
+                 platform_targets_per_s=spread(rates)["median"])  # fmt: skip
