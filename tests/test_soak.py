@@ -405,6 +405,22 @@ async def soak(
                 await monitor_pg.fetchval(BEHIND),
             )  # fmt: skip
 
+        async def at_rest() -> Sample:
+            """The connections each process holds when idle: the fewest over 3 s. The
+            controller probes every 2 s, 30 clusters at once, so a single look can land on a
+            probe round holding its whole pool; a leak raises the floor."""
+            await asyncio.sleep(1)  # overflow connections returned by the last passes close
+            looks = []
+            for _ in range(7):
+                looks.append(await sample())
+                await asyncio.sleep(0.5)
+            return Sample(
+                looks[-1].at, looks[-1].rss,
+                {k: min(look.postgres[k] for look in looks) for k in looks[-1].postgres},
+                {k: min(look.redis[k] for look in looks) for k in looks[-1].redis},
+                looks[-1].behind,
+            )  # fmt: skip
+
         try:
             maximum = await closed_loop(mix, concurrency=CALLERS, seconds=5)
             at_max = mix.reset()
@@ -414,8 +430,7 @@ async def soak(
             await open_loop(mix, rate=rate, seconds=WARMUP_SECONDS)
             warm = mix.reset()
             settle_before = await converged(mix, within=120)
-            await asyncio.sleep(1)  # overflow connections returned by the last passes close
-            at_rest_before = await sample()
+            at_rest_before = await at_rest()
 
             samples: list[Sample] = []
             stop = asyncio.Event()
@@ -433,8 +448,7 @@ async def soak(
             samples.append(await sample())
             steady_phase = mix.reset()
             settle_after = await converged(mix, within=180)
-            await asyncio.sleep(1)
-            at_rest_after = await sample()
+            at_rest_after = await at_rest()
         finally:
             await monitor_pg.close()
             await monitor_redis.aclose()

@@ -281,8 +281,11 @@ async def test_flaky_slow_edges_converge_with_bounded_retries(platform: Platform
     for name in EXPECTED:
         edge = platform.fleet[name]
         assert edge.get("deployments", NAMESPACE, "prometheus") is not None, name
-        # Two revisions: each applied once, plus a few retries at most.
-        assert 2 <= edge.applies[("deployments", NAMESPACE, "prometheus")] <= 8, edge.applies
+        # Two revisions, each applied once plus retries. A failed call redoes the target's
+        # pass (about 6 calls, so about half of the passes meet an injected error): two
+        # revisions take about 4 passes; 20 would take a run of bad luck of about 1 in 10^5.
+        # (8 was exceeded once in CI: 11, on a machine at load 6.)
+        assert 2 <= edge.applies[("deployments", NAMESPACE, "prometheus")] <= 20, edge.applies
     print(f"\ninjected {injected} errors")
 
 

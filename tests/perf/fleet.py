@@ -152,7 +152,11 @@ class Fleet:
             self._process = spawn([sys.executable, "-m", "tests.perf.fleet", "--port",
                                    str(self.port), "--latency", str(self.latency), *tls],
                                   dict(os.environ))  # fmt: skip
-            await wait_ready(f"{self.server(0)}/version", ssl_context=self.ssl_context)
+            try:
+                await wait_ready(f"{self.server(0)}/version", ssl_context=self.ssl_context)
+            except BaseException:
+                await self.stop()
+                raise
             return self
         app = web.Application()
         app.router.add_route("*", "/c/{cluster}/{path:.*}", self._serve)
