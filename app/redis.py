@@ -167,6 +167,12 @@ class RedisGateway:
         the next one: the configured addresses, then the nodes the cluster has shown since — a
         lost node is not retried forever, and a promoted replica is found."""
         settings: dict[str, Any] = dict(parse_url(self._url)) if self._url else {}
+        options: dict[str, Any] = {
+            "socket_connect_timeout": self._timeout,
+            "health_check_interval": 30,
+        }
+        if "path" in settings:  # a Unix socket: one server, nowhere else to go
+            return Redis.from_url(self._url or "", **options)
         if self._url:
             candidates = [(settings.get("host", "localhost"), int(settings.get("port", 6379)))]
         else:
@@ -176,15 +182,7 @@ class RedisGateway:
                 if (node.host, int(node.port)) not in candidates:
                     candidates.append((node.host, int(node.port)))
         host, port = candidates[attempt % len(candidates)]
-        pool = ConnectionPool(
-            **settings
-            | {
-                "host": host,
-                "port": port,
-                "socket_connect_timeout": self._timeout,
-                "health_check_interval": 30,
-            }
-        )
+        pool = ConnectionPool(**settings | options | {"host": host, "port": port})
         return Redis.from_pool(pool)
 
     async def close(self) -> None:
