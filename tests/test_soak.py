@@ -48,6 +48,7 @@ from app.embedded import free_port
 from tests.conftest import fresh_database
 from tests.perf.__main__ import login, platform_env, seed, wait_ready
 from tests.perf.fleet import Fleet
+from tests.perf.harness import stop as stop_processes
 from tests.perf.load import closed_loop, open_loop
 from tests.support.services import RedisProcess
 
@@ -277,14 +278,7 @@ def running(processes: list[subprocess.Popen[bytes]]) -> Iterator[None]:
     try:
         yield
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_processes(*processes)
 
 
 async def converged(mix: Mix, within: float) -> float:
