@@ -10,15 +10,13 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
-from sqlalchemy import func, select, text, update
+from sqlalchemy import Row, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import AuditTrail
 from app.catalog.models import ApplicationVersion
 from app.clusters.models import Cluster, NodeGroup
-from app.clusters.schemas import Condition
 from app.clusters.service import granted_clause
-from app.db.repository import ResourceRepository
 from app.db.session import after_commit
 from app.deployments.models import (
     DISPATCH_CHANNEL,
@@ -26,6 +24,7 @@ from app.deployments.models import (
     RolloutRevision,
     RolloutTarget,
 )
+from app.deployments.repository import RolloutRepository
 from app.deployments.schemas import (
     ApplicationDeploymentIn,
     ApplicationDeploymentOut,
@@ -36,14 +35,13 @@ from app.deployments.schemas import (
     ResolvedTarget,
     RevisionOut,
     Strategy,
-    Summary,
     TargetSpec,
-    TargetStatus,
 )
 from app.errors import Conflict, NotFound, Unprocessable, invalid_field
 from app.events.service import NewEvent, announce, record
 from app.kit.etag import check_write_preconditions
-from app.kit.resource import object_meta
+from app.kit.paging import Page, PageRequest
+from app.kit.resource import API_VERSION, Documents, JSONDocument, object_meta
 from app.kit.service import ResourceService
 from app.redis import RedisGateway
 from app.regions.models import Region
@@ -92,9 +90,11 @@ async def resolve_targets(
     targets: list[TargetSpec],
     namespace: str | None,
     version: str | None = None,
+    version_exists: bool | None = None,
 ) -> list[Resolved]:
     """The (cluster, node group, replicas) list targets mean, after checking the namespace and
-    (for deployments) the application version; 422 naming every field at fault."""
+    (for deployments) the application version; 422 naming every field at fault.
+    `version_exists`: the caller has looked the version up already."""
     errors: list[dict[str, str]] = []
 
     def fault(field: str, message: str) -> None:
@@ -108,26 +108,38 @@ async def resolve_targets(
             "namespaces on shared clusters",
         )
     if version is not None:
-        found = await session.scalar(
-            select(ApplicationVersion.id).where(ApplicationVersion.name == version)
-        )
-        if found is None:
+        if version_exists is None:
+            version_exists = (
+                await session.scalar(
+                    select(ApplicationVersion.id).where(ApplicationVersion.name == version)
+                )
+            ) is not None
+        if not version_exists:
             fault("spec.applicationVersionRef", f"application version {version!r} does not exist")
     granted = granted_clause([workspace])
-    regions = set(
-        (
-            await session.scalars(
-                select(Region.name).where(Region.name.in_([t.region for t in targets if t.region]))
-            )
-        ).all()
+    # Only what is asked about is read (a target of clusters alone needs no region lookup),
+    # and of clusters only the columns used, not their kubeconfigs.
+    named_regions = {t.region for t in targets if t.region}
+    regions = (
+        set(await session.scalars(select(Region.name).where(Region.name.in_(named_regions))))
+        if named_regions
+        else set()
     )
     named = {n for t in targets for n in t.clusters}
-    visible = {
-        c.name: c
-        for c in (
-            await session.scalars(select(Cluster).where(Cluster.name.in_(named), granted))
-        ).all()
-    }
+    visible = (
+        {
+            c.name: c
+            for c in (
+                await session.execute(
+                    select(Cluster.id, Cluster.name, Cluster.region).where(
+                        Cluster.name.in_(named), granted
+                    )
+                )
+            ).all()
+        }
+        if named
+        else {}
+    )
     resolved: list[Resolved] = []
     seen: dict[int, str] = {}
     for i, target in enumerate(targets):
@@ -135,7 +147,7 @@ async def resolve_targets(
         if target.region is not None and target.region not in regions:
             fault(f"{where}.region", f"region {target.region!r} does not exist")
             continue
-        picked: list[tuple[str, Cluster]] = []
+        picked: list[tuple[str, Row[int, str, str]]] = []
         if target.clusters:
             for j, name in enumerate(target.clusters):
                 cluster = visible.get(name)
@@ -155,8 +167,8 @@ async def resolve_targets(
                     picked.append((f"{where}.clusters[{j}]", cluster))
         else:
             in_region = (
-                await session.scalars(
-                    select(Cluster)
+                await session.execute(
+                    select(Cluster.id, Cluster.name, Cluster.region)
                     .where(Cluster.region == target.region, granted)
                     .order_by(Cluster.name)
                 )
@@ -230,20 +242,6 @@ def deployment_spec(row: Rollout) -> DeploymentSpec:
     )
 
 
-class RolloutRepository(ResourceRepository[Rollout]):
-    """The rollouts of one kind in one workspace."""
-
-    model = Rollout
-
-    def __init__(self, session: AsyncSession, workspace: Workspace, kind: str) -> None:
-        super().__init__(session)
-        self.workspace = workspace
-        self.kind = kind  # type: ignore[misc]
-
-    def scope(self) -> Any:
-        return (Rollout.workspace_id == self.workspace.id) & (Rollout.kind == self.kind)
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -253,6 +251,7 @@ class DeploymentService(
 ):
     in_model: ClassVar[type[BaseModel]] = ApplicationDeploymentIn
     kind = "ApplicationDeployment"
+    repository: RolloutRepository
 
     def __init__(
         self,
@@ -268,6 +267,8 @@ class DeploymentService(
         self.redis = redis
         self._resolved: list[Resolved] = []
         self._content_before: dict[str, Any] | None = None
+        # The version `_resolve` last looked up: (name, workload).
+        self._version: tuple[str | None, dict[str, Any] | None] = (None, None)
 
     # hooks -----------------------------------------------------------------------------------
 
@@ -309,9 +310,11 @@ class DeploymentService(
         if self._content_before != self.content_of(spec):
             await self.check_content(row.name, spec)
         self.store_spec(row, spec)
+        if row.id is None:  # a create: revision 1 and its history go into the INSERT itself
+            self._bump_revision(row, "Initial", from_version=None)
 
     async def after_create(self, row: Rollout, body: Any) -> None:
-        await self._new_revision(row, "Initial", from_version=None)
+        await self._record_revision(row, "Initial", new=True)
         await self._event(row, "Created", f"revision 1: {self.describe(row)}")
 
     async def after_update(self, row: Rollout, body: Any, *, spec_changed: bool) -> None:
@@ -341,20 +344,30 @@ class DeploymentService(
         """Two deployments of a workspace writing the same Deployment objects would fight over
         them (and deleting one would delete the other's): 409."""
         namespace = spec.namespace or default_namespace(self.workspace.name)
-        mine = await _workload_names(self.session, spec.applicationVersionRef)
+        looked_up, workload = self._version
+        if looked_up != spec.applicationVersionRef:
+            workload = await self.session.scalar(
+                select(ApplicationVersion.workload).where(
+                    ApplicationVersion.name == spec.applicationVersionRef
+                )
+            )
+        mine = _workload_names(workload)
         if not mine:
             return  # Helm versions write a HelmChart named after the deployment: no overlap
         others = await self.session.execute(
-            select(Rollout.name, Rollout.application_version).where(
+            select(Rollout.name, ApplicationVersion.workload)
+            .outerjoin(ApplicationVersion, ApplicationVersion.name == Rollout.application_version)
+            .where(
                 Rollout.workspace_id == self.workspace.id,
                 Rollout.kind == self.kind,
                 Rollout.name != name,
                 func.coalesce(Rollout.namespace, default_namespace(self.workspace.name))
                 == namespace,
             )
+            .order_by(Rollout.name)
         )
-        for other, version in others.all():
-            shared = mine & await _workload_names(self.session, version or "")
+        for other, theirs in others.all():
+            shared = mine & _workload_names(theirs)
             if shared:
                 raise Conflict(
                     f"deployment {other!r} already writes Deployment(s) {', '.join(sorted(shared))}"
@@ -373,9 +386,21 @@ class DeploymentService(
             ),
         )
 
+    # Reads. An ApplicationDeployment's document is built from the columns it shows
+    # (deployment_document); the kinds built on this service render through their models.
+
+    def _documents(self) -> bool:
+        return self.kind == DeploymentService.kind
+
     async def read(self, name: str) -> dict[str, Any]:
         """The status is live (folded from the targets), so the row is read once for both
         instead of once for the object and again for its status."""
+        if self._documents():
+            found = await self.repository.document_row(name)
+            if found is None:
+                raise self.not_found(name)
+            targets = await self.repository.target_rows([found.id])
+            return JSONDocument(deployment_document(found, targets[found.id], self.workspace.name))
         row = await self.repository.get(name)
         if row is None:
             raise self.not_found(name)
@@ -417,7 +442,24 @@ class DeploymentService(
     # revisions -------------------------------------------------------------------------------
 
     async def _new_revision(self, row: Rollout, reason: str, from_version: str | None) -> None:
-        row.revision += 1
+        self._bump_revision(row, reason, from_version)
+        await self._record_revision(row, reason, new=False)
+
+    def _bump_revision(self, row: Rollout, reason: str, from_version: str | None) -> None:
+        """The row's next revision and its history entry (no SQL)."""
+        row.revision = (row.revision or 0) + 1
+        entry = HistoryEntry(
+            revision=row.revision,
+            fromVersion=from_version,
+            toVersion=self.describe(row),
+            reason=reason,
+            operator=self.operator,
+            timestamp=_now(),
+        )
+        row.history = [*(row.history or []), entry.model_dump(mode="json")][-HISTORY_LENGTH:]
+
+    async def _record_revision(self, row: Rollout, reason: str, *, new: bool) -> None:
+        """The snapshot of the row's (just bumped) revision, and its targets pointed at it."""
         self.session.add(
             RolloutRevision(
                 rollout_id=row.id,
@@ -430,23 +472,15 @@ class DeploymentService(
                 operator=self.operator,
             )
         )
-        entry = HistoryEntry(
-            revision=row.revision,
-            fromVersion=from_version,
-            toVersion=self.describe(row),
-            reason=reason,
-            operator=self.operator,
-            timestamp=_now(),
-        )
-        row.history = [*row.history, entry.model_dump(mode="json")][-HISTORY_LENGTH:]
-        await self._sync_targets(row)
+        await self._sync_targets(row, new=new)
         await self.session.flush()
 
-    async def _sync_targets(self, row: Rollout) -> None:
+    async def _sync_targets(self, row: Rollout, *, new: bool = False) -> None:
         """Point every resolved cluster at the new revision; clusters no longer targeted are
-        marked for removal (the controller deletes their objects, then the row)."""
+        marked for removal (the controller deletes their objects, then the row). A row just
+        inserted has no targets yet: nothing to read or lock."""
         now = _now()
-        existing = {
+        existing = {} if new else {
             t.cluster_id: t
             for t in (
                 await self.session.scalars(
@@ -456,7 +490,7 @@ class DeploymentService(
                     .with_for_update()
                 )
             ).all()
-        }
+        }  # fmt: skip
         for resolved in self._resolved:
             target = existing.pop(resolved.cluster_id, None)
             if target is None:
@@ -591,19 +625,41 @@ class DeploymentService(
         return [r.out() for r in await self._resolve(spec)]
 
     async def _resolve(self, spec: DeploymentSpec) -> list[Resolved]:
+        """The version is read once, for both its existence here and its workload's names
+        (kept for `_refuse_collisions`)."""
+        version = (
+            await self.session.execute(
+                select(ApplicationVersion.id, ApplicationVersion.workload).where(
+                    ApplicationVersion.name == spec.applicationVersionRef
+                )
+            )
+        ).first()
+        self._version = (spec.applicationVersionRef, version.workload if version else None)
         return await resolve_targets(
             self.session, self.workspace, targets=spec.targets, namespace=spec.namespace,
-            version=spec.applicationVersionRef,
+            version=spec.applicationVersionRef, version_exists=version is not None,
         )  # fmt: skip
 
     def not_found(self, name: str) -> NotFound:
         return NotFound(f"ApplicationDeployment {name!r} not found")
 
+    # Last in the class: below it, `list` would name this method in annotations.
+    async def list(
+        self, page: PageRequest, filters: dict[str, str] | None = None
+    ) -> tuple[list[Any], Page[Any]]:
+        if not self._documents():
+            return await super().list(page, filters)
+        query = self.repository.documents()
+        for column, value in (filters or {}).items():
+            query = query.where(getattr(Rollout, column) == value)
+        result = await self.repository.document_page(page, query)
+        targets = await self.repository.target_rows([row.id for row in result.items])
+        name = self.workspace.name
+        items = Documents(deployment_document(r, targets[r.id], name) for r in result.items)
+        return items, result
 
-async def _workload_names(session: AsyncSession, version: str) -> set[str]:
-    workload = await session.scalar(
-        select(ApplicationVersion.workload).where(ApplicationVersion.name == version)
-    )
+
+def _workload_names(workload: dict[str, Any] | None) -> set[str]:
     return {d["name"] for d in (workload or {}).get("deployments", [])}
 
 
@@ -632,14 +688,12 @@ class TargetCounts:
         return f"{self.current} of {self.active} clusters ready at revision {revision}"
 
 
-def _settled(phase: str, applied: int | None, desired: int) -> bool:
-    """Nothing is moving there: failed, unreachable, or Ready at the revision it should run."""
-    return phase in ("Failed", "Unreachable") or (phase == "Ready" and applied == desired)
-
-
 def fold_phase(row: Rollout, counts: TargetCounts) -> DeploymentPhase:
-    strategy = Strategy.model_validate(row.strategy or {})
-    if row.paused:
+    return _fold(row.paused, strategy_document(row.strategy), counts)
+
+
+def _fold(paused: bool, strategy: dict[str, Any], counts: TargetCounts) -> DeploymentPhase:
+    if paused:
         return "Paused"
     if not counts.active:
         return "Progressing" if counts.total else "Pending"
@@ -647,67 +701,152 @@ def fold_phase(row: Rollout, counts: TargetCounts) -> DeploymentPhase:
         return "Ready"
     if counts.failed == counts.active:
         return "Failed"
-    if strategy.failurePolicy == "Pause" and counts.failed > strategy.maxUnavailableClusters:
+    if strategy["failurePolicy"] == "Pause" and counts.failed > strategy["maxUnavailableClusters"]:
         return "Paused"
     return "Progressing" if counts.moving else "Degraded"
 
 
+# Documents: the JSON form of a deployment built straight from its columns, as the models would
+# render it (same fields, order, defaults and timestamp format: tests hold them to that), but
+# without a model validation per object and per target; a page of a thousand is mostly that.
+
+_STRATEGY_DEFAULTS = Strategy().model_dump(mode="json")
+
+
+def json_time(value: datetime | None) -> str | None:
+    """A timestamp as pydantic writes it in JSON (UTC as `Z`)."""
+    if value is None:
+        return None
+    text = value.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def strategy_document(stored: dict[str, Any] | None) -> dict[str, Any]:
+    return {**_STRATEGY_DEFAULTS, **(stored or {})}
+
+
+def _target_spec_document(stored: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "region": stored.get("region"),
+        "clusters": stored.get("clusters", []),
+        "nodeGroupRef": stored.get("nodeGroupRef"),
+        "replicas": stored.get("replicas"),
+        "values": stored.get("values", {}),
+    }
+
+
+def _history_document(stored: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "revision": stored["revision"],
+        "fromVersion": stored.get("fromVersion"),
+        "toVersion": stored["toVersion"],
+        "reason": stored["reason"],
+        "operator": stored.get("operator"),
+        "timestamp": stored["timestamp"],  # stored as pydantic wrote it
+    }
+
+
+def status_document(row: Any, targets: Sequence[tuple[Any, str]]) -> dict[str, Any]:
+    """The deployment's status, folded from its per-cluster rows at read time. `row`: a Rollout
+    or a row with its revision, generation, paused, strategy, updated_at and history; `targets`:
+    (RolloutTarget or a row of its columns, cluster name), by cluster name."""
+    revision = row.revision
+    active = current = failed = unreachable = moving = 0
+    # One pass (it runs for every deployment of a page). Moving: not settled, i.e. neither
+    # Failed, Unreachable, nor Ready at the revision it should run.
+    for t, _ in targets:
+        if t.removing:
+            continue
+        active += 1
+        phase = t.phase
+        if phase == "Ready":
+            current += t.applied_revision == revision
+            moving += t.applied_revision != t.desired_revision
+        elif phase == "Failed":
+            failed += 1
+        elif phase == "Unreachable":
+            unreachable += 1
+        else:
+            moving += 1
+    counts = TargetCounts(len(targets), active, current, failed, unreachable, moving)
+    phase = _fold(row.paused, strategy_document(row.strategy), counts)
+    changed = json_time(max((t.last_transition_time for t, _ in targets), default=row.updated_at))
+    message = counts.message(revision)
+    ready = phase == "Ready"
+    return {
+        "phase": phase,
+        "observedGeneration": row.generation,
+        "revision": revision,
+        "summary": {
+            "clusters": counts.active,
+            "ready": counts.current,
+            "failed": counts.failed,
+            "unreachable": counts.unreachable,
+        },
+        "targets": [
+            {
+                "cluster": cluster,
+                "region": t.region,
+                "nodeGroup": t.node_group,
+                "phase": t.phase,
+                "desiredReplicas": t.replicas,
+                "readyReplicas": t.ready_replicas,
+                "revision": t.applied_revision,
+                "message": t.message,
+                "lastTransitionTime": json_time(t.last_transition_time),
+                "lastSyncTime": json_time(t.last_sync_time),
+            }
+            for t, cluster in targets
+        ],
+        "conditions": [
+            {
+                "type": "Available",
+                "status": "True" if ready else "False",
+                "reason": "AllTargetsReady" if ready else phase,
+                "message": message,
+                "lastTransitionTime": changed,
+            },
+            {
+                "type": "Progressing",
+                "status": "True" if phase == "Progressing" else "False",
+                "reason": phase,
+                "message": message,
+                "lastTransitionTime": changed,
+            },
+        ],
+        "history": [_history_document(h) for h in row.history or ()],
+    }
+
+
 def deployment_status(row: Rollout, targets: list[tuple[RolloutTarget, str]]) -> DeploymentStatus:
     """The deployment's status, folded from its per-cluster rows at read time."""
-    rows = [
-        TargetStatus(
-            cluster=cluster,
-            region=t.region,
-            nodeGroup=t.node_group,
-            phase=t.phase,
-            desiredReplicas=t.replicas,
-            readyReplicas=t.ready_replicas,
-            revision=t.applied_revision,
-            message=t.message,
-            lastTransitionTime=t.last_transition_time,
-            lastSyncTime=t.last_sync_time,
-        )
-        for t, cluster in targets
-    ]
-    active = [t for t, _ in targets if not t.removing]
-    counts = TargetCounts(
-        total=len(targets),
-        active=len(active),
-        current=sum(t.phase == "Ready" and t.applied_revision == row.revision for t in active),
-        failed=sum(t.phase == "Failed" for t in active),
-        unreachable=sum(t.phase == "Unreachable" for t in active),
-        moving=sum(not _settled(t.phase, t.applied_revision, t.desired_revision) for t in active),
-    )
-    phase = fold_phase(row, counts)
-    changed = max((t.last_transition_time for t, _ in targets), default=row.updated_at)
-    message = counts.message(row.revision)
-    conditions = [
-        Condition(
-            type="Available",
-            status="True" if phase == "Ready" else "False",
-            reason="AllTargetsReady" if phase == "Ready" else phase,
-            message=message,
-            lastTransitionTime=changed,
-        ),
-        Condition(
-            type="Progressing",
-            status="True" if phase == "Progressing" else "False",
-            reason=phase,
-            message=message,
-            lastTransitionTime=changed,
-        ),
-    ]
-    return DeploymentStatus(
-        phase=phase,
-        observedGeneration=row.generation,
-        revision=row.revision,
-        summary=Summary(
-            clusters=counts.active,
-            ready=counts.current,
-            failed=counts.failed,
-            unreachable=counts.unreachable,
-        ),
-        targets=rows,
-        conditions=conditions,
-        history=[HistoryEntry.model_validate(h) for h in row.history],
-    )
+    return DeploymentStatus.model_validate(status_document(row, targets))
+
+
+def deployment_document(row: Any, targets: Sequence[Any], workspace: str) -> dict[str, Any]:
+    """An ApplicationDeployment as the API returns it (`ApplicationDeploymentOut` in JSON form,
+    live status included), from a row of repository.DOCUMENT_COLUMNS and its rows of
+    repository.TARGET_COLUMNS."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "ApplicationDeployment",
+        "metadata": {
+            "name": row.name,
+            "workspace": workspace,
+            "uid": str(row.uid),
+            "labels": row.labels or {},
+            "annotations": row.annotations or {},
+            "resourceVersion": str(row.resource_version),
+            "generation": row.generation,
+            "creationTimestamp": json_time(row.created_at),
+            "deletionTimestamp": json_time(row.deletion_timestamp),
+        },
+        "spec": {
+            "applicationVersionRef": row.application_version,
+            "targets": [_target_spec_document(t) for t in row.targets],
+            "namespace": row.namespace,
+            "strategy": strategy_document(row.strategy),
+            "paused": row.paused,
+        },
+        "status": status_document(row, [(t, t.cluster) for t in targets]),
+    }

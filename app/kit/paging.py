@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Row, Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.base import ResourceMixin
@@ -25,6 +25,7 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000  # larger limits are clamped, as the Kubernetes API server does
 
 RowT = TypeVar("RowT", bound=ResourceMixin)
+ItemT = TypeVar("ItemT")
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,8 @@ class PageRequest:
 
 
 @dataclass(frozen=True)
-class Page(Generic[RowT]):
-    items: list[RowT]
+class Page(Generic[ItemT]):
+    items: list[ItemT]
     continue_token: str | None
     remaining: int | None
 
@@ -83,11 +84,31 @@ async def fetch_page(
     session: AsyncSession, model: type[RowT], query: Select[RowT], page: PageRequest
 ) -> Page[RowT]:
     """Run `query` (already filtered by scope and kind-specific filters) one page at a time."""
+    return await _fetch(session, model, query, page, entities=True)
+
+
+async def fetch_page_rows(
+    session: AsyncSession, model: type[ResourceMixin], query: Select[Any], page: PageRequest
+) -> Page[Row[Any]]:
+    """`fetch_page` for a query of columns (one of them `model.name`): rows, not objects, for
+    lists that render their documents straight from the columns they need."""
+    return await _fetch(session, model, query, page, entities=False)
+
+
+async def _fetch(
+    session: AsyncSession,
+    model: type[ResourceMixin],
+    query: Select[Any],
+    page: PageRequest,
+    *,
+    entities: bool,
+) -> Page[Any]:
     if page.after is not None and not isinstance(page.after, str):
         raise BadRequest("invalid continue token for this list")
     query = query.where(selector_clause(model.labels, page.selector))
     keyset = query.where(model.name > page.after) if page.after is not None else query
-    rows = list((await session.scalars(keyset.order_by(model.name).limit(page.limit + 1))).all())
+    result = await session.execute(keyset.order_by(model.name).limit(page.limit + 1))
+    rows: list[Any] = list(result.scalars().all() if entities else result.all())
     if len(rows) <= page.limit:
         return Page(rows, None, None)
     rows = rows[: page.limit]

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, ClassVar, Generic, TypeVar
 
+import pydantic_core
 import yaml
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
@@ -158,6 +159,17 @@ class ResourceList(BaseModel, Generic[ItemT]):
     items: list[ItemT]
 
 
+class Documents(list[dict[str, Any]]):
+    """Items a service built straight as JSON-ready documents, in exactly the shape of its kind's
+    output model: a list sends them as they are, without a model (and its validation) per item."""
+
+
+class JSONDocument(dict[str, Any]):
+    """A response body of plain JSON values (no models, no NaN) built for speed: `render`
+    encodes it with pydantic-core in one pass, several times faster than the standard library
+    on large bodies, with the same JSON."""
+
+
 def editable_form(out: ResourceOut[Any, Any]) -> dict[str, Any]:
     """The writable part of an object, as a body: what a merge patch is applied to."""
     return {
@@ -222,6 +234,10 @@ def render(
     """JSON by default, YAML when the client asks for it with Accept."""
     data = body.model_dump(mode="json", by_alias=True) if isinstance(body, BaseModel) else body
     if wants_yaml(request):
-        text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+        plain = dict(data) if isinstance(data, JSONDocument) else data  # safe_dump: exact types
+        text = yaml.safe_dump(plain, sort_keys=False, allow_unicode=True)
         return Response(text, status_code, headers=headers, media_type=YAML_MEDIA_TYPE)
+    if isinstance(data, JSONDocument):
+        encoded = pydantic_core.to_json(data)
+        return Response(encoded, status_code, headers=headers, media_type="application/json")
     return JSONResponse(data, status_code, headers=headers)

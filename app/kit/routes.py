@@ -9,7 +9,14 @@ from fastapi import Request, Response
 from app.kit.etag import etag, not_modified
 from app.kit.idempotency import Created
 from app.kit.paging import Page
-from app.kit.resource import ListMeta, ResourceList, ResourceOut, render
+from app.kit.resource import (
+    Documents,
+    JSONDocument,
+    ListMeta,
+    ResourceList,
+    ResourceOut,
+    render,
+)
 
 __all__ = ["Created", "created", "render_list", "render_object", "render_read"]
 
@@ -64,6 +71,14 @@ def render_list(
     items: list[Any],
     page: Page[Any],
 ) -> Response:
+    if isinstance(items, Documents):
+        fields = list_model.model_fields
+        return render(request, JSONDocument(
+            apiVersion=fields["apiVersion"].default,
+            kind=fields["kind"].default,
+            metadata={"continue": page.continue_token, "remainingItemCount": page.remaining},
+            items=list(items),  # a plain list, as YAML's safe dumper wants
+        ))  # fmt: skip
     body = list_model(
         metadata=ListMeta(continue_=page.continue_token, remainingItemCount=page.remaining),
         items=items,

@@ -21,7 +21,7 @@ from app.errors import NotFound, invalid_field
 from app.kit.body import merge_patch
 from app.kit.etag import check_write_preconditions
 from app.kit.paging import Page, PageRequest
-from app.kit.resource import ResourceIn, ResourceOut, editable_form, validate_as
+from app.kit.resource import Documents, ResourceIn, ResourceOut, editable_form, validate_as
 from app.redis import key as redis_key
 
 RowT = TypeVar("RowT", bound=ResourceMixin)
@@ -152,8 +152,9 @@ class ResourceService(Generic[RowT, InT, OutT]):
 
     async def list(
         self, page: PageRequest, filters: dict[str, str] | None = None
-    ) -> tuple[list[OutT], Page[RowT]]:
-        """One page; `filters` are equality filters on columns of the same name."""
+    ) -> tuple[list[OutT] | Documents, Page[Any]]:
+        """One page; `filters` are equality filters on columns of the same name. A kind may
+        return its items as ready-made `Documents` instead of models."""
         query = self.repository.select()
         for column, value in (filters or {}).items():
             query = query.where(getattr(self.repository.model, column) == value)
