@@ -10,23 +10,41 @@ probed with exponential backoff (up to 5 minutes) so a dead site costs little.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from kubernetes_asyncio.client import CoreV1Api, VersionApi
 from prometheus_client import Counter, Gauge, Histogram
-from sqlalchemy import func, select, update
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    DateTime,
+    Integer,
+    String,
+    Text,
+    any_,
+    bindparam,
+    cast,
+    column,
+    func,
+    null,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.cache import ObjectCache
 from app.clusters.models import Cluster, NodeGroup
 from app.clusters.schemas import cluster_out, effective_selector
-from app.controller.claims import claim, held, release
+from app.controller.claims import claim, release
 from app.controller.dispatcher import nudge_cluster_targets
-from app.controller.kube import REQUEST_TIMEOUT, ClusterTarget, KubeClients
+from app.controller.kube import REQUEST_TIMEOUT, ClusterTarget, KubeClients, get_json
 from app.db.base import resource_version_seq
 from app.redis import key as redis_key
 from app.workspaces.schemas import LabelSelector
@@ -35,6 +53,7 @@ logger = logging.getLogger(__name__)
 
 ZONE_LABEL = "topology.kubernetes.io/zone"
 MAX_BACKOFF_SECONDS = 300.0
+GAUGE_SECONDS = 5.0  # the queue and phase gauges are counted at most this often
 
 PROBES = Counter("edge_cluster_probes_total", "Cluster probes by result.", ["result"])
 PROBE_SECONDS = Histogram(
@@ -81,14 +100,15 @@ def selector_matches(selector: LabelSelector, labels: dict[str, str]) -> bool:
 
 async def observe(clients: KubeClients, target: ClusterTarget) -> Observation:
     api = await clients.client_for(target)
-    version = await VersionApi(api).get_code(_request_timeout=REQUEST_TIMEOUT)
-    listed = await CoreV1Api(api).list_node(_request_timeout=REQUEST_TIMEOUT)
+    version = await get_json(api, "/version")
+    listed = await get_json(api, "/api/v1/nodes", keep_alive=False)  # the next probe is far
     nodes = []
-    for item in listed.items or []:
-        conditions = (item.status.conditions if item.status else None) or []
-        ready = any(c.type == "Ready" and c.status == "True" for c in conditions)
-        nodes.append(Node(item.metadata.name, dict(item.metadata.labels or {}), ready))
-    return Observation(str(version.git_version), nodes)
+    for item in listed.get("items") or []:
+        conditions = (item.get("status") or {}).get("conditions") or []
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+        meta = item["metadata"]
+        nodes.append(Node(meta["name"], dict(meta.get("labels") or {}), ready))
+    return Observation(str(version.get("gitVersion")), nodes)
 
 
 def _now() -> datetime:
@@ -96,7 +116,12 @@ def _now() -> datetime:
 
 
 def _condition(
-    previous: list[dict[str, Any]], kind: str, status: bool, reason: str, message: str | None
+    previous: list[dict[str, Any]],
+    kind: str,
+    status: bool,
+    reason: str,
+    message: str | None,
+    at: datetime,
 ) -> dict[str, Any]:
     text = "True" if status else "False"
     before = next((c for c in previous if c.get("type") == kind), None)
@@ -106,8 +131,81 @@ def _condition(
         "status": text,
         "reason": reason,
         "message": message,
-        "lastTransitionTime": _now().isoformat() if changed else before.get("lastTransitionTime"),  # type: ignore[union-attr]
+        "lastTransitionTime": at.isoformat() if changed else before.get("lastTransitionTime"),  # type: ignore[union-attr]
     }
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What one probe found (`seen`) or how it failed (`error`), waiting to be written back."""
+
+    target: ClusterTarget
+    at: datetime
+    seen: Observation | None = None
+    error: Exception | None = None
+
+
+# The status a probe writes, besides its times; a probe that changes none of it writes only the
+# times (_TIMES), the common case, and the rest are written whole (_STATUS).
+STATUS = (
+    "phase",
+    "kubernetes_version",
+    "node_count",
+    "ready_node_count",
+    "zones",
+    "conditions",
+    "status_message",
+    "failing_since",
+    "consecutive_failures",
+)
+_TIMESTAMP = DateTime(timezone=True)
+
+
+def _unnest(name: str, columns: dict[str, Any]) -> Any:
+    """Rows of a batch as a FROM item: one array parameter per column, so the statement's text
+    (and its prepared statement) is the same whatever the batch size."""
+    arrays = [bindparam(f"all_{key}", type_=ARRAY(kind)) for key, kind in columns.items()]
+    return (
+        func.unnest(*arrays)
+        .table_valued(*(column(key, kind) for key, kind in columns.items()))
+        .render_derived(name=name)
+    )
+
+
+def _write_statement(rows: Any, **values: Any) -> Any:
+    """UPDATE of the batch's rows, each only while our lease holds (and released with it:
+    its next probe is due later anyway); every write is a new resourceVersion."""
+    return (
+        update(Cluster)
+        .where(Cluster.id == rows.c.id, Cluster.lock_token == bindparam("token"))
+        .values(
+            **values,
+            last_probe_time=rows.c.probed,
+            last_ready_time=func.coalesce(rows.c.ready_at, Cluster.last_ready_time),
+            next_probe_at=rows.c.next_probe,
+            resource_version=resource_version_seq.next_value(),
+            lock_token=null(),
+            lock_expires_at=null(),
+        )
+        .returning(Cluster)
+    )
+
+
+_TIME_COLUMNS = {"id": BigInteger, "probed": _TIMESTAMP, "ready_at": _TIMESTAMP,
+                 "next_probe": _TIMESTAMP}  # fmt: skip
+_times = _unnest("probe", _TIME_COLUMNS)
+_TIMES = _write_statement(_times)
+_status = _unnest("probe", _TIME_COLUMNS | {
+    "phase": String, "kubernetes_version": String, "node_count": Integer,
+    "ready_node_count": Integer, "zones": Text, "conditions": Text, "status_message": String,
+    "failing_since": _TIMESTAMP, "consecutive_failures": Integer,
+})  # fmt: skip
+_STATUS = _write_statement(
+    _status,
+    **{key: _status.c[key] for key in STATUS if key not in ("zones", "conditions")},
+    zones=cast(_status.c.zones, JSONB),
+    conditions=cast(_status.c.conditions, JSONB),
+)
 
 
 class ClusterProber:
@@ -128,6 +226,7 @@ class ClusterProber:
         self._unreachable_after = unreachable_after
         self._concurrency = concurrency
         self._lease = max(60.0, 4 * REQUEST_TIMEOUT[0] + 2 * REQUEST_TIMEOUT[1])
+        self._gauges_at = -GAUGE_SECONDS
 
     async def run_once(self) -> int:
         """Claim the clusters whose probe is due, probe them concurrently, write back."""
@@ -138,13 +237,9 @@ class ClusterProber:
         )
         started = time.perf_counter()
         async with self._sessionmaker.begin() as session:
-            QUEUE_DEPTH.set(float(await session.scalar(select(func.count()).where(ready)) or 0))
-            counts = await session.execute(
-                select(Cluster.phase, func.count()).group_by(Cluster.phase)
-            )
-            by_phase = {phase: count for phase, count in counts.all()}
-            for phase in ("Pending", "Ready", "NotReady", "Unreachable", "Disabled"):
-                CLUSTERS.labels(phase).set(by_phase.get(phase, 0))
+            if time.monotonic() - self._gauges_at >= GAUGE_SECONDS:
+                self._gauges_at = time.monotonic()
+                await self._measure(session, ready)
             token, ids = await claim(
                 session,
                 Cluster,
@@ -153,6 +248,8 @@ class ClusterProber:
                 limit=self._concurrency,
                 lease_seconds=self._lease,
             )
+            if not ids:
+                return 0
             rows = (await session.execute(
                 select(Cluster.id, Cluster.uid, Cluster.name, Cluster.kubeconfig_key_id,
                        Cluster.kubeconfig_ciphertext).where(Cluster.id.in_(ids))
@@ -163,51 +260,193 @@ class ClusterProber:
             for r in rows
             if r[3] is not None and r[4] is not None  # claimed only with a kubeconfig
         ]
+        results: asyncio.Queue[Probe | None] = asyncio.Queue()
+        writer = asyncio.create_task(self._write_back(token, results))
+        written = 0
         try:
-            await asyncio.gather(*(self._probe(token, target) for target in targets))
+            await asyncio.gather(*(self._probe(target, results) for target in targets))
         finally:
-            async with self._sessionmaker.begin() as session:
-                await release(session, Cluster, token)
+            results.put_nowait(None)
+            written = await writer
+            if written < len(ids):  # each write released its row; these were not written
+                async with self._sessionmaker.begin() as session:
+                    await release(session, Cluster, token)
         return len(targets)
 
-    async def _probe(self, token: Any, target: ClusterTarget) -> None:
+    async def _measure(self, session: AsyncSession, ready: Any) -> None:
+        QUEUE_DEPTH.set(float(await session.scalar(select(func.count()).where(ready)) or 0))
+        counts = await session.execute(select(Cluster.phase, func.count()).group_by(Cluster.phase))
+        by_phase = {phase: count for phase, count in counts.all()}
+        for phase in ("Pending", "Ready", "NotReady", "Unreachable", "Disabled"):
+            CLUSTERS.labels(phase).set(by_phase.get(phase, 0))
+
+    async def _probe(self, target: ClusterTarget, results: asyncio.Queue[Probe | None]) -> None:
         started = time.perf_counter()
         try:
-            observation = await observe(self._clients, target)
+            seen = await observe(self._clients, target)
         except Exception as exc:  # any failure to reach or read the cluster
             PROBES.labels("failure").inc()
             PROBE_SECONDS.observe(time.perf_counter() - started)
+            results.put_nowait(Probe(target, _now(), error=exc))
             await self._clients.forget(target.id)
-            await self._write_back(self._record_failure(token, target, exc), target)
         else:
             PROBES.labels("success").inc()
             PROBE_SECONDS.observe(time.perf_counter() - started)
-            await self._write_back(self._record_success(token, target, observation), target)
+            results.put_nowait(Probe(target, _now(), seen=seen))
 
-    async def _write_back(self, write: Any, target: ClusterTarget) -> None:
-        try:
-            await write
-        except Exception:  # the database is down: the lease expires and the probe is redone
-            logger.warning("could not record the probe of %s", target.name, exc_info=True)
+    async def _write_back(self, token: uuid.UUID, results: asyncio.Queue[Probe | None]) -> int:
+        """Write the results as they come, all those that came meanwhile in one transaction:
+        a slow cluster does not hold back the others' results, and 50 probes answered together
+        cost a few statements, not 50 transactions. Returns how many rows were written."""
+        written = 0
+        while True:
+            batch = [await results.get()]
+            await asyncio.sleep(0)  # answers that arrived together are written together
+            while not results.empty():
+                batch.append(results.get_nowait())
+            probes = [probe for probe in batch if probe is not None]
+            if probes:
+                try:
+                    written += await self._record(token, probes)
+                except Exception:  # the database is down: the lease expires, probes are redone
+                    names = ", ".join(p.target.name for p in probes)
+                    logger.warning("could not record the probes of %s", names, exc_info=True)
+            if None in batch:
+                return written
 
-    async def _write(
-        self, token: Any, target: ClusterTarget, values: dict[str, Any], session: AsyncSession
-    ) -> Cluster | None:
-        values["resource_version"] = resource_version_seq.next_value()
-        row: Cluster | None = await session.scalar(
-            update(Cluster)
-            .where(
-                held(Cluster, target.id, token),
-                # Disabled or re-pointed meanwhile: this result no longer describes it.
-                Cluster.enabled.is_(True),
-                Cluster.kubeconfig_ciphertext == target.ciphertext,
+    async def _record(self, token: uuid.UUID, probes: list[Probe]) -> int:
+        by_id = {probe.target.id: probe for probe in probes}
+        times: list[dict[str, Any]] = []
+        statuses: list[dict[str, Any]] = []
+        moved: list[int] = []  # clusters whose phase changed
+        async with self._sessionmaker.begin() as session:
+            current = (
+                await session.execute(
+                    select(Cluster.id, func.sha256(Cluster.kubeconfig_ciphertext),
+                           *(getattr(Cluster, key) for key in STATUS))
+                    .where(Cluster.id == any_(bindparam("ids", list(by_id), ARRAY(BigInteger))),
+                           Cluster.lock_token == token, Cluster.enabled.is_(True))
+                    .order_by(Cluster.id)
+                    .with_for_update()
+                )
+            ).all()  # fmt: skip
+            for cluster_id, fingerprint, *before in current:
+                probe = by_id.pop(cluster_id)
+                if fingerprint != hashlib.sha256(probe.target.ciphertext).digest():
+                    by_id[cluster_id] = probe  # re-pointed meanwhile: it describes another
+                    continue
+                previous = dict(zip(STATUS, before, strict=True))
+                status, row = self._status_after(previous, probe)
+                if status == previous:
+                    times.append(row)
+                else:
+                    statuses.append(row | status)
+                    if status["phase"] != previous["phase"]:
+                        moved.append(cluster_id)
+            for probe in by_id.values():
+                logger.info("probe result for %s dropped: its lease was lost", probe.target.name)
+            written: list[Cluster] = []
+            for statement, rows in ((_TIMES, times), (_STATUS, statuses)):
+                if rows:
+                    written.extend(
+                        (
+                            await session.scalars(
+                                statement,
+                                {"token": token} | _columns(rows),
+                                execution_options={"synchronize_session": False},
+                            )
+                        ).all()
+                    )
+            await self._count_node_groups(
+                session, [p for p in probes if p.seen is not None and p.target.id not in by_id]
             )
-            .values(**values)
-            .returning(Cluster)
+        await asyncio.gather(*(self._publish(row) for row in written))
+        for cluster_id in moved:
+            # Each in a transaction of its own: several clusters' targets locked in one would
+            # not be in id order, and could deadlock with a rollout locking its targets.
+            async with self._sessionmaker.begin() as session:
+                await nudge_cluster_targets(session, cluster_id)
+        return len(written)
+
+    def _status_after(
+        self, previous: dict[str, Any], probe: Probe
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The status after `probe` and the row of its times."""
+        at = probe.at
+        conditions_before: list[dict[str, Any]] = previous["conditions"] or []
+        if probe.seen is not None:
+            nodes = probe.seen.nodes
+            ready_nodes = [n for n in nodes if n.ready]
+            status: dict[str, Any] = {
+                "phase": "Ready" if ready_nodes else "NotReady",
+                "kubernetes_version": probe.seen.version,
+                "node_count": len(nodes),
+                "ready_node_count": len(ready_nodes),
+                "zones": sorted({n.labels[ZONE_LABEL] for n in nodes if ZONE_LABEL in n.labels}),
+                "conditions": [
+                    _condition(conditions_before, "Reachable", True, "ProbeSucceeded", None, at),
+                    _condition(
+                        conditions_before,
+                        "Ready",
+                        bool(ready_nodes),
+                        "NodesReady" if ready_nodes else "NoReadyNode",
+                        f"{len(ready_nodes)} of {len(nodes)} nodes ready",
+                        at,
+                    ),
+                ],
+                "status_message": None,
+                "failing_since": None,
+                "consecutive_failures": 0,
+            }
+            ready_at, delay = (at if ready_nodes else None), self._interval
+        else:
+            exc = probe.error
+            message = f"probe failed: {type(exc).__name__}: {str(exc)[:300]}"
+            failing_since = previous["failing_since"] or at
+            failures = previous["consecutive_failures"] + 1
+            overdue = (at - failing_since).total_seconds() >= self._unreachable_after
+            status = previous | {
+                "phase": "Unreachable" if overdue else previous["phase"],
+                "conditions": [
+                    _condition(conditions_before, "Reachable", False, "ProbeFailed", message, at),
+                    *[c for c in conditions_before if c.get("type") != "Reachable"],
+                ],
+                "status_message": message,
+                "failing_since": failing_since,
+                "consecutive_failures": failures,
+            }
+            delay = self._interval
+            if overdue:
+                delay = min(MAX_BACKOFF_SECONDS, self._interval * 2 ** min(failures, 10))
+            ready_at = None
+        row = {
+            "id": probe.target.id,
+            "probed": at,
+            "ready_at": ready_at,
+            "next_probe": at + timedelta(seconds=delay),
+        }
+        return status, row
+
+    async def _count_node_groups(self, session: AsyncSession, probes: list[Probe]) -> None:
+        """Each node group's members among the nodes its cluster's probe saw."""
+        if not probes:
+            return
+        seen = {p.target.id: p.seen for p in probes if p.seen is not None}
+        groups = await session.scalars(
+            select(NodeGroup).where(
+                NodeGroup.cluster_id == any_(bindparam("clusters", list(seen), ARRAY(BigInteger)))
+            )
         )
-        if row is None:
-            logger.info("probe result for %s dropped: its lease was lost", target.name)
-        return row
+        for group in groups.all():
+            selector = effective_selector(group)
+            nodes = seen[group.cluster_id].nodes
+            members = [n for n in nodes if selector_matches(selector, n.labels)]
+            status = (len(members), sum(n.ready for n in members), sorted(n.name for n in members))
+            if status != (group.node_count, group.ready_node_count, list(group.nodes)):
+                group.node_count, group.ready_node_count, group.nodes = status
+                group.resource_version = int(
+                    await session.scalar(resource_version_seq.next_value())
+                )
 
     async def _publish(self, row: Cluster) -> None:
         out = cluster_out(row)
@@ -218,107 +457,13 @@ class ClusterProber:
             out.model_dump(mode="json", by_alias=True),
         )
 
-    async def _record_success(self, token: Any, target: ClusterTarget, seen: Observation) -> None:
-        now = _now()
-        ready_nodes = [n for n in seen.nodes if n.ready]
-        async with self._sessionmaker.begin() as session:
-            before = (
-                await session.execute(
-                    select(Cluster.conditions, Cluster.phase).where(Cluster.id == target.id)
-                )
-            ).one_or_none()
-            previous, previous_phase = before if before else (None, None)
-            conditions = [
-                _condition(previous or [], "Reachable", True, "ProbeSucceeded", None),
-                _condition(
-                    previous or [],
-                    "Ready",
-                    bool(ready_nodes),
-                    "NodesReady" if ready_nodes else "NoReadyNode",
-                    f"{len(ready_nodes)} of {len(seen.nodes)} nodes ready",
-                ),
-            ]
-            values: dict[str, Any] = {
-                "phase": "Ready" if ready_nodes else "NotReady",
-                "kubernetes_version": seen.version,
-                "node_count": len(seen.nodes),
-                "ready_node_count": len(ready_nodes),
-                "zones": sorted(
-                    {n.labels[ZONE_LABEL] for n in seen.nodes if ZONE_LABEL in n.labels}
-                ),
-                "conditions": conditions,
-                "last_probe_time": now,
-                "failing_since": None,
-                "consecutive_failures": 0,
-                "status_message": None,
-                "next_probe_at": now + timedelta(seconds=self._interval),
-            }
-            if ready_nodes:
-                values["last_ready_time"] = now
-            row = await self._write(token, target, values, session)
-            if row is None:
-                return
-            if row.phase != previous_phase:
-                await nudge_cluster_targets(session, target.id)
-            groups = (
-                await session.scalars(select(NodeGroup).where(NodeGroup.cluster_id == target.id))
-            ).all()
-            for group in groups:
-                selector = effective_selector(group)
-                members = [n for n in seen.nodes if selector_matches(selector, n.labels)]
-                status = (
-                    len(members),
-                    sum(n.ready for n in members),
-                    sorted(n.name for n in members),
-                )
-                if status != (group.node_count, group.ready_node_count, list(group.nodes)):
-                    group.node_count, group.ready_node_count, group.nodes = status
-                    group.resource_version = int(
-                        await session.scalar(resource_version_seq.next_value())
-                    )
-        await self._publish(row)
 
-    async def _record_failure(self, token: Any, target: ClusterTarget, exc: Exception) -> None:
-        now = _now()
-        message = f"probe failed: {type(exc).__name__}: {str(exc)[:300]}"
-        async with self._sessionmaker.begin() as session:
-            current = (
-                await session.execute(
-                    select(Cluster.phase, Cluster.failing_since, Cluster.consecutive_failures,
-                           Cluster.conditions).where(Cluster.id == target.id)
-                )
-            ).one_or_none()  # fmt: skip
-            if current is None:
-                return
-            phase, failing_since, failures, previous = current
-            previous_phase = phase
-            failing_since = failing_since or now
-            failures += 1
-            overdue = (now - failing_since).total_seconds() >= self._unreachable_after
-            if overdue:
-                phase = "Unreachable"
-                backoff = min(MAX_BACKOFF_SECONDS, self._interval * 2 ** min(failures, 10))
-            else:
-                backoff = self._interval
-            conditions = [
-                _condition(previous or [], "Reachable", False, "ProbeFailed", message),
-                *[c for c in previous or [] if c.get("type") != "Reachable"],
-            ]
-            row = await self._write(
-                token,
-                target,
-                {
-                    "phase": phase,
-                    "failing_since": failing_since,
-                    "consecutive_failures": failures,
-                    "last_probe_time": now,
-                    "status_message": message,
-                    "conditions": conditions,
-                    "next_probe_at": now + timedelta(seconds=backoff),
-                },
-                session,
-            )
-            if row is not None and phase != previous_phase:
-                await nudge_cluster_targets(session, target.id)
-        if row is not None:
-            await self._publish(row)
+def _columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Rows as the statement's one array per column (see _unnest); JSON columns as text."""
+    columns: dict[str, list[Any]] = {f"all_{key}": [] for key in rows[0]}
+    for row in rows:
+        for key, value in row.items():
+            if key in ("zones", "conditions"):
+                value = json.dumps(value, separators=(",", ":"))
+            columns[f"all_{key}"].append(value)
+    return columns
