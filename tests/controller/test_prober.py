@@ -166,3 +166,65 @@ async def test_probe_metrics(
     assert "edge_cluster_probe_duration_seconds_bucket" in text
     assert "edge_controller_queue_depth" in text
     assert "edge_controller_claim_duration_seconds" in text
+
+
+async def test_a_probe_that_changes_nothing_writes_its_times(
+    registered: tuple[FastAPI, httpx.AsyncClient, Controller],
+) -> None:
+    """The common case, written as the probe times alone: the rest of the status is kept as
+    it was, the object gets a new resourceVersion (lastProbeTime is part of what it shows)
+    and reads — served from the object cache — show it; the lease goes with the write."""
+    from sqlalchemy import func, select, update
+
+    from app.clusters.models import Cluster
+
+    _, client, controller = registered
+    await probe_until(
+        controller, client, lambda cs: cs["shanghai-cluster"]["status"]["phase"] == "Ready"
+    )
+    before = (await client.get("/api/v1/clusters/shanghai-cluster")).json()
+    async with controller.sessionmaker.begin() as session:
+        await session.execute(update(Cluster).values(next_probe_at=func.now()))
+    assert await controller.prober.run_once() == len(FLEET)
+    after = (await client.get("/api/v1/clusters/shanghai-cluster")).json()
+    assert int(after["metadata"]["resourceVersion"]) > int(before["metadata"]["resourceVersion"])
+    assert after["status"]["lastProbeTime"] > before["status"]["lastProbeTime"]
+    assert after["status"]["lastReadyTime"] > before["status"]["lastReadyTime"]
+    for field in ("lastProbeTime", "lastReadyTime"):
+        before["status"].pop(field), after["status"].pop(field)
+    assert after["status"] == before["status"]  # conditions keep their transition times
+    async with controller.sessionmaker() as session:
+        held = await session.scalar(select(func.count()).where(Cluster.lock_token.is_not(None)))
+    assert held == 0
+
+
+async def test_a_result_is_dropped_when_its_lease_was_lost(
+    registered: tuple[FastAPI, httpx.AsyncClient, Controller], fleet: dict[str, EdgeCluster]
+) -> None:
+    """Another replica took the cluster meanwhile (the lease expired): the late result must not
+    overwrite what that replica writes, while the other clusters' results are written."""
+    import uuid
+
+    from sqlalchemy import update
+
+    from app.clusters.models import Cluster
+
+    _, client, controller = registered
+    fleet["beijing-cluster"].reachable.clear()  # its probe hangs until we let it answer
+    probing = asyncio.create_task(controller.prober.run_once())
+    await asyncio.sleep(1.0)
+    async with controller.sessionmaker.begin() as session:
+        await session.execute(
+            update(Cluster)
+            .where(Cluster.name == "beijing-cluster")
+            .values(lock_token=uuid.uuid4(), phase="NotReady")
+        )
+    fleet["beijing-cluster"].reachable.set()
+    await probing
+    clusters = {
+        c["metadata"]["name"]: c["status"]
+        for c in (await client.get("/api/v1/clusters")).json()["items"]
+    }
+    assert clusters["beijing-cluster"]["phase"] == "NotReady"  # the other replica's
+    assert clusters["beijing-cluster"]["lastProbeTime"] is None
+    assert clusters["shanghai-cluster"]["phase"] == "Ready"

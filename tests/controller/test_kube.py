@@ -1,0 +1,151 @@
+"""The per-cluster Kubernetes clients: connections and SSL contexts (issue #9's memory figures)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import yaml
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from app.controller import kube
+from app.controller.kube import ClusterTarget, KubeClients, get_json
+from app.crypto import SecretBox
+
+SECRETS = SecretBox("kube-client-test-key-0123456789abcdef")
+
+
+class Edge:
+    """An API server that notes which client connection (peer port) each request came on."""
+
+    def __init__(self) -> None:
+        self.peers: list[int] = []
+        app = web.Application()
+        app.router.add_get("/version", self._version)
+        self.server = TestServer(app, host="127.0.0.1")
+
+    async def _version(self, request: web.Request) -> web.Response:
+        self.peers.append(request.transport.get_extra_info("peername")[1])  # type: ignore[union-attr]
+        return web.json_response({"gitVersion": "v1.30.2"})
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.port}"
+
+
+@pytest.fixture
+async def edge() -> AsyncIterator[Edge]:
+    server = Edge()
+    await server.server.start_server()
+    yield server
+    await server.server.close()
+
+
+def target(server: str, *, ca: bytes | None = None, cluster_id: int = 1) -> ClusterTarget:
+    where: dict[str, Any] = {"server": server}
+    if ca is not None:
+        where["certificate-authority-data"] = base64.b64encode(ca).decode()
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "edge",
+        "clusters": [{"name": "edge", "cluster": where}],
+        "users": [{"name": "ops", "user": {"token": "edge-test-token"}}],
+        "contexts": [{"name": "edge", "context": {"cluster": "edge", "user": "ops"}}],
+    }
+    uid = str(uuid.uuid4())
+    sealed = SECRETS.seal(yaml.safe_dump(config).encode(), bound_to=f"cluster:{uid}")
+    return ClusterTarget(cluster_id, uid, f"edge-{cluster_id}", sealed.key_id, sealed.ciphertext)
+
+
+def certificate_authority(name: str) -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+async def test_calls_in_a_burst_share_a_connection_and_an_idle_one_is_closed(
+    edge: Edge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kube, "KEEPALIVE_SECONDS", 0.2)
+    clients = KubeClients(SECRETS, allow_private=True)
+    try:
+        api = await clients.client_for(target(edge.url))
+        await get_json(api, "/version")
+        await get_json(api, "/version")
+        assert len(set(edge.peers)) == 1  # a probe's two calls, a dispatch pass: one connection
+        await asyncio.sleep(0.6)  # idle past KEEPALIVE_SECONDS: closed, not held
+        await get_json(api, "/version")
+        assert len(set(edge.peers)) == 2
+    finally:
+        await clients.close()
+
+
+async def test_a_call_without_keep_alive_leaves_no_connection_behind(edge: Edge) -> None:
+    clients = KubeClients(SECRETS, allow_private=True)
+    try:
+        api = await clients.client_for(target(edge.url))
+        await get_json(api, "/version")
+        await get_json(api, "/version", keep_alive=False)  # the last call of a probe
+        await get_json(api, "/version")
+        first, last, after = edge.peers
+        assert first == last  # asked on the open connection,
+        assert after != last  # which the edge then closed
+        # The client does not keep its last answer (a whole node list) until its next call.
+        assert getattr(api, "last_response", None) is None
+    finally:
+        await clients.close()
+
+
+async def test_edges_are_reached_directly_whatever_the_proxy_variables_say(
+    edge: Edge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Nothing listens there: a client that took the proxy would fail.
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    clients = KubeClients(SECRETS, allow_private=True)
+    try:
+        api = await clients.client_for(target(edge.url))
+        assert (await get_json(api, "/version"))["gitVersion"] == "v1.30.2"
+    finally:
+        await clients.close()
+
+
+async def test_clusters_trusting_the_same_ca_share_one_ssl_context() -> None:
+    ours, theirs = certificate_authority("fleet"), certificate_authority("other")
+    clients = KubeClients(SECRETS, allow_private=True)
+    try:
+        built = [
+            await clients.client_for(target("https://127.0.0.1:6443", ca=ca, cluster_id=i))
+            for i, ca in enumerate((ours, ours, theirs, None, None))
+        ]
+        contexts = [client.rest_client.pool_manager.connector._ssl for client in built]
+        assert contexts[0] is contexts[1]
+        assert contexts[2] is not contexts[0]
+        # Without a CA the system's trust store is loaded: once, not per cluster.
+        assert contexts[3] is contexts[4]
+        assert contexts[3] is not contexts[0]
+    finally:
+        await clients.close()
