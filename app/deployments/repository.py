@@ -4,11 +4,20 @@ from, read as rows rather than as ORM objects."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import BigInteger, Select, any_, bindparam, insert, inspect, select
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import (
+    Select,
+    String,
+    bindparam,
+    cast,
+    func,
+    insert,
+    inspect,
+    literal_column,
+    select,
+)
+from sqlalchemy.dialects.postgresql import JSON, aggregate_order_by
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -19,59 +28,84 @@ from app.deployments.models import Rollout, RolloutTarget
 from app.kit.paging import Page, PageRequest, fetch_page_rows
 from app.workspaces.models import Workspace
 
-# What a deployment's document shows: no `content` (ConfigSyncs and VClusters only) and no
-# dispatch bookkeeping.
+
+def json_time_sql(column: Any) -> Any:
+    """service.json_time in SQL: a timestamp as pydantic writes it in JSON (UTC, `Z`,
+    microseconds unless 0)."""
+    written = func.to_char(func.timezone("UTC", column), 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+    return func.replace(written, ".000000Z", "Z")
+
+
+# A target's part of the status, as the document shows it (json, not jsonb: json keeps the
+# keys in the order written), with what the phase is folded from beside it.
+_TARGET = func.json_build_array(
+    func.json_build_object(
+        "cluster", Cluster.name,
+        "region", RolloutTarget.region,
+        "nodeGroup", RolloutTarget.node_group,
+        "phase", RolloutTarget.phase,
+        "desiredReplicas", RolloutTarget.replicas,
+        "readyReplicas", RolloutTarget.ready_replicas,
+        "revision", RolloutTarget.applied_revision,
+        "message", RolloutTarget.message,
+        "lastTransitionTime", json_time_sql(RolloutTarget.last_transition_time),
+        "lastSyncTime", json_time_sql(RolloutTarget.last_sync_time),
+    ),
+    RolloutTarget.removing,
+    RolloutTarget.desired_revision,
+)  # fmt: skip
+# Each rollout's targets by cluster name, and when the last of them changed (else the rollout).
+_LIVE = (
+    select(
+        func.json_build_object(
+            "targets",
+            func.coalesce(
+                func.json_agg(aggregate_order_by(_TARGET, Cluster.name)),
+                literal_column("'[]'::json"),
+            ),
+            "changed",
+            json_time_sql(
+                func.coalesce(func.max(RolloutTarget.last_transition_time), Rollout.updated_at)
+            ),
+        )
+    )
+    .select_from(RolloutTarget)
+    .join(Cluster, Cluster.id == RolloutTarget.cluster_id)
+    .where(RolloutTarget.rollout_id == Rollout.id)
+    .scalar_subquery()
+)
+# What a deployment's document is built from, in one row per deployment: no `content`
+# (ConfigSyncs and VClusters only), no dispatch bookkeeping, timestamps already in their JSON
+# form, and the JSON columns with the live targets as one value (`stored`), which decodes in a
+# fraction of the time five values and a second query's rows took.
 DOCUMENT_COLUMNS = (
     Rollout.id,
     Rollout.name,
-    Rollout.uid,
-    Rollout.labels,
-    Rollout.annotations,
+    cast(Rollout.uid, String).label("uid"),
     Rollout.resource_version,
     Rollout.generation,
-    Rollout.created_at,
-    Rollout.updated_at,
-    Rollout.deletion_timestamp,
+    json_time_sql(Rollout.created_at).label("created"),
+    json_time_sql(Rollout.deletion_timestamp).label("deleted"),
     Rollout.application_version,
-    Rollout.targets,
     Rollout.namespace,
-    Rollout.strategy,
     Rollout.paused,
     Rollout.revision,
-    Rollout.history,
-)
-# A target's part of the status (named as RolloutTarget's attributes, plus its cluster's name):
-# not its values, applied objects or lease.
-TARGET_COLUMNS = (
-    RolloutTarget.rollout_id,
-    Cluster.name.label("cluster"),
-    RolloutTarget.region,
-    RolloutTarget.node_group,
-    RolloutTarget.phase,
-    RolloutTarget.replicas,
-    RolloutTarget.ready_replicas,
-    RolloutTarget.applied_revision,
-    RolloutTarget.desired_revision,
-    RolloutTarget.removing,
-    RolloutTarget.message,
-    RolloutTarget.last_transition_time,
-    RolloutTarget.last_sync_time,
-)
-
-
-# The reads of a GET, built once (building a select of this many columns costs more than
-# running it from SQLAlchemy's statement cache).
+    func.json_build_object(
+        "labels", Rollout.labels,
+        "annotations", Rollout.annotations,
+        "targets", Rollout.targets,
+        "strategy", Rollout.strategy,
+        "history", Rollout.history,
+        "live", _LIVE,
+        type_=JSON,
+    ).label("stored"),
+)  # fmt: skip
+# A GET's read, built once (building a select of this many columns costs more than running it
+# from SQLAlchemy's statement cache).
 _ONE_DOCUMENT = select(*DOCUMENT_COLUMNS).where(
     Rollout.workspace_id == bindparam("workspace_id"),
     Rollout.kind == bindparam("kind"),
     Rollout.name == bindparam("name"),
-)
-_TARGETS = (
-    select(*TARGET_COLUMNS)
-    .join(Cluster, Cluster.id == RolloutTarget.cluster_id)
-    # One array parameter: the same statement (and prepared plan) for any number of ids.
-    .where(RolloutTarget.rollout_id == any_(bindparam("ids", type_=ARRAY(BigInteger))))
-    .order_by(Cluster.name)
 )
 
 
@@ -115,17 +149,8 @@ class RolloutRepository(ResourceRepository[Rollout]):
         return await fetch_page_rows(self.session, Rollout, query, page)
 
     async def document_row(self, name: str) -> Any:
-        """The row of DOCUMENT_COLUMNS of `name`, or None."""
+        """The row of DOCUMENT_COLUMNS of `name`, or None: the whole GET in one statement."""
         found = await self.session.execute(
             _ONE_DOCUMENT, {"workspace_id": self.workspace.id, "kind": self.kind, "name": name}
         )
         return found.first()
-
-    async def target_rows(self, ids: Sequence[int]) -> dict[int, list[Any]]:
-        """The rows of TARGET_COLUMNS of each rollout of `ids`, by cluster name."""
-        targets: dict[int, list[Any]] = {i: [] for i in ids}
-        if targets:
-            found = await self.session.execute(_TARGETS, {"ids": list(targets)})
-            for target in found.all():
-                targets[target.rollout_id].append(target)
-        return targets

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
-from sqlalchemy import Row, func, select, text, update
+from sqlalchemy import Row, String, func, literal, select, text, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import AuditTrail
@@ -267,8 +267,6 @@ class DeploymentService(
         self.redis = redis
         self._resolved: list[Resolved] = []
         self._content_before: dict[str, Any] | None = None
-        # The version `_resolve` last looked up: (name, workload).
-        self._version: tuple[str | None, dict[str, Any] | None] = (None, None)
 
     # hooks -----------------------------------------------------------------------------------
 
@@ -288,8 +286,12 @@ class DeploymentService(
         return str(row.application_version)
 
     async def check_content(self, name: str, spec: Any) -> None:
-        self._resolved = await self._resolve(spec)
-        await self._refuse_collisions(name, spec)
+        version, neighbours = await self._version_and_neighbours(name, spec)
+        self._resolved = await resolve_targets(
+            self.session, self.workspace, targets=spec.targets, namespace=spec.namespace,
+            version=spec.applicationVersionRef, version_exists=version is not None,
+        )  # fmt: skip
+        _refuse_collisions(self._namespace(spec), version, neighbours)
 
     def store_spec(self, row: Rollout, spec: Any) -> None:
         row.application_version = spec.applicationVersionRef
@@ -340,21 +342,18 @@ class DeploymentService(
 
             after_commit(self.session, tell)
 
-    async def _refuse_collisions(self, name: str, spec: DeploymentSpec) -> None:
-        """Two deployments of a workspace writing the same Deployment objects would fight over
-        them (and deleting one would delete the other's): 409."""
-        namespace = spec.namespace or default_namespace(self.workspace.name)
-        looked_up, workload = self._version
-        if looked_up != spec.applicationVersionRef:
-            workload = await self.session.scalar(
-                select(ApplicationVersion.workload).where(
-                    ApplicationVersion.name == spec.applicationVersionRef
-                )
-            )
-        mine = _workload_names(workload)
-        if not mine:
-            return  # Helm versions write a HelmChart named after the deployment: no overlap
-        others = await self.session.execute(
+    def _namespace(self, spec: DeploymentSpec) -> str:
+        return spec.namespace or default_namespace(self.workspace.name)
+
+    async def _version_and_neighbours(
+        self, name: str, spec: DeploymentSpec
+    ) -> tuple[Any, list[Any]]:
+        """In one statement: the spec's version (None if missing) and the other deployments of
+        its namespace, each row (name or None for the version, workload or None)."""
+        version = select(literal(None, String).label("name"), ApplicationVersion.workload).where(
+            ApplicationVersion.name == spec.applicationVersionRef
+        )
+        neighbours = (
             select(Rollout.name, ApplicationVersion.workload)
             .outerjoin(ApplicationVersion, ApplicationVersion.name == Rollout.application_version)
             .where(
@@ -362,18 +361,12 @@ class DeploymentService(
                 Rollout.kind == self.kind,
                 Rollout.name != name,
                 func.coalesce(Rollout.namespace, default_namespace(self.workspace.name))
-                == namespace,
+                == self._namespace(spec),
             )
-            .order_by(Rollout.name)
         )
-        for other, theirs in others.all():
-            shared = mine & _workload_names(theirs)
-            if shared:
-                raise Conflict(
-                    f"deployment {other!r} already writes Deployment(s) {', '.join(sorted(shared))}"
-                    f" in namespace {namespace!r}; use another spec.namespace",
-                    code="ObjectsTaken",
-                )
+        rows = (await self.session.execute(union_all(version, neighbours))).all()
+        found = next((r for r in rows if r.name is None), None)
+        return found, sorted((r for r in rows if r.name is not None), key=lambda r: r.name)
 
     def render(self, row: Rollout) -> ApplicationDeploymentOut:
         return ApplicationDeploymentOut(
@@ -399,8 +392,7 @@ class DeploymentService(
             found = await self.repository.document_row(name)
             if found is None:
                 raise self.not_found(name)
-            targets = await self.repository.target_rows([found.id])
-            return JSONDocument(deployment_document(found, targets[found.id], self.workspace.name))
+            return JSONDocument(deployment_document(found, self.workspace.name))
         row = await self.repository.get(name)
         if row is None:
             raise self.not_found(name)
@@ -625,19 +617,9 @@ class DeploymentService(
         return [r.out() for r in await self._resolve(spec)]
 
     async def _resolve(self, spec: DeploymentSpec) -> list[Resolved]:
-        """The version is read once, for both its existence here and its workload's names
-        (kept for `_refuse_collisions`)."""
-        version = (
-            await self.session.execute(
-                select(ApplicationVersion.id, ApplicationVersion.workload).where(
-                    ApplicationVersion.name == spec.applicationVersionRef
-                )
-            )
-        ).first()
-        self._version = (spec.applicationVersionRef, version.workload if version else None)
         return await resolve_targets(
             self.session, self.workspace, targets=spec.targets, namespace=spec.namespace,
-            version=spec.applicationVersionRef, version_exists=version is not None,
+            version=spec.applicationVersionRef,
         )  # fmt: skip
 
     def not_found(self, name: str) -> NotFound:
@@ -653,10 +635,25 @@ class DeploymentService(
         for column, value in (filters or {}).items():
             query = query.where(getattr(Rollout, column) == value)
         result = await self.repository.document_page(page, query)
-        targets = await self.repository.target_rows([row.id for row in result.items])
         name = self.workspace.name
-        items = Documents(deployment_document(r, targets[r.id], name) for r in result.items)
-        return items, result
+        return Documents(deployment_document(row, name) for row in result.items), result
+
+
+def _refuse_collisions(namespace: str, version: Any, neighbours: list[Any]) -> None:
+    """Two deployments of a workspace writing the same Deployment objects would fight over them
+    (and deleting one would delete the other's): 409. `neighbours`: (name, workload) of the
+    workspace's other deployments in `namespace`."""
+    mine = _workload_names(version.workload if version else None)
+    if not mine:
+        return  # Helm versions write a HelmChart named after the deployment: no overlap
+    for other, theirs in neighbours:
+        shared = mine & _workload_names(theirs)
+        if shared:
+            raise Conflict(
+                f"deployment {other!r} already writes Deployment(s) {', '.join(sorted(shared))}"
+                f" in namespace {namespace!r}; use another spec.namespace",
+                code="ObjectsTaken",
+            )
 
 
 def _workload_names(workload: dict[str, Any] | None) -> set[str]:
@@ -746,22 +743,29 @@ def _history_document(stored: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def status_document(row: Any, targets: Sequence[tuple[Any, str]]) -> dict[str, Any]:
+def status_document(
+    row: Any,
+    targets: Sequence[Sequence[Any]],
+    changed: str | None,
+    strategy: dict[str, Any],
+    history: list[dict[str, Any]],
+) -> dict[str, Any]:
     """The deployment's status, folded from its per-cluster rows at read time. `row`: a Rollout
-    or a row with its revision, generation, paused, strategy, updated_at and history; `targets`:
-    (RolloutTarget or a row of its columns, cluster name), by cluster name."""
+    or a row with its revision, generation and paused; `targets`: by cluster name, each
+    (its entry in status.targets, removing, desired revision); `changed`: when the last target
+    changed (else the rollout); `strategy`: as strategy_document."""
     revision = row.revision
     active = current = failed = unreachable = moving = 0
     # One pass (it runs for every deployment of a page). Moving: not settled, i.e. neither
     # Failed, Unreachable, nor Ready at the revision it should run.
-    for t, _ in targets:
-        if t.removing:
+    for entry, removing, desired in targets:
+        if removing:
             continue
         active += 1
-        phase = t.phase
+        phase = entry["phase"]
         if phase == "Ready":
-            current += t.applied_revision == revision
-            moving += t.applied_revision != t.desired_revision
+            current += entry["revision"] == revision
+            moving += entry["revision"] != desired
         elif phase == "Failed":
             failed += 1
         elif phase == "Unreachable":
@@ -769,8 +773,7 @@ def status_document(row: Any, targets: Sequence[tuple[Any, str]]) -> dict[str, A
         else:
             moving += 1
     counts = TargetCounts(len(targets), active, current, failed, unreachable, moving)
-    phase = _fold(row.paused, strategy_document(row.strategy), counts)
-    changed = json_time(max((t.last_transition_time for t, _ in targets), default=row.updated_at))
+    phase = _fold(row.paused, strategy, counts)
     message = counts.message(revision)
     ready = phase == "Ready"
     return {
@@ -783,21 +786,7 @@ def status_document(row: Any, targets: Sequence[tuple[Any, str]]) -> dict[str, A
             "failed": counts.failed,
             "unreachable": counts.unreachable,
         },
-        "targets": [
-            {
-                "cluster": cluster,
-                "region": t.region,
-                "nodeGroup": t.node_group,
-                "phase": t.phase,
-                "desiredReplicas": t.replicas,
-                "readyReplicas": t.ready_replicas,
-                "revision": t.applied_revision,
-                "message": t.message,
-                "lastTransitionTime": json_time(t.last_transition_time),
-                "lastSyncTime": json_time(t.last_sync_time),
-            }
-            for t, cluster in targets
-        ],
+        "targets": [entry for entry, _, _ in targets],
         "conditions": [
             {
                 "type": "Available",
@@ -814,39 +803,66 @@ def status_document(row: Any, targets: Sequence[tuple[Any, str]]) -> dict[str, A
                 "lastTransitionTime": changed,
             },
         ],
-        "history": [_history_document(h) for h in row.history or ()],
+        "history": [_history_document(h) for h in history],
     }
 
 
 def deployment_status(row: Rollout, targets: list[tuple[RolloutTarget, str]]) -> DeploymentStatus:
     """The deployment's status, folded from its per-cluster rows at read time."""
-    return DeploymentStatus.model_validate(status_document(row, targets))
+    entries = [
+        (
+            {
+                "cluster": cluster,
+                "region": t.region,
+                "nodeGroup": t.node_group,
+                "phase": t.phase,
+                "desiredReplicas": t.replicas,
+                "readyReplicas": t.ready_replicas,
+                "revision": t.applied_revision,
+                "message": t.message,
+                "lastTransitionTime": json_time(t.last_transition_time),
+                "lastSyncTime": json_time(t.last_sync_time),
+            },
+            t.removing,
+            t.desired_revision,
+        )
+        for t, cluster in targets
+    ]
+    changed = json_time(max((t.last_transition_time for t, _ in targets), default=row.updated_at))
+    strategy = strategy_document(row.strategy)
+    return DeploymentStatus.model_validate(
+        status_document(row, entries, changed, strategy, row.history)
+    )
 
 
-def deployment_document(row: Any, targets: Sequence[Any], workspace: str) -> dict[str, Any]:
+def deployment_document(row: Any, workspace: str) -> dict[str, Any]:
     """An ApplicationDeployment as the API returns it (`ApplicationDeploymentOut` in JSON form,
-    live status included), from a row of repository.DOCUMENT_COLUMNS and its rows of
-    repository.TARGET_COLUMNS."""
+    live status included), from a row of repository.DOCUMENT_COLUMNS."""
+    stored = row.stored
+    strategy = strategy_document(stored["strategy"])
+    live = stored["live"]
     return {
         "apiVersion": API_VERSION,
         "kind": "ApplicationDeployment",
         "metadata": {
             "name": row.name,
             "workspace": workspace,
-            "uid": str(row.uid),
-            "labels": row.labels or {},
-            "annotations": row.annotations or {},
+            "uid": row.uid,
+            "labels": stored["labels"] or {},
+            "annotations": stored["annotations"] or {},
             "resourceVersion": str(row.resource_version),
             "generation": row.generation,
-            "creationTimestamp": json_time(row.created_at),
-            "deletionTimestamp": json_time(row.deletion_timestamp),
+            "creationTimestamp": row.created,
+            "deletionTimestamp": row.deleted,
         },
         "spec": {
             "applicationVersionRef": row.application_version,
-            "targets": [_target_spec_document(t) for t in row.targets],
+            "targets": [_target_spec_document(t) for t in stored["targets"]],
             "namespace": row.namespace,
-            "strategy": strategy_document(row.strategy),
+            "strategy": strategy,
             "paused": row.paused,
         },
-        "status": status_document(row, [(t, t.cluster) for t in targets]),
+        "status": status_document(
+            row, live["targets"], live["changed"], strategy, stored["history"] or []
+        ),
     }

@@ -51,9 +51,11 @@ async def test_lists_and_reads_answer_what_the_model_renders(platform: Platform)
     changed = await client.patch(path, json={"spec": {"targets": targets}}, headers=MERGE)
     assert changed.json()["status"]["revision"] == 2
     # Targets as the controller would leave them: one Ready at the revision, one Failed.
-    ready = "phase = 'Ready', applied_revision = 2, ready_replicas = 2, last_sync_time = now()"
-    await set_target(platform, "shanghai-cluster", ready)
-    await set_target(platform, "beijing-cluster", "phase = 'Failed', message = 'boom'")
+    # Timestamps with no fraction, with trailing zeros, and the latest change, as written.
+    ready = "phase = 'Ready', applied_revision = 2, ready_replicas = 2, last_sync_time ="
+    await set_target(platform, "shanghai-cluster", f"{ready} '2026-01-02T03:04:05Z'")
+    failed = "phase = 'Failed', message = 'boom', last_transition_time = '2099-01-02T03:04:05.12Z'"
+    await set_target(platform, "beijing-cluster", failed)
     second = copy.deepcopy(EXAMPLE)
     second["metadata"]["name"] = "a-second-one"
     second["spec"]["namespace"] = "ws-team-a-second"
@@ -71,6 +73,12 @@ async def test_lists_and_reads_answer_what_the_model_renders(platform: Platform)
     ]  # fmt: skip
     assert [t["phase"] for t in status["targets"]] == ["Failed", "Deleting", "Ready", "Pending"]
     assert [h["reason"] for h in status["history"]] == ["Initial", "Upgrade"]
+    on = {t["cluster"]: t for t in status["targets"]}
+    assert on["shanghai-cluster"]["lastSyncTime"] == "2026-01-02T03:04:05Z"
+    assert on["beijing-cluster"]["lastTransitionTime"] == "2099-01-02T03:04:05.120000Z"
+    assert {c["lastTransitionTime"] for c in status["conditions"]} == {
+        "2099-01-02T03:04:05.120000Z"
+    }
     assert read["spec"]["strategy"] == {
         "maxUnavailableClusters": 1, "failurePolicy": "Pause", "progressDeadlineSeconds": 600,
     }  # fmt: skip
