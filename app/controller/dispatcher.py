@@ -19,7 +19,9 @@ import contextlib
 import functools
 import logging
 import random
+import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -95,6 +97,7 @@ TIME_TO_READY = Histogram(
 )
 INFLIGHT = Gauge("edge_dispatch_inflight", "Targets this controller is working on.")
 DUE = Gauge("edge_dispatch_due", "Targets due for work, this controller's last look.")
+DUE_COUNT_SECONDS = 5.0  # how often the gauge above is counted (a count of the whole table)
 
 
 def _now() -> datetime:
@@ -130,7 +133,7 @@ class Context:
     revision: RolloutRevision | None
     revision_params: TargetSpec | None
     version: ApplicationVersion | None
-    placement: Placement | None
+    placement: Placement
     node_group_missing: bool
     failed_targets: int
     touched: list[ObjectRef] = field(default_factory=list)  # objects this pass tried to apply
@@ -185,17 +188,23 @@ class Dispatcher:
         self._slots: dict[int, asyncio.Semaphore] = {}
         self.on_done: list[Any] = []  # callbacks when a task ends (the runner claims more)
         self.next_due_in: float | None = None  # seconds until the next unclaimed row is due
+        self._due_counted_at = -DUE_COUNT_SECONDS
+        self._folds = Coalesced(self._fold_rollout, "folding the phase of rollout")
 
     # claiming --------------------------------------------------------------------------------
 
     async def run_once(self) -> int:
         """Claim due targets up to the free capacity and start a task for each."""
         capacity = self._concurrency - len(self._inflight)
-        if capacity <= 0:
+        # While busy, claim a quarter of the slots at a time rather than one slot per finished
+        # target: every claim is a transaction of its own, as costly as a target's load.
+        if capacity <= 0 or (self._inflight and capacity < max(1, self._concurrency // 4)):
             return 0
         due = RolloutTarget.next_attempt_at <= func.now()
         async with self._sessionmaker.begin() as session:
-            DUE.set(float(await session.scalar(select(func.count()).where(due)) or 0))
+            if time.monotonic() - self._due_counted_at > DUE_COUNT_SECONDS:
+                self._due_counted_at = time.monotonic()
+                DUE.set(float(await session.scalar(select(func.count()).where(due)) or 0))
             token, ids = await claim(
                 session,
                 RolloutTarget,
@@ -211,10 +220,11 @@ class Dispatcher:
                 ).where(RolloutTarget.lock_token.is_(None))
             )
             self.next_due_in = None if due_in is None else float(due_in)
-        for row_id in ids:
-            if row_id in self._inflight:  # its lease ran out while we still work on it
-                continue
-            task = asyncio.create_task(self._process(row_id, token))
+            # What each pass works from, read with the claim: no round trips of its own.
+            contexts = await self._load(session, [i for i in ids if i not in self._inflight])
+        for context in contexts:
+            row_id = context.target.id
+            task = asyncio.create_task(self._process(context, token))
             self._inflight[row_id] = task
             task.add_done_callback(functools.partial(self._finished, row_id))
         INFLIGHT.set(len(self._inflight))
@@ -236,16 +246,15 @@ class Dispatcher:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+        await self._folds.close()
 
     # one target ------------------------------------------------------------------------------
 
-    async def _process(self, row_id: int, token: uuid.UUID) -> None:
+    async def _process(self, context: Context, token: uuid.UUID) -> None:
+        row_id = context.target.id
         done = asyncio.Event()
         heartbeat = asyncio.create_task(self._keep_lease(row_id, token, done))
         try:
-            context = await self._load(row_id)
-            if context is None:
-                return
             slot = self._slots.setdefault(context.cluster.id, asyncio.Semaphore(self._per_cluster))
             async with slot:
                 outcome = await self._reconcile(context)
@@ -277,71 +286,65 @@ class Dispatcher:
             except Exception:
                 logger.warning("could not renew the lease of target %d", row_id)
 
-    async def _load(self, row_id: int) -> Context | None:
-        async with self._sessionmaker() as session:
-            found = (
-                await session.execute(
-                    select(RolloutTarget, Rollout, Workspace.name, Cluster)
-                    .join(
-                        Rollout,
-                        Rollout.id == RolloutTarget.rollout_id,
-                    )
-                    .join(Workspace, Workspace.id == Rollout.workspace_id)
-                    .join(Cluster, Cluster.id == RolloutTarget.cluster_id)
-                    .where(RolloutTarget.id == row_id)
-                )
-            ).one_or_none()
-            if found is None:
-                return None
-            target, deployment, workspace, cluster = found
-            revision = await session.scalar(
-                select(RolloutRevision).where(
-                    RolloutRevision.rollout_id == deployment.id,
-                    RolloutRevision.revision == target.desired_revision,
-                )
+    async def _load(self, session: AsyncSession, ids: list[int]) -> list[Context]:
+        """The contexts of the claimed rows: one query for the rows and what they point at
+        (revision and version may be gone: the pass says so), more only where a row asks."""
+        if not ids:
+            return []
+        found = await session.execute(
+            select(
+                RolloutTarget, Rollout, Workspace.name, Cluster, RolloutRevision, ApplicationVersion
             )
+            .join(Rollout, Rollout.id == RolloutTarget.rollout_id)
+            .join(Workspace, Workspace.id == Rollout.workspace_id)
+            .join(Cluster, Cluster.id == RolloutTarget.cluster_id)
+            .outerjoin(
+                RolloutRevision,
+                (RolloutRevision.rollout_id == Rollout.id)
+                & (RolloutRevision.revision == RolloutTarget.desired_revision),
+            )
+            .outerjoin(
+                ApplicationVersion, ApplicationVersion.name == RolloutRevision.application_version
+            )
+            .where(RolloutTarget.id.in_(ids))
+        )
+        contexts = []
+        failed_per_rollout: dict[int, int] = {}
+        for target, deployment, workspace, cluster, revision, version in found.all():
             params = _params_for(revision, cluster) if revision else None
-            version = None
-            if revision is not None:
-                version = await session.scalar(
-                    select(ApplicationVersion).where(
-                        ApplicationVersion.name == revision.application_version
-                    )
-                )
-            placement, group_missing = None, False
-            group_name = params.nodeGroupRef if params else None
-            if group_name:
-                group = await session.scalar(
-                    select(NodeGroup).where(
-                        NodeGroup.cluster_id == cluster.id, NodeGroup.name == group_name
-                    )
-                )
-                if group is None:
-                    group_missing = True
-                else:
-                    selector = effective_selector(group)
-                    placement = Placement(
-                        dict(selector.matchLabels),
-                        [e.model_dump(mode="json") for e in selector.matchExpressions],
-                        list(group.taints),
-                    )
+            placement, group_missing = await self._placement(session, cluster, params)
             failed = 0
             if (deployment.strategy or {}).get("failurePolicy") == "Pause":  # only Pause asks
-                failed = int(
-                    await session.scalar(
-                        select(func.count()).where(
-                            RolloutTarget.rollout_id == deployment.id,
-                            RolloutTarget.phase == "Failed",
-                            RolloutTarget.removing.is_(False),
-                            RolloutTarget.failed_revision == deployment.revision,
-                        )
-                    )
-                    or 0
-                )
-            return Context(
+                if deployment.id not in failed_per_rollout:
+                    failed_per_rollout[deployment.id] = await _failed_targets(session, deployment)
+                failed = failed_per_rollout[deployment.id]
+            context = Context(
                 target, deployment, workspace, cluster, revision, params, version,
-                placement or Placement(), group_missing, failed,
+                placement, group_missing, failed,
             )  # fmt: skip
+            contexts.append(context)
+        return contexts
+
+    async def _placement(
+        self, session: AsyncSession, cluster: Cluster, params: TargetSpec | None
+    ) -> tuple[Placement, bool]:
+        """Where in the cluster (its node group's selector and taints); True: the group the
+        target names no longer exists."""
+        if params is None or not params.nodeGroupRef:
+            return Placement(), False
+        group = await session.scalar(
+            select(NodeGroup).where(
+                NodeGroup.cluster_id == cluster.id, NodeGroup.name == params.nodeGroupRef
+            )
+        )
+        if group is None:
+            return Placement(), True
+        selector = effective_selector(group)
+        return Placement(
+            dict(selector.matchLabels),
+            [e.model_dump(mode="json") for e in selector.matchExpressions],
+            list(group.taints),
+        ), False
 
     async def _reconcile(self, ctx: Context) -> Outcome:
         target, cluster = ctx.target, ctx.cluster
@@ -421,7 +424,7 @@ class Dispatcher:
             version=source,
             replicas=ctx.revision_params.replicas,
             values=ctx.revision_params.values,
-            placement=ctx.placement or Placement(),
+            placement=ctx.placement,
             chart_repository=self._chart_repository,
             chart_credentials=pull_credentials(self._secrets, ctx.workspace),
         )
@@ -433,7 +436,7 @@ class Dispatcher:
             values=spec.get("values") or {},
             kubernetes_version=spec.get("kubernetesVersion"),
             resources=spec.get("resources"),
-            placement=ctx.placement or Placement(),
+            placement=ctx.placement,
         )
         chart = {"chart": "vcluster", "version": spec["chartVersion"], "values": values}
         return render(
@@ -738,19 +741,11 @@ class Dispatcher:
     # write-back ------------------------------------------------------------------------------
 
     async def _write(self, row_id: int, token: uuid.UUID, ctx: Context, outcome: Outcome) -> None:
-        """Record the pass under the lease, fold the rollout's phase, record the events."""
+        """Record the pass under the lease with its events, then have the rollout's phase
+        folded from its targets."""
         now = _now()
+        rollout = ctx.deployment
         async with self._sessionmaker.begin() as session:
-            # The rollout is locked first, by every write-back: targets finishing in parallel
-            # queue here, so each folds the phase from the others' committed results, and the
-            # last one of a deletion sees that the others are gone.
-            rollout = await session.scalar(
-                select(Rollout)
-                .where(Rollout.id == ctx.deployment.id)
-                .with_for_update(key_share=True)
-            )
-            if rollout is None:  # deleted meanwhile (orphaned)
-                return
             events = [
                 NewEvent(rollout.kind, rollout.name, reason, message, kind, ctx.cluster.name,
                          rollout_id=rollout.id)
@@ -767,20 +762,35 @@ class Dispatcher:
                 elif written == "superseded":
                     events.clear()
                     outcome.ready_after = None
-            if written == "lost":
+            if written == "lost":  # to another replica, or the rollout is gone
                 LOST_LEASES.inc()
                 logger.info("dispatch result for target %d dropped: lease lost", row_id)
                 await session.rollback()
                 return
-            folded, forgotten = await _fold(session, rollout)
-            events.extend(folded)
+            await record(session, rollout.workspace_id, events)
+        if events:
+            await announce(self._redis, rollout.workspace_id)
+        if outcome.ready_after is not None:
+            TIME_TO_READY.observe(max(0.0, outcome.ready_after))
+        # Folded in the background: the pass is done. Should the fold fail, the next write-back
+        # of any of the rollout's targets folds it again (within the drift interval at most).
+        self._folds.request(rollout.id)
+
+    async def _fold_rollout(self, rollout_id: int) -> None:
+        """Fold the rollout's phase from its targets' committed rows, under the rollout's row
+        lock: folds of other replicas queue behind it, so the last one sees every result."""
+        async with self._sessionmaker.begin() as session:
+            rollout = await session.scalar(
+                select(Rollout).where(Rollout.id == rollout_id).with_for_update(key_share=True)
+            )
+            if rollout is None:  # deleted meanwhile (orphaned)
+                return
+            events, forgotten = await _fold(session, rollout)
             await record(session, rollout.workspace_id, events)
         if events:
             await announce(self._redis, rollout.workspace_id)
         if forgotten is not None:  # a vcluster's Cluster is gone: not from the cache either
             await self._cache.forget(cluster_cache_key(forgotten[0]), forgotten[1])
-        if outcome.ready_after is not None:
-            TIME_TO_READY.observe(max(0.0, outcome.ready_after))
 
     async def _register(
         self, session: AsyncSession, rollout: Rollout, ctx: Context, outcome: Outcome
@@ -867,6 +877,42 @@ class _RenderError(Exception):
     pass
 
 
+class Coalesced:
+    """Runs `job(key)` after each `request(key)`, in the background and never twice at once
+    for a key: the requests made while it runs are served by one more run after it. A
+    thousand targets finishing together cost a few folds of their rollout, not a thousand in
+    a queue."""
+
+    def __init__(self, job: Callable[[int], Awaitable[None]], what: str) -> None:
+        self._job = job
+        self._what = what  # for the log
+        self._again: set[int] = set()  # keys asked for again while their run was going
+        self._runners: dict[int, asyncio.Task[None]] = {}
+
+    def request(self, key: int) -> None:
+        if key in self._runners:
+            self._again.add(key)
+        else:
+            self._runners[key] = asyncio.create_task(self._run(key))
+
+    async def _run(self, key: int) -> None:
+        try:
+            while True:
+                self._again.discard(key)
+                try:
+                    await self._job(key)
+                except Exception:
+                    logger.warning("%s %d failed", self._what, key, exc_info=True)
+                if key not in self._again:
+                    return
+        finally:
+            del self._runners[key]
+
+    async def close(self) -> None:
+        """Let the runs already asked for end (the controller stops)."""
+        await asyncio.gather(*self._runners.values())
+
+
 # What a pass did at the edge: kept even when the row changed meanwhile, so that the next pass
 # knows which objects exist there.
 APPLIED_FACTS = frozenset(
@@ -880,6 +926,19 @@ def _unchanged_since(loaded: RolloutTarget) -> Any:
     return (RolloutTarget.desired_revision == loaded.desired_revision) & (
         RolloutTarget.removing == loaded.removing
     )
+
+
+async def _failed_targets(session: AsyncSession, rollout: Rollout) -> int:
+    """Targets of the rollout's current revision that failed (what failurePolicy Pause counts)."""
+    count = await session.scalar(
+        select(func.count()).where(
+            RolloutTarget.rollout_id == rollout.id,
+            RolloutTarget.phase == "Failed",
+            RolloutTarget.removing.is_(False),
+            RolloutTarget.failed_revision == rollout.revision,
+        )
+    )
+    return int(count or 0)
 
 
 def _refs(applied: list[dict[str, Any]]) -> list[ObjectRef]:

@@ -127,8 +127,9 @@ class RolloutTarget(Base):
 
 class Event(Base):
     """What happened, for people: created, changed, each phase change of a rollout and of its
-    targets, drift repaired, removed. Ids grow in commit order within a workspace (inserts take
-    a per-workspace lock), so a watcher resuming after id N misses nothing. Kept for
+    targets, drift repaired, removed. Ids grow in commit order within a workspace (given at
+    commit by a trigger, under a per-workspace lock), so a watcher resuming after id N misses
+    nothing. Kept for
     EVENT_RETENTION, also after the object is gone."""
 
     __tablename__ = "events"

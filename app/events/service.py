@@ -1,9 +1,10 @@
 """Events: recorded in PostgreSQL (the truth, ordered), announced through Redis pub/sub (so a
 watcher on any API replica wakes up), read back by id.
 
-Ordering: inserts take a per-workspace advisory lock held until commit, so ids become visible in
-increasing order within a workspace — a watcher that has seen id N and reads `id > N` later
-misses nothing. The lock is taken last in every transaction that records events.
+Ordering: an event's id is given at commit (a deferred trigger, see the migration
+"events numbered at commit") under a per-workspace lock held until the commit ends, so ids
+become visible in increasing order within a workspace — a watcher that has seen id N and reads
+`id > N` later misses nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, select, text
+from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.deployments.models import Event
@@ -40,14 +41,10 @@ class NewEvent:
 
 
 async def record(session: AsyncSession, workspace_id: int, events: Sequence[NewEvent]) -> None:
-    """Add events to the transaction (call it last in that transaction: it takes the
-    workspace's event lock until commit). Announce them with `announce` after the commit."""
+    """Add events to the transaction (numbered when it commits). Announce them with
+    `announce` after the commit."""
     if not events:
         return
-    await session.execute(
-        text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
-        {"key": f"events:{workspace_id}"},
-    )
     session.add_all(
         Event(
             workspace_id=workspace_id,
