@@ -189,6 +189,8 @@ class Dispatcher:
         self.on_done: list[Any] = []  # callbacks when a task ends (the runner claims more)
         self.next_due_in: float | None = None  # seconds until the next unclaimed row is due
         self._due_counted_at = -DUE_COUNT_SECONDS
+        self._results: list[_Result] = []  # passes done, waiting for their write-back
+        self._writer: asyncio.Task[None] | None = None
         self._folds = Coalesced(self._fold_rollout, "folding the phase of rollout")
 
     # claiming --------------------------------------------------------------------------------
@@ -246,6 +248,8 @@ class Dispatcher:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+        if self._writer is not None:  # the results of passes cut off are written, or dropped
+            await asyncio.gather(self._writer, return_exceptions=True)
         await self._folds.close()
 
     # one target ------------------------------------------------------------------------------
@@ -741,40 +745,88 @@ class Dispatcher:
     # write-back ------------------------------------------------------------------------------
 
     async def _write(self, row_id: int, token: uuid.UUID, ctx: Context, outcome: Outcome) -> None:
-        """Record the pass under the lease with its events, then have the rollout's phase
-        folded from its targets."""
+        """Record the pass under the lease, with its events; returns once committed. Passes
+        finishing together are written in one transaction (a commit per pass was most of
+        the database's work at a thousand targets)."""
+        result = _Result(row_id, token, ctx, outcome, asyncio.get_running_loop().create_future())
+        self._results.append(result)
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_results())
+        # Shielded: a pass cancelled meanwhile (the controller stops) still has its result
+        # written, or dropped whole.
+        await asyncio.shield(result.written)
+
+    async def _write_results(self) -> None:
+        try:
+            while self._results:
+                batch, self._results = self._results, []
+                try:
+                    await self._write_batch(batch)
+                except Exception as exc:
+                    if len(batch) == 1:
+                        _settle(batch[0], exc)
+                        continue
+                    # One result the database refuses must not hold back the others.
+                    for result in batch:
+                        try:
+                            await self._write_batch([result])
+                        except Exception as exc:
+                            _settle(result, exc)
+        finally:
+            self._writer = None
+
+    async def _write_batch(self, batch: list[_Result]) -> None:
         now = _now()
-        rollout = ctx.deployment
+        written: list[_Result] = []
+        events: dict[int, list[NewEvent]] = {}  # per workspace
         async with self._sessionmaker.begin() as session:
-            events = [
-                NewEvent(rollout.kind, rollout.name, reason, message, kind, ctx.cluster.name,
-                         rollout_id=rollout.id)
-                for kind, reason, message in outcome.events
-            ]  # fmt: skip
-            if outcome.remove_row:
-                written = await self._remove_row(session, row_id, token, ctx)
-            else:
-                written = await self._update_row(session, row_id, token, ctx, outcome, now)
-                if written == "updated":
-                    events.extend(_target_phase_event(rollout, ctx, outcome))
-                    if outcome.kubeconfig is not None:
-                        events.extend(await self._register(session, rollout, ctx, outcome))
-                elif written == "superseded":
-                    events.clear()
-                    outcome.ready_after = None
-            if written == "lost":  # to another replica, or the rollout is gone
-                LOST_LEASES.inc()
-                logger.info("dispatch result for target %d dropped: lease lost", row_id)
-                await session.rollback()
-                return
-            await record(session, rollout.workspace_id, events)
-        if events:
-            await announce(self._redis, rollout.workspace_id)
-        if outcome.ready_after is not None:
-            TIME_TO_READY.observe(max(0.0, outcome.ready_after))
-        # Folded in the background: the pass is done. Should the fold fail, the next write-back
-        # of any of the rollout's targets folds it again (within the drift interval at most).
-        self._folds.request(rollout.id)
+            # In id order, as every multi-row update of targets is: no deadlocks.
+            for result in sorted(batch, key=lambda r: r.row_id):
+                found = await self._write_row(session, result, now)
+                if found is not None:
+                    written.append(result)
+                    events.setdefault(result.ctx.deployment.workspace_id, []).extend(found)
+            for workspace_id in sorted(events):  # locks at commit in one order, too
+                await record(session, workspace_id, events[workspace_id])
+        for workspace_id, recorded in events.items():
+            if recorded:
+                await announce(self._redis, workspace_id)
+        for result in written:
+            if result.outcome.ready_after is not None:
+                TIME_TO_READY.observe(max(0.0, result.outcome.ready_after))
+            # Folded in the background. Should the fold fail, the next write-back of any of
+            # the rollout's targets folds it again (within the drift interval at most).
+            self._folds.request(result.ctx.deployment.id)
+        for result in batch:
+            _settle(result, None)
+
+    async def _write_row(
+        self, session: AsyncSession, result: _Result, now: datetime
+    ) -> list[NewEvent] | None:
+        """One pass's write-back: its events, or None when its lease was lost."""
+        row_id, token, ctx, outcome = result.row_id, result.token, result.ctx, result.outcome
+        rollout = ctx.deployment
+        events = [
+            NewEvent(rollout.kind, rollout.name, reason, message, kind, ctx.cluster.name,
+                     rollout_id=rollout.id)
+            for kind, reason, message in outcome.events
+        ]  # fmt: skip
+        if outcome.remove_row:
+            written = await self._remove_row(session, row_id, token, ctx)
+        else:
+            written = await self._update_row(session, row_id, token, ctx, outcome, now)
+            if written == "updated":
+                events.extend(_target_phase_event(rollout, ctx, outcome))
+                if outcome.kubeconfig is not None:
+                    events.extend(await self._register(session, rollout, ctx, outcome))
+            elif written == "superseded":
+                events.clear()
+                outcome.ready_after = None
+        if written == "lost":  # to another replica, or the rollout is gone: nothing written
+            LOST_LEASES.inc()
+            logger.info("dispatch result for target %d dropped: lease lost", row_id)
+            return None
+        return events
 
     async def _fold_rollout(self, rollout_id: int) -> None:
         """Fold the rollout's phase from its targets' committed rows, under the rollout's row
@@ -875,6 +927,27 @@ class Dispatcher:
 
 class _RenderError(Exception):
     pass
+
+
+@dataclass
+class _Result:
+    """A pass's result waiting for its write-back."""
+
+    row_id: int
+    token: uuid.UUID
+    ctx: Context
+    outcome: Outcome
+    written: asyncio.Future[None]
+
+
+def _settle(result: _Result, error: BaseException | None) -> None:
+    if result.written.done():
+        return
+    if error is None:
+        result.written.set_result(None)
+    else:
+        result.written.set_exception(error)
+        result.written.exception()  # retrieved: the pass may be gone (cancelled)
 
 
 class Coalesced:
