@@ -761,24 +761,37 @@ class Dispatcher:
             while self._results:
                 batch, self._results = self._results, []
                 try:
-                    await self._write_batch(batch)
+                    committed = [(batch, await self._write_batch(batch))]
                 except Exception as exc:
                     if len(batch) == 1:
                         _settle(batch[0], exc)
                         continue
                     # One result the database refuses must not hold back the others.
+                    committed = []
                     for result in batch:
                         try:
-                            await self._write_batch([result])
+                            committed.append(([result], await self._write_batch([result])))
                         except Exception as exc:
                             _settle(result, exc)
+                # Only once committed, and outside the retry above: a result written twice
+                # would find its lease gone with the first write.
+                for results, (written, events) in committed:
+                    try:
+                        await self._after_write(written, events)
+                    except Exception:  # announcing is best effort; the rows are written
+                        logger.warning("after a dispatch write-back", exc_info=True)
+                    for result in results:
+                        _settle(result, None)
         finally:
             self._writer = None
 
-    async def _write_batch(self, batch: list[_Result]) -> None:
+    async def _write_batch(
+        self, batch: list[_Result]
+    ) -> tuple[list[_Result], dict[int, list[NewEvent]]]:
+        """One transaction: (the results written, their events per workspace)."""
         now = _now()
         written: list[_Result] = []
-        events: dict[int, list[NewEvent]] = {}  # per workspace
+        events: dict[int, list[NewEvent]] = {}
         async with self._sessionmaker.begin() as session:
             # In id order, as every multi-row update of targets is: no deadlocks.
             for result in sorted(batch, key=lambda r: r.row_id):
@@ -788,6 +801,9 @@ class Dispatcher:
                     events.setdefault(result.ctx.deployment.workspace_id, []).extend(found)
             for workspace_id in sorted(events):  # locks at commit in one order, too
                 await record(session, workspace_id, events[workspace_id])
+        return written, events
+
+    async def _after_write(self, written: list[_Result], events: dict[int, list[NewEvent]]) -> None:
         for workspace_id, recorded in events.items():
             if recorded:
                 await announce(self._redis, workspace_id)
@@ -797,8 +813,6 @@ class Dispatcher:
             # Folded in the background. Should the fold fail, the next write-back of any of
             # the rollout's targets folds it again (within the drift interval at most).
             self._folds.request(result.ctx.deployment.id)
-        for result in batch:
-            _settle(result, None)
 
     async def _write_row(
         self, session: AsyncSession, result: _Result, now: datetime
