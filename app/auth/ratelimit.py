@@ -1,4 +1,10 @@
-"""Fixed-window rate limits in Redis (one key per bucket and window: cluster-safe).
+"""Sliding-window rate limits in Redis (two counters per bucket, one hash slot: cluster-safe).
+
+Each bucket counts requests per minute-long window; a request is admitted while the current
+window's count plus the previous window's, weighted by how much of it still lies within the
+last minute, stays within the limit. Unlike a fixed window this admits no double burst across
+a window boundary. Refused requests are not counted, so Retry-After is when a caller that
+waits is admitted again.
 
 When Redis is unavailable requests are not limited: the limits protect capacity, and the
 login lockout, which protects passwords, is counted in PostgreSQL.
@@ -6,18 +12,30 @@ login lockout, which protects passwords, is counted in PostgreSQL.
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Callable
 
 from app.errors import AppError
 from app.redis import RedisClient, RedisGateway, RedisUnavailable
 from app.redis import key as redis_key
 
 WINDOW_SECONDS = 60
+_WINDOW_MS = WINDOW_SECONDS * 1000
 
-_INCREMENT = """
-local count = redis.call('INCR', KEYS[1])
-if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-return count
+# KEYS: current window, previous window. ARGV: milliseconds of the previous window still within
+# the last minute, limit, window in milliseconds, TTL. Integers throughout, so a request is
+# never refused by a rounding error. Returns {admitted (0 or 1), current count, previous count}.
+_ADMIT = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local previous = tonumber(redis.call('GET', KEYS[2]) or '0')
+local window = tonumber(ARGV[3])
+if previous * tonumber(ARGV[1]) + (current + 1) * window > tonumber(ARGV[2]) * window then
+  return {0, current, previous}
+end
+current = redis.call('INCR', KEYS[1])
+if current == 1 then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
+return {1, current, previous}
 """
 
 
@@ -26,27 +44,51 @@ class RateLimited(AppError):
 
 
 class RateLimiter:
-    def __init__(self, gateway: RedisGateway, api_per_minute: int, token_per_minute: int) -> None:
+    def __init__(
+        self,
+        gateway: RedisGateway,
+        api_per_minute: int,
+        token_per_minute: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._gateway = gateway
+        self._clock = clock
         self.api_per_minute = api_per_minute
         self.token_per_minute = token_per_minute
 
     async def check(self, bucket: str, limit: int) -> None:
         """Count one request in `bucket`; 429 with Retry-After beyond `limit` per minute."""
-        now = time.time()
-        window = int(now // WINDOW_SECONDS)
-        counter = redis_key("ratelimit", bucket, str(window), tag=f"rl:{bucket}")
+        window, elapsed_ms = divmod(int(self._clock() * 1000), _WINDOW_MS)
+        keys = [
+            redis_key("ratelimit", bucket, str(w), tag=f"rl:{bucket}") for w in (window, window - 1)
+        ]
+        args = [_WINDOW_MS - elapsed_ms, limit, _WINDOW_MS, WINDOW_SECONDS * 2]
 
-        async def increment(client: RedisClient) -> int:
-            return int(await client.eval(_INCREMENT, 1, counter, str(WINDOW_SECONDS * 2)))
+        async def admit(client: RedisClient) -> list[int]:
+            return [int(n) for n in await client.eval(_ADMIT, 2, *keys, *map(str, args))]
 
         try:
-            count = await self._gateway.run(increment)
+            admitted, current, previous = await self._gateway.run(admit)
         except RedisUnavailable:
             return
-        if count > limit:
-            retry_after = max(1, int((window + 1) * WINDOW_SECONDS - now) + 1)
+        if not admitted:
+            retry_after = _retry_after(elapsed_ms, current, previous, limit)
             raise RateLimited(
                 f"rate limit of {limit} requests per minute exceeded; retry in {retry_after}s",
                 headers={"Retry-After": str(retry_after)},
             )
+
+
+def _retry_after(elapsed_ms: int, current: int, previous: int, limit: int) -> int:
+    """Whole seconds until one more request fits, if none comes meanwhile."""
+    if current + 1 <= limit:
+        # The previous window's share must shrink: previous * remaining <= (limit - current - 1)
+        # * window, where remaining is what of it still lies within the last minute.
+        remaining_ms = (limit - current - 1) * _WINDOW_MS // previous
+        wait_ms = _WINDOW_MS - remaining_ms - elapsed_ms
+    else:
+        # This window is full; in the next it is the previous: current * remaining <= (limit - 1)
+        # * window.
+        remaining_ms = (limit - 1) * _WINDOW_MS // current
+        wait_ms = _WINDOW_MS - elapsed_ms + _WINDOW_MS - remaining_ms
+    return max(1, math.ceil(wait_ms / 1000))

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import httpx
 import pytest
 
+from app.auth.ratelimit import WINDOW_SECONDS, RateLimited, RateLimiter
 from app.config import Settings
+from app.redis import RedisGateway
 from tests.conftest import ADMIN_PASSWORD, authenticated, flush_redis, running_app
 from tests.regions.test_regions_api import API, region
 from tests.support.tenancy import add_member, as_user, create_user, create_workspace
@@ -109,7 +112,54 @@ async def test_token_endpoint_rate_limit(standalone_settings: Settings) -> None:
         assert statuses[3:] == [429, 429]
         limited = await client.post("/oauth/token", data=login_form("admin", ADMIN_PASSWORD))
         assert limited.status_code == 429
-        assert 0 < int(limited.headers["retry-after"]) <= 61
+        assert 0 < int(limited.headers["retry-after"]) <= 2 * WINDOW_SECONDS
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("mode", ["standalone", "cluster"])
+async def test_rate_limit_slides_across_window_boundaries(
+    mode: str, request: pytest.FixtureRequest
+) -> None:
+    if mode == "cluster":
+        gateway = RedisGateway(
+            addresses=[n.address for n in request.getfixturevalue("redis_cluster")]
+        )
+    else:
+        gateway = RedisGateway(url=request.getfixturevalue("redis_server").url)
+    window_start = 1_000_000 * WINDOW_SECONDS
+    clock = Clock(window_start + 59)
+    bucket = f"burst-{time.time()}"  # no counts of an earlier run
+    limiter = RateLimiter(gateway, api_per_minute=3, token_per_minute=3, clock=clock)
+
+    async def refused_for() -> int | None:
+        try:
+            await limiter.check(bucket, 3)
+        except RateLimited as refusal:
+            return int(refusal.headers["Retry-After"])
+        return None
+
+    try:
+        assert [await refused_for() for _ in range(3)] == [None, None, None]
+        # A fixed window would admit three more a second later, in the next window.
+        clock.now = window_start + WINDOW_SECONDS + 1
+        retry_after = await refused_for()
+        assert retry_after is not None
+        # Retry-After is honest: refused a second before it, admitted at it. Refusals are not
+        # counted, so asking meanwhile does not push it further.
+        clock.now += retry_after - 1
+        assert await refused_for() is not None
+        clock.now += 1
+        assert await refused_for() is None
+        assert await refused_for() is not None  # the minute before still holds 3 requests
+    finally:
+        await gateway.close()
 
 
 async def test_api_rate_limit_per_principal(standalone_settings: Settings) -> None:
