@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
-from sqlalchemy import case, delete, func, select, text, update
+from sqlalchemy import case, delete, func, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.cache import ObjectCache
@@ -185,6 +185,9 @@ class Dispatcher:
         self._per_cluster = per_cluster
         self._lease = lease_seconds
         self._inflight: dict[int, asyncio.Task[None]] = {}
+        self._leases: dict[int, uuid.UUID] = {}  # the claim token of each row in flight
+        self._none_in_flight = asyncio.Event()
+        self._renewer: asyncio.Task[None] | None = None
         self._slots: dict[int, asyncio.Semaphore] = {}
         self.on_done: list[Any] = []  # callbacks when a task ends (the runner claims more)
         self.next_due_in: float | None = None  # seconds until the next unclaimed row is due
@@ -228,13 +231,19 @@ class Dispatcher:
             row_id = context.target.id
             task = asyncio.create_task(self._process(context, token))
             self._inflight[row_id] = task
+            self._leases[row_id] = token
             task.add_done_callback(functools.partial(self._finished, row_id))
+        if self._leases and self._renewer is None:
+            self._renewer = asyncio.create_task(self._renew_leases())
         INFLIGHT.set(len(self._inflight))
         return len(ids)
 
     def _finished(self, row_id: int, task: asyncio.Task[None]) -> None:
         if self._inflight.get(row_id) is task:
             del self._inflight[row_id]
+            del self._leases[row_id]
+            if not self._leases:
+                self._none_in_flight.set()
         INFLIGHT.set(len(self._inflight))
         for callback in self.on_done:
             callback()
@@ -248,6 +257,8 @@ class Dispatcher:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+        if self._renewer is not None:  # ends by itself once nothing is in flight
+            await self._renewer
         if self._writer is not None:  # the results of passes cut off are written, or dropped
             await asyncio.gather(self._writer, return_exceptions=True)
         await self._folds.close()
@@ -256,8 +267,6 @@ class Dispatcher:
 
     async def _process(self, context: Context, token: uuid.UUID) -> None:
         row_id = context.target.id
-        done = asyncio.Event()
-        heartbeat = asyncio.create_task(self._keep_lease(row_id, token, done))
         try:
             slot = self._slots.setdefault(context.cluster.id, asyncio.Semaphore(self._per_cluster))
             async with slot:
@@ -266,29 +275,31 @@ class Dispatcher:
         except Exception:
             # Most likely the database went away: the lease expires and the pass is redone.
             logger.warning("dispatch of target %d failed; will retry", row_id, exc_info=True)
-        finally:
-            # Stopped, not cancelled: a lease update cancelled halfway would hand its pooled
-            # connection back in the middle of a statement.
-            done.set()
-            await heartbeat
 
-    async def _keep_lease(self, row_id: int, token: uuid.UUID, done: asyncio.Event) -> None:
-        """Renew the lease while the pass runs, however slow the edge: a lease that ran out
-        would let another replica start the same work."""
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), self._lease / 3)
-            if done.is_set():
-                return
-            try:
-                async with self._sessionmaker.begin() as session:
-                    await session.execute(
-                        update(RolloutTarget)
-                        .where(held(RolloutTarget, row_id, token))
-                        .values(lock_expires_at=func.now() + timedelta(seconds=self._lease))
-                    )
-            except Exception:
-                logger.warning("could not renew the lease of target %d", row_id)
+    async def _renew_leases(self) -> None:
+        """Renew the leases of the rows in flight every third of a lease, all in one
+        statement, for as long as any are in flight: however slow an edge, a lease that ran
+        out would let another replica start the same work."""
+        try:
+            while self._leases:
+                self._none_in_flight.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._none_in_flight.wait(), self._lease / 3)
+                leases = list(self._leases.items())
+                if not leases:
+                    return
+                try:
+                    async with self._sessionmaker.begin() as session:
+                        await session.execute(
+                            update(RolloutTarget)
+                            .where(tuple_(RolloutTarget.id, RolloutTarget.lock_token).in_(leases))
+                            .values(lock_expires_at=func.now() + timedelta(seconds=self._lease))
+                            .execution_options(synchronize_session=False)
+                        )
+                except Exception:
+                    logger.warning("could not renew the leases of %d targets", len(leases))
+        finally:
+            self._renewer = None
 
     async def _load(self, session: AsyncSession, ids: list[int]) -> list[Context]:
         """The contexts of the claimed rows: one query for the rows and what they point at

@@ -5,6 +5,7 @@ with the cluster address checked against the SSRF policy on what it resolves to 
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import hashlib
 import json
 import ssl
@@ -29,13 +30,28 @@ CALL_TIMEOUT = aiohttp.ClientTimeout(
     connect=REQUEST_TIMEOUT[0], sock_connect=REQUEST_TIMEOUT[0], sock_read=REQUEST_TIMEOUT[1]
 )
 RESOLVE_TIMEOUT = 5.0  # seconds to resolve a cluster's API host name
-# How long a connection to an edge may sit idle before it is closed. asyncio gives every TLS
-# connection a 256 KiB read buffer, so a thousand clusters each keeping one idle between probes
-# held ~250 MiB; a probe therefore asks the edge to close its connection (see get_json), and
-# other idle connections go after this. Longer than DISPATCH_STATUS_INTERVAL's default (2 s):
-# a target being rolled out is re-read on its open connection, not through a new handshake.
-KEEPALIVE_SECONDS = 5.0
+# Each managed cluster keeps one connection open between probes, so that neither its probes
+# nor a rollout pay for a TLS handshake (a third of a probe's CPU, a fifth of a target's with
+# 1,000 clusters). Idle connections are closed after twice the probe interval, at most
+# IDLE_CONNECTION_MAX_SECONDS: proxies, load balancers and API servers commonly close idle
+# connections after 60 to 90 s, and a request sent down one being closed fails.
+IDLE_CONNECTION_MAX_SECONDS = 45.0
+# asyncio gives every TLS connection a read buffer of this size (256 KiB by default), filled
+# with zeros up front; a thousand kept connections held 300 KiB each. A TLS record is at most
+# 16 KiB, so 32 KiB costs no extra reads of the socket.
+TLS_READ_BUFFER_BYTES = 32 * 1024
 READ_BUFSIZE = 2**21  # what the Kubernetes client allows one response (etcd's 1.5 MiB object)
+
+
+def keepalive_for(probe_interval: float) -> float:
+    """How long a connection to an edge is kept idle: past its next probe, within bounds."""
+    return min(IDLE_CONNECTION_MAX_SECONDS, 2 * probe_interval)
+
+
+def small_tls_read_buffers() -> None:
+    """Make asyncio's TLS connections in this process allocate TLS_READ_BUFFER_BYTES to read
+    into, not 256 KiB each (`max_size` is the size SSLProtocol allocates and reads with)."""
+    asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER_BYTES
 
 
 @dataclass(frozen=True)
@@ -62,11 +78,13 @@ class KubeClients:
         secrets: SecretBox,
         *,
         allow_private: bool,
+        keepalive_seconds: float = IDLE_CONNECTION_MAX_SECONDS,
         max_clients: int = 1000,
         idle_seconds: float = 600.0,
     ) -> None:
         self._secrets = secrets
         self._allow_private = allow_private
+        self._keepalive = keepalive_seconds
         self._max = max_clients
         self._idle = idle_seconds
         self._entries: dict[int, _Entry] = {}
@@ -116,7 +134,7 @@ class KubeClients:
 
     async def _use_own_session(self, client: ApiClient) -> None:
         """Give the client an HTTP session of ours: a shared SSL context, idle connections
-        closed after KEEPALIVE_SECONDS, and no proxy from the environment. The platform
+        closed after `keepalive_seconds`, and no proxy from the environment. The platform
         connects to edges directly (a kubeconfig's proxy-url is refused, and the address
         policy above checks what the name resolves to here); the Kubernetes client's
         trust_env also read the proxy variables and ~/.netrc in a thread on every request,
@@ -127,7 +145,7 @@ class KubeClients:
         connector = aiohttp.TCPConnector(
             limit=configuration.connection_pool_maxsize,
             ssl=self._ssl_context(configuration),
-            keepalive_timeout=KEEPALIVE_SECONDS,
+            keepalive_timeout=self._keepalive,
         )
         rest.pool_manager = aiohttp.ClientSession(
             connector=connector, read_bufsize=READ_BUFSIZE, trust_env=False
@@ -275,16 +293,10 @@ async def _call(api: ApiClient, method: str, path: str, **kwargs: Any) -> Any:
         api.last_response = None  # type: ignore[attr-defined]
 
 
-async def get_json(api: ApiClient, path: str, *, keep_alive: bool = True) -> Any:
+async def get_json(api: ApiClient, path: str) -> Any:
     """GET a path of the cluster's API as decoded JSON: no model objects built, which costs
-    more than the request for a list of many nodes. `keep_alive=False` when no call is likely
-    to follow soon: the edge closes the connection after answering, rather than it sitting idle
-    for KEEPALIVE_SECONDS with its TLS buffers (with 2 s, probing 1,000 clusters every 10 s
-    kept ~250 such connections open at any time)."""
-    headers = {"Accept": "application/json"}
-    if not keep_alive:
-        headers["Connection"] = "close"
-    return await _call(api, "GET", path, header_params=headers)
+    more than the request for a list of many nodes."""
+    return await _call(api, "GET", path, header_params={"Accept": "application/json"})
 
 
 async def apply_object(api: ApiClient, obj: dict[str, Any]) -> dict[str, Any]:

@@ -101,7 +101,7 @@ def selector_matches(selector: LabelSelector, labels: dict[str, str]) -> bool:
 async def observe(clients: KubeClients, target: ClusterTarget) -> Observation:
     api = await clients.client_for(target)
     version = await get_json(api, "/version")
-    listed = await get_json(api, "/api/v1/nodes", keep_alive=False)  # the next probe is far
+    listed = await get_json(api, "/api/v1/nodes")
     nodes = []
     for item in listed.get("items") or []:
         conditions = (item.get("status") or {}).get("conditions") or []

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import resource
 import signal
 from typing import Any
 
@@ -10,6 +12,7 @@ from fastapi import FastAPI
 
 from app.cache import ObjectCache
 from app.config import Settings
+from app.controller.kube import small_tls_read_buffers
 from app.controller.runner import Controller
 from app.crypto import secret_box
 from app.db.engine import create_engine, create_sessionmaker
@@ -18,6 +21,21 @@ from app.observability import POOL_COLLECTOR, RequestContextMiddleware
 from app.ops.router import router as ops_router
 from app.redis import RedisGateway
 from app.serving import side_listeners
+
+logger = logging.getLogger(__name__)
+
+
+def raise_open_files_limit() -> None:
+    """Raise the soft limit of open files to the hard one, as Go programs do at start-up: the
+    controller keeps a connection open to every managed cluster, and the usual soft limit of
+    1,024 is below a large fleet."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 1 << 20 if hard == resource.RLIM_INFINITY else hard  # Linux's nr_open default
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError):
+            logger.warning("open files limited to %d; could not raise it to %d", soft, wanted)
 
 
 def probe_app(engine: Any, redis: RedisGateway) -> FastAPI:
@@ -31,6 +49,8 @@ def probe_app(engine: Any, redis: RedisGateway) -> FastAPI:
 
 
 async def run_controller(settings: Settings) -> None:
+    raise_open_files_limit()
+    small_tls_read_buffers()
     engine = create_engine(settings)
     redis = RedisGateway(
         url=settings.redis_url, addresses=settings.redis_addresses, timeout=settings.redis_timeout

@@ -16,7 +16,7 @@ from app.auth.models import TokenFamily
 from app.cache import ObjectCache
 from app.config import Settings
 from app.controller.dispatcher import Dispatcher
-from app.controller.kube import KubeClients
+from app.controller.kube import KubeClients, keepalive_for
 from app.controller.leader import Fenced, LeaderElector
 from app.controller.prober import ClusterProber
 from app.controller.wakeup import Wakeups
@@ -54,7 +54,9 @@ class Controller:
             retry_period=settings.leader_elect_retry_period,
         )
         self.clients = KubeClients(
-            secrets, allow_private=bool(settings.allow_private_cluster_endpoints)
+            secrets,
+            allow_private=bool(settings.allow_private_cluster_endpoints),
+            keepalive_seconds=keepalive_for(settings.cluster_probe_interval),
         )
         self.prober = ClusterProber(
             sessionmaker,
