@@ -12,7 +12,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, or_, select, update
+from sqlalchemy import ARRAY, ColumnElement, bindparam, column, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 
@@ -53,4 +53,16 @@ def held(model: Any, row_id: int, token: uuid.UUID) -> ColumnElement[bool]:
 async def release(session: AsyncSession, model: Any, token: uuid.UUID) -> None:
     await session.execute(
         update(model).where(model.lock_token == token).values(lock_token=None, lock_expires_at=None)
+    )
+
+
+def unnest_rows(name: str, columns: dict[str, Any]) -> Any:
+    """Rows of a batch of write-backs as a FROM item: one array parameter per column
+    (`all_<column>`), so the statement's text (and its prepared statement) is the same whatever
+    the batch size."""
+    arrays = [bindparam(f"all_{key}", type_=ARRAY(kind)) for key, kind in columns.items()]
+    return (
+        func.unnest(*arrays)
+        .table_valued(*(column(key, kind) for key, kind in columns.items()))
+        .render_derived(name=name)
     )

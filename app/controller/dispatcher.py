@@ -17,6 +17,7 @@ import asyncio
 import base64
 import contextlib
 import functools
+import json
 import logging
 import random
 import time
@@ -27,7 +28,24 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
-from sqlalchemy import case, delete, func, select, text, tuple_, update
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Integer,
+    Text,
+    case,
+    cast,
+    delete,
+    func,
+    null,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.cache import ObjectCache
@@ -37,7 +55,7 @@ from app.clusters.kubeconfig import InvalidKubeconfig, parse_kubeconfig
 from app.clusters.models import Cluster, NodeGroup
 from app.clusters.schemas import effective_selector
 from app.configsyncs.service import open_content
-from app.controller.claims import claim, held
+from app.controller.claims import claim, held, unnest_rows
 from app.controller.kube import (
     ClusterTarget,
     EdgeError,
@@ -804,15 +822,66 @@ class Dispatcher:
         written: list[_Result] = []
         events: dict[int, list[NewEvent]] = {}
         async with self._sessionmaker.begin() as session:
-            # In id order, as every multi-row update of targets is: no deadlocks.
-            for result in sorted(batch, key=lambda r: r.row_id):
-                found = await self._write_row(session, result, now)
+            ordered = sorted(batch, key=lambda r: r.row_id)
+            # Locked in id order, as every multi-row update of targets is (no deadlocks): an
+            # UPDATE over a join would lock in whatever order its plan reads the rows.
+            await session.execute(
+                select(RolloutTarget.id)
+                .where(RolloutTarget.id.in_([r.row_id for r in ordered]))
+                .order_by(RolloutTarget.id)
+                .with_for_update()
+            )
+            batched = await self._update_rows(
+                session,
+                [r for r in ordered if not r.outcome.remove_row and not r.outcome.kubeconfig],
+                now,
+            )
+            for result in ordered:
+                if result.row_id in batched:
+                    found: list[NewEvent] | None = [
+                        *_pass_events(result.ctx, result.outcome),
+                        *_target_phase_event(result.ctx.deployment, result.ctx, result.outcome),
+                    ]
+                else:  # removed, registered, or not written above (superseded or lost)
+                    found = await self._write_row(session, result, now)
                 if found is not None:
                     written.append(result)
                     events.setdefault(result.ctx.deployment.workspace_id, []).extend(found)
             for workspace_id in sorted(events):  # locks at commit in one order, too
                 await record(session, workspace_id, events[workspace_id])
         return written, events
+
+    async def _update_rows(
+        self, session: AsyncSession, results: list[_Result], now: datetime
+    ) -> set[int]:
+        """Write the passes of rows still held and still asking for what their pass worked
+        on, one statement per set of columns written (most passes of a batch write the same
+        set); returns the ids written. The others are left to the row-by-row path."""
+        shapes: dict[tuple[str, ...], list[tuple[_Result, dict[str, Any]]]] = {}
+        for result in results:
+            values = _row_values(result.outcome)
+            shapes.setdefault(tuple(sorted(values)), []).append((result, values))
+        written: set[int] = set()
+        for shape, rows in shapes.items():
+            arrays: dict[str, list[Any]] = {f"all_{key}": [] for key in (*_BATCH_KEYS, *shape)}
+            for result, values in rows:
+                target = result.ctx.target
+                for key, value in (
+                    ("row_id", result.row_id),
+                    ("lease", result.token),
+                    ("desired", target.desired_revision),
+                    ("was_removing", target.removing),
+                    ("seen_next", target.next_attempt_at),
+                    ("next_at", now + timedelta(seconds=result.outcome.delay)),
+                    ("at", now),
+                    *values.items(),
+                ):
+                    if key in _JSON_COLUMNS:
+                        value = json.dumps(value)
+                    arrays[f"all_{key}"].append(value)
+            found = await session.execute(_batch_update(shape), arrays)
+            written.update(found.scalars().all())
+        return written
 
     async def _after_write(self, written: list[_Result], events: dict[int, list[NewEvent]]) -> None:
         for workspace_id, recorded in events.items():
@@ -831,11 +900,7 @@ class Dispatcher:
         """One pass's write-back: its events, or None when its lease was lost."""
         row_id, token, ctx, outcome = result.row_id, result.token, result.ctx, result.outcome
         rollout = ctx.deployment
-        events = [
-            NewEvent(rollout.kind, rollout.name, reason, message, kind, ctx.cluster.name,
-                     rollout_id=rollout.id)
-            for kind, reason, message in outcome.events
-        ]  # fmt: skip
+        events = _pass_events(ctx, outcome)
         if outcome.remove_row:
             written = await self._remove_row(session, row_id, token, ctx)
         else:
@@ -918,11 +983,9 @@ class Dispatcher:
         outcome: Outcome,
         now: datetime,
     ) -> str:
-        values = dict(outcome.values)
+        values = _row_values(outcome)
         if "phase" in values and values["phase"] != ctx.target.phase:
             values["last_transition_time"] = now
-        if "message" in values and values["message"] is not None:
-            values["message"] = str(values["message"])[:1024]
         # Nudged during the pass (unpaused, its cluster came back): look again at once.
         nudged = RolloutTarget.next_attempt_at != ctx.target.next_attempt_at
         values |= {
@@ -1062,6 +1125,73 @@ def _params_for(revision: RolloutRevision, cluster: Cluster) -> TargetSpec | Non
         if not target.clusters and target.region == cluster.region:
             return target
     return None
+
+
+def _row_values(outcome: Outcome) -> dict[str, Any]:
+    """The columns a pass writes, as stored."""
+    values = dict(outcome.values)
+    if values.get("message") is not None:
+        values["message"] = str(values["message"])[:1024]
+    return values
+
+
+def _pass_events(ctx: Context, outcome: Outcome) -> list[NewEvent]:
+    rollout = ctx.deployment
+    return [
+        NewEvent(rollout.kind, rollout.name, reason, message, kind, ctx.cluster.name,
+                 rollout_id=rollout.id)
+        for kind, reason, message in outcome.events
+    ]  # fmt: skip
+
+
+# The batch's own columns, beside those its passes write: which row under which lease, what
+# the pass worked on, when the row is next due (unless nudged meanwhile), when it was written.
+_BATCH_KEYS = ("row_id", "lease", "desired", "was_removing", "seen_next", "next_at", "at")
+_TIMESTAMP = DateTime(timezone=True)
+_JSON_COLUMNS = frozenset(
+    c.name for c in RolloutTarget.__table__.columns if isinstance(c.type, JSONB)
+)
+
+
+@functools.lru_cache(maxsize=64)
+def _batch_update(shape: tuple[str, ...]) -> Any:
+    """The UPDATE of a batch's rows that write the columns `shape`, from one array per column
+    (JSON columns as text), returning the ids written: each row only while our lease holds
+    and while it still asks for what its pass worked on (as _update_row)."""
+    table = RolloutTarget.__table__.columns
+    kinds: dict[str, Any] = {
+        "row_id": BigInteger, "lease": PG_UUID(as_uuid=True), "desired": Integer,
+        "was_removing": Boolean, "seen_next": _TIMESTAMP, "next_at": _TIMESTAMP,
+        "at": _TIMESTAMP,
+    } | {key: Text if key in _JSON_COLUMNS else table[key].type for key in shape}  # fmt: skip
+    rows = unnest_rows("pass", kinds)
+    t = RolloutTarget
+    values: dict[str, Any] = {
+        key: cast(rows.c[key], JSONB) if key in _JSON_COLUMNS else rows.c[key] for key in shape
+    }
+    if "phase" in shape:
+        values["last_transition_time"] = case(
+            (t.phase != rows.c.phase, rows.c.at), else_=t.last_transition_time
+        )
+    values |= {
+        # Nudged during the pass (unpaused, its cluster came back): look again at once.
+        "next_attempt_at": case((t.next_attempt_at != rows.c.seen_next, func.now()),
+                                else_=rows.c.next_at),
+        "lock_token": null(),
+        "lock_expires_at": null(),
+    }  # fmt: skip
+    return (
+        update(t)
+        .where(
+            t.id == rows.c.row_id,
+            t.lock_token == rows.c.lease,
+            t.desired_revision == rows.c.desired,
+            t.removing == rows.c.was_removing,
+        )
+        .values(**values)
+        .returning(t.id)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def _target_phase_event(rollout: Rollout, ctx: Context, outcome: Outcome) -> list[NewEvent]:

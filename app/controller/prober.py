@@ -30,7 +30,6 @@ from sqlalchemy import (
     any_,
     bindparam,
     cast,
-    column,
     func,
     null,
     select,
@@ -42,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.cache import ObjectCache
 from app.clusters.models import Cluster, NodeGroup
 from app.clusters.schemas import cluster_out, effective_selector
-from app.controller.claims import claim, release
+from app.controller.claims import claim, release, unnest_rows
 from app.controller.dispatcher import nudge_cluster_targets
 from app.controller.kube import REQUEST_TIMEOUT, ClusterTarget, KubeClients, get_json
 from app.db.base import resource_version_seq
@@ -161,17 +160,6 @@ STATUS = (
 _TIMESTAMP = DateTime(timezone=True)
 
 
-def _unnest(name: str, columns: dict[str, Any]) -> Any:
-    """Rows of a batch as a FROM item: one array parameter per column, so the statement's text
-    (and its prepared statement) is the same whatever the batch size."""
-    arrays = [bindparam(f"all_{key}", type_=ARRAY(kind)) for key, kind in columns.items()]
-    return (
-        func.unnest(*arrays)
-        .table_valued(*(column(key, kind) for key, kind in columns.items()))
-        .render_derived(name=name)
-    )
-
-
 def _write_statement(rows: Any, **values: Any) -> Any:
     """UPDATE of the batch's rows, each only while our lease holds (and released with it:
     its next probe is due later anyway); every write is a new resourceVersion."""
@@ -193,9 +181,9 @@ def _write_statement(rows: Any, **values: Any) -> Any:
 
 _TIME_COLUMNS = {"id": BigInteger, "probed": _TIMESTAMP, "ready_at": _TIMESTAMP,
                  "next_probe": _TIMESTAMP}  # fmt: skip
-_times = _unnest("probe", _TIME_COLUMNS)
+_times = unnest_rows("probe", _TIME_COLUMNS)
 _TIMES = _write_statement(_times)
-_status = _unnest("probe", _TIME_COLUMNS | {
+_status = unnest_rows("probe", _TIME_COLUMNS | {
     "phase": String, "kubernetes_version": String, "node_count": Integer,
     "ready_node_count": Integer, "zones": Text, "conditions": Text, "status_message": String,
     "failing_since": _TIMESTAMP, "consecutive_failures": Integer,
@@ -459,7 +447,7 @@ class ClusterProber:
 
 
 def _columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    """Rows as the statement's one array per column (see _unnest); JSON columns as text."""
+    """Rows as the statement's one array per column (see unnest_rows); JSON columns as text."""
     columns: dict[str, list[Any]] = {f"all_{key}": [] for key in rows[0]}
     for row in rows:
         for key, value in row.items():
