@@ -831,19 +831,11 @@ class Dispatcher:
                 .order_by(RolloutTarget.id)
                 .with_for_update()
             )
-            batched = await self._update_rows(
-                session,
-                [r for r in ordered if not r.outcome.remove_row and not r.outcome.kubeconfig],
-                now,
+            updated = await self._update_rows(
+                session, [r for r in ordered if not r.outcome.remove_row], now
             )
             for result in ordered:
-                if result.row_id in batched:
-                    found: list[NewEvent] | None = [
-                        *_pass_events(result.ctx, result.outcome),
-                        *_target_phase_event(result.ctx.deployment, result.ctx, result.outcome),
-                    ]
-                else:  # removed, registered, or not written above (superseded or lost)
-                    found = await self._write_row(session, result, now)
+                found = await self._write_row(session, result, updated)
                 if found is not None:
                     written.append(result)
                     events.setdefault(result.ctx.deployment.workspace_id, []).extend(found)
@@ -895,21 +887,23 @@ class Dispatcher:
             self._folds.request(result.ctx.deployment.id)
 
     async def _write_row(
-        self, session: AsyncSession, result: _Result, now: datetime
+        self, session: AsyncSession, result: _Result, updated: set[int]
     ) -> list[NewEvent] | None:
-        """One pass's write-back: its events, or None when its lease was lost."""
+        """The rest of one pass's write-back (`updated`: the rows the batch's UPDATE wrote):
+        its events, or None when its lease was lost."""
         row_id, token, ctx, outcome = result.row_id, result.token, result.ctx, result.outcome
         rollout = ctx.deployment
         events = _pass_events(ctx, outcome)
         if outcome.remove_row:
             written = await self._remove_row(session, row_id, token, ctx)
+        elif row_id in updated:
+            written = "updated"
+            events.extend(_target_phase_event(rollout, ctx, outcome))
+            if outcome.kubeconfig is not None:
+                events.extend(await self._register(session, rollout, ctx, outcome))
         else:
-            written = await self._update_row(session, row_id, token, ctx, outcome, now)
-            if written == "updated":
-                events.extend(_target_phase_event(rollout, ctx, outcome))
-                if outcome.kubeconfig is not None:
-                    events.extend(await self._register(session, rollout, ctx, outcome))
-            elif written == "superseded":
+            written = await self._keep_applied_facts(session, row_id, token, outcome)
+            if written == "superseded":
                 events.clear()
                 outcome.ready_after = None
         if written == "lost":  # to another replica, or the rollout is gone: nothing written
@@ -974,37 +968,13 @@ class Dispatcher:
         )  # fmt: skip
         return "superseded" if getattr(result, "rowcount", 0) == 1 else "lost"
 
-    async def _update_row(
-        self,
-        session: AsyncSession,
-        row_id: int,
-        token: uuid.UUID,
-        ctx: Context,
-        outcome: Outcome,
-        now: datetime,
+    async def _keep_applied_facts(
+        self, session: AsyncSession, row_id: int, token: uuid.UUID, outcome: Outcome
     ) -> str:
-        values = _row_values(outcome)
-        if "phase" in values and values["phase"] != ctx.target.phase:
-            values["last_transition_time"] = now
-        # Nudged during the pass (unpaused, its cluster came back): look again at once.
-        nudged = RolloutTarget.next_attempt_at != ctx.target.next_attempt_at
-        values |= {
-            "next_attempt_at": case(
-                (nudged, func.now()), else_=now + timedelta(seconds=outcome.delay)
-            ),
-            "lock_token": None,
-            "lock_expires_at": None,
-        }
-        result = await session.execute(
-            update(RolloutTarget)
-            .where(held(RolloutTarget, row_id, token), _unchanged_since(ctx.target))
-            .values(**values)
-        )
-        if getattr(result, "rowcount", 0) == 1:
-            return "updated"
-        # A new revision or a removal meanwhile: keep only the facts of what was applied, and
-        # leave the rest to the next pass.
-        facts = {k: v for k, v in values.items() if k in APPLIED_FACTS}
+        """A row the batch did not write: if still ours, a new revision or a removal came
+        meanwhile; keep only the facts of what was applied, and leave the rest to the next
+        pass."""
+        facts = {k: v for k, v in outcome.values.items() if k in APPLIED_FACTS}
         result = await session.execute(
             update(RolloutTarget)
             .where(held(RolloutTarget, row_id, token))
@@ -1157,7 +1127,7 @@ _JSON_COLUMNS = frozenset(
 def _batch_update(shape: tuple[str, ...]) -> Any:
     """The UPDATE of a batch's rows that write the columns `shape`, from one array per column
     (JSON columns as text), returning the ids written: each row only while our lease holds
-    and while it still asks for what its pass worked on (as _update_row)."""
+    and while it still asks for what its pass worked on."""
     table = RolloutTarget.__table__.columns
     kinds: dict[str, Any] = {
         "row_id": BigInteger, "lease": PG_UUID(as_uuid=True), "desired": Integer,
