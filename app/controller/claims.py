@@ -8,7 +8,9 @@ is still held (`WHERE id = … AND lock_token = …`). A replica that died leave
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import Collection
 from datetime import timedelta
 from typing import Any
 
@@ -66,3 +68,15 @@ def unnest_rows(name: str, columns: dict[str, Any]) -> Any:
         .table_valued(*(column(key, kind) for key, kind in columns.items()))
         .render_derived(name=name)
     )
+
+
+def row_arrays(rows: list[dict[str, Any]], json_columns: Collection[str]) -> dict[str, list[Any]]:
+    """A batch's rows as the parameters of unnest_rows: one array per column, the JSON columns
+    as text (the statement casts them)."""
+    arrays: dict[str, list[Any]] = {f"all_{key}": [] for key in rows[0]}
+    for row in rows:
+        for key, value in row.items():
+            if key in json_columns:
+                value = json.dumps(value, separators=(",", ":"))
+            arrays[f"all_{key}"].append(value)
+    return arrays

@@ -17,7 +17,6 @@ import asyncio
 import base64
 import contextlib
 import functools
-import json
 import logging
 import random
 import time
@@ -55,7 +54,7 @@ from app.clusters.kubeconfig import InvalidKubeconfig, parse_kubeconfig
 from app.clusters.models import Cluster, NodeGroup
 from app.clusters.schemas import effective_selector
 from app.configsyncs.service import open_content
-from app.controller.claims import claim, held, unnest_rows
+from app.controller.claims import claim, held, row_arrays, unnest_rows
 from app.controller.kube import (
     ClusterTarget,
     EdgeError,
@@ -855,22 +854,22 @@ class Dispatcher:
             shapes.setdefault(tuple(sorted(values)), []).append((result, values))
         written: set[int] = set()
         for shape, rows in shapes.items():
-            arrays: dict[str, list[Any]] = {f"all_{key}": [] for key in (*_BATCH_KEYS, *shape)}
-            for result, values in rows:
-                target = result.ctx.target
-                for key, value in (
-                    ("row_id", result.row_id),
-                    ("lease", result.token),
-                    ("desired", target.desired_revision),
-                    ("was_removing", target.removing),
-                    ("seen_next", target.next_attempt_at),
-                    ("next_at", now + timedelta(seconds=result.outcome.delay)),
-                    ("at", now),
-                    *values.items(),
-                ):
-                    if key in _JSON_COLUMNS:
-                        value = json.dumps(value)
-                    arrays[f"all_{key}"].append(value)
+            arrays = row_arrays(
+                [
+                    {
+                        "row_id": result.row_id,
+                        "lease": result.token,
+                        "desired": result.ctx.target.desired_revision,
+                        "was_removing": result.ctx.target.removing,
+                        "seen_next": result.ctx.target.next_attempt_at,
+                        "next_at": now + timedelta(seconds=result.outcome.delay),
+                        "at": now,
+                    }
+                    | values
+                    for result, values in rows
+                ],
+                _JSON_COLUMNS,
+            )
             found = await session.execute(_batch_update(shape), arrays)
             written.update(found.scalars().all())
         return written
@@ -1114,9 +1113,6 @@ def _pass_events(ctx: Context, outcome: Outcome) -> list[NewEvent]:
     ]  # fmt: skip
 
 
-# The batch's own columns, beside those its passes write: which row under which lease, what
-# the pass worked on, when the row is next due (unless nudged meanwhile), when it was written.
-_BATCH_KEYS = ("row_id", "lease", "desired", "was_removing", "seen_next", "next_at", "at")
 _TIMESTAMP = DateTime(timezone=True)
 _JSON_COLUMNS = frozenset(
     c.name for c in RolloutTarget.__table__.columns if isinstance(c.type, JSONB)
@@ -1129,6 +1125,9 @@ def _batch_update(shape: tuple[str, ...]) -> Any:
     (JSON columns as text), returning the ids written: each row only while our lease holds
     and while it still asks for what its pass worked on."""
     table = RolloutTarget.__table__.columns
+    # The batch's own columns, beside those its passes write: which row under which lease,
+    # what the pass worked on, when the row is next due (unless nudged meanwhile), when it
+    # was written.
     kinds: dict[str, Any] = {
         "row_id": BigInteger, "lease": PG_UUID(as_uuid=True), "desired": Integer,
         "was_removing": Boolean, "seen_next": _TIMESTAMP, "next_at": _TIMESTAMP,

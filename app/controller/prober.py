@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import time
 import uuid
@@ -41,7 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.cache import ObjectCache
 from app.clusters.models import Cluster, NodeGroup
 from app.clusters.schemas import cluster_out, effective_selector
-from app.controller.claims import claim, release, unnest_rows
+from app.controller.claims import claim, release, row_arrays, unnest_rows
 from app.controller.dispatcher import nudge_cluster_targets
 from app.controller.kube import REQUEST_TIMEOUT, ClusterTarget, KubeClients, get_json
 from app.db.base import resource_version_seq
@@ -340,7 +339,7 @@ class ClusterProber:
                         (
                             await session.scalars(
                                 statement,
-                                {"token": token} | _columns(rows),
+                                {"token": token} | row_arrays(rows, ("zones", "conditions")),
                                 execution_options={"synchronize_session": False},
                             )
                         ).all()
@@ -444,14 +443,3 @@ class ClusterProber:
             row.resource_version,
             out.model_dump(mode="json", by_alias=True),
         )
-
-
-def _columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    """Rows as the statement's one array per column (see unnest_rows); JSON columns as text."""
-    columns: dict[str, list[Any]] = {f"all_{key}": [] for key in rows[0]}
-    for row in rows:
-        for key, value in row.items():
-            if key in ("zones", "conditions"):
-                value = json.dumps(value, separators=(",", ":"))
-            columns[f"all_{key}"].append(value)
-    return columns
