@@ -154,6 +154,9 @@ class Context:
     node_group_missing: bool
     failed_targets: int
     touched: list[ObjectRef] = field(default_factory=list)  # objects this pass tried to apply
+    # Objects as the edge answered this pass (an apply answers with the object as stored):
+    # readiness is read from them rather than asked for again.
+    live: dict[ObjectRef, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -535,7 +538,7 @@ class Dispatcher:
             if new_revision:
                 values["previous_revision"] = target.applied_revision
         else:
-            drifted = await self._drifted(api, rendered)
+            drifted = await self._drifted(api, ctx, rendered)
             if drifted:
                 await self._apply(api, ctx, rendered)
                 DRIFT_REPAIRS.inc(len(drifted))
@@ -547,22 +550,25 @@ class Dispatcher:
     async def _apply(self, api: Any, ctx: Context, rendered: Rendered) -> None:
         for obj in rendered.objects:
             # Remembered before the call: a partial apply must still be cleaned up later.
-            ctx.touched.append(ObjectRef.of(obj))
-            await apply_object(api, obj)
+            ref = ObjectRef.of(obj)
+            ctx.touched.append(ref)
+            ctx.live[ref] = await apply_object(api, obj)
         # Objects an earlier revision made that this one no longer has.
         current = {ObjectRef.of(o) for o in rendered.objects}
         for ref in _refs(ctx.target.applied_objects):
             if ref not in current and ref.kind != "Namespace":
                 await delete_object(api, ref)
 
-    async def _drifted(self, api: Any, rendered: Rendered) -> list[str]:
+    async def _drifted(self, api: Any, ctx: Context, rendered: Rendered) -> list[str]:
         drifted = []
         for obj in rendered.objects:
             ref = ObjectRef.of(obj)
             live = await read_object(api, ref)
             if live is None:
                 drifted.append(f"{ref} was deleted at the edge")
-            elif not contains(live, obj):
+                continue
+            ctx.live[ref] = live
+            if not contains(live, obj):
                 drifted.append(f"{ref} was changed at the edge")
         return drifted
 
@@ -577,7 +583,7 @@ class Dispatcher:
                 api, ctx, rendered, outcome
             )
         else:
-            ready, ready_replicas, message, failed = await self._readiness(api, rendered)
+            ready, ready_replicas, message, failed = await self._readiness(api, ctx, rendered)
         values = outcome.values
         if ready_replicas is None:  # a Helm release: its pods are the chart's business
             wanted = ctx.revision_params.replicas if ctx.revision_params else None
@@ -614,14 +620,14 @@ class Dispatcher:
         return outcome
 
     async def _readiness(
-        self, api: Any, rendered: Rendered
+        self, api: Any, ctx: Context, rendered: Rendered
     ) -> tuple[bool, int | None, str | None, bool]:
         """(ready, ready replicas when Deployments tell them, why not, failed at the edge)."""
         ready_all, replicas, messages = True, None, []
         for obj in rendered.objects:
             ref = ObjectRef.of(obj)
             if ref.kind == "Deployment":
-                live = await read_object(api, ref)
+                live = ctx.live.get(ref) or await read_object(api, ref)
                 if live is None:
                     return False, 0, f"{ref} is missing", False
                 state = deployment_readiness(live)
@@ -636,7 +642,7 @@ class Dispatcher:
                     ready_all = False
                     messages.append(f"{ref}: {state.message}")
             elif ref.kind == "HelmChart":
-                live = await read_object(api, ref)
+                live = ctx.live.get(ref) or await read_object(api, ref)
                 if live is None:
                     return False, 0, f"{ref} is missing", False
                 failure = helm_chart_failure(live)

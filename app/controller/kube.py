@@ -21,11 +21,12 @@ import yaml
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.config import new_client_from_config_dict
 
+from app import __version__
 from app.clusters.endpoints import resolve_and_check
 from app.crypto import Sealed, SecretBox
 
 REQUEST_TIMEOUT = (5.0, 10.0)  # (connect, read) seconds for every call to an edge cluster
-# The same bounds for the generic calls below, in the form call_api's signature takes.
+# The same bounds, as aiohttp takes them.
 CALL_TIMEOUT = aiohttp.ClientTimeout(
     connect=REQUEST_TIMEOUT[0], sock_connect=REQUEST_TIMEOUT[0], sock_read=REQUEST_TIMEOUT[1]
 )
@@ -41,6 +42,8 @@ IDLE_CONNECTION_MAX_SECONDS = 45.0
 # 16 KiB, so 32 KiB costs no extra reads of the socket.
 TLS_READ_BUFFER_BYTES = 32 * 1024
 READ_BUFSIZE = 2**21  # what the Kubernetes client allows one response (etcd's 1.5 MiB object)
+# As client-go names its callers (kubectl/v1.30.2): the edge's audit log shows who wrote.
+USER_AGENT = f"edge-platform-controller/{__version__}"
 
 
 def keepalive_for(probe_interval: float) -> float:
@@ -256,79 +259,94 @@ class EdgeError(Exception):
         self.status = status
 
 
-def _edge_error(exc: Exception, what: str) -> EdgeError:
-    status = getattr(exc, "status", None)
-    if isinstance(status, int) and status > 0:
-        message = getattr(exc, "reason", "") or ""
-        body = getattr(exc, "body", None)
-        if body:
-            try:
-                message = json.loads(body).get("message") or message
-            except (ValueError, AttributeError):
-                message = str(body)[:300]
-        # A namespace being terminated refuses new objects for a while (403): that passes.
-        passing = status == 403 and "being terminated" in message
-        return EdgeError(
-            f"{what}: {status} {message}"[:1000],
-            permanent=status in PERMANENT_STATUSES and not passing,
-            status=status,
-        )
-    return EdgeError(f"{what}: {type(exc).__name__}: {exc}"[:1000], permanent=False)
-
-
-async def _call(api: ApiClient, method: str, path: str, **kwargs: Any) -> Any:
+def _refusal(what: str, status: int, reason: str, answer: bytes) -> EdgeError:
+    """The edge answered other than 2xx: its Status message, and whether asking again helps."""
+    message = reason
     try:
-        return await api.call_api(
-            path,
+        message = json.loads(answer).get("message") or message
+    except (ValueError, AttributeError):
+        message = answer[:300].decode(errors="replace") or message
+    # A namespace being terminated refuses new objects for a while (403): that passes.
+    passing = status == 403 and "being terminated" in message
+    return EdgeError(
+        f"{what}: {status} {message}"[:1000],
+        permanent=status in PERMANENT_STATUSES and not passing,
+        status=status,
+    )
+
+
+async def _call(
+    api: ApiClient,
+    method: str,
+    path: str,
+    what: str,
+    *,
+    query: list[tuple[str, str]] | None = None,
+    body: dict[str, Any] | None = None,
+    content_type: str = "application/json",
+) -> Any:
+    """One request to the cluster's API, its answer decoded from JSON; any failure raises
+    EdgeError saying `what` failed. The client's configuration gives the address, the
+    credentials (refreshed as its kubeconfig says) and the TLS server name; the request goes
+    out on its session directly, not through `call_api`, which walks every object sent and
+    received to convert model classes the platform does not use."""
+    try:
+        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+        await api.update_params_for_auth(headers, [], ["BearerToken"])
+        data = None
+        if body is not None:
+            headers["Content-Type"] = content_type
+            data = json.dumps(body)
+        rest = api.rest_client
+        async with rest.pool_manager.request(
             method,
-            response_types_map={200: "object", 201: "object"},
-            auth_settings=["BearerToken"],
-            _return_http_data_only=True,
-            _request_timeout=CALL_TIMEOUT,
-            **kwargs,
-        )
-    finally:
-        # The client keeps each answer, body and all, until its next call: a cluster's node
-        # list held for as long as the client lives.
-        api.last_response = None  # type: ignore[attr-defined]
+            f"{api.configuration.host}{path}",
+            params=query,
+            data=data,
+            headers=headers,
+            timeout=CALL_TIMEOUT,
+            server_hostname=rest.server_hostname,
+        ) as response:
+            answer = await response.read()
+        if not 200 <= response.status <= 299:
+            raise _refusal(what, response.status, response.reason or "", answer)
+        return json.loads(answer) if answer else None
+    except EdgeError:
+        raise
+    except Exception as exc:  # connection refused or reset, timeouts, TLS, a garbled answer
+        raise EdgeError(f"{what}: {type(exc).__name__}: {exc}"[:1000], permanent=False) from exc
 
 
 async def get_json(api: ApiClient, path: str) -> Any:
-    """GET a path of the cluster's API as decoded JSON: no model objects built, which costs
-    more than the request for a list of many nodes."""
-    return await _call(api, "GET", path, header_params={"Accept": "application/json"})
+    """GET a path of the cluster's API as decoded JSON (no model objects built)."""
+    return await _call(api, "GET", path, f"GET {path}")
 
 
 async def apply_object(api: ApiClient, obj: dict[str, Any]) -> dict[str, Any]:
-    """Server-side apply with the platform's field manager (force: the platform owns them)."""
+    """Server-side apply with the platform's field manager (force: the platform owns them);
+    the answer is the object as the edge stored it."""
     ref = ObjectRef.of(obj)
-    try:
-        result: dict[str, Any] = await _call(
-            api,
-            "PATCH",
-            ref.path(),
-            query_params=[("fieldManager", FIELD_MANAGER), ("force", "true")],
-            header_params={
-                "Content-Type": "application/apply-patch+yaml",
-                "Accept": "application/json",
-            },
-            body=obj,
-        )
-    except Exception as exc:
-        raise _edge_error(exc, f"apply {ref}") from exc
+    result: dict[str, Any] = await _call(
+        api,
+        "PATCH",
+        ref.path(),
+        f"apply {ref}",
+        query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+        # JSON is YAML: the API server takes an apply patch in either.
+        content_type="application/apply-patch+yaml",
+        body=obj,
+    )
     return result
 
 
 async def read_object(api: ApiClient, ref: ObjectRef) -> dict[str, Any] | None:
     """The object as the edge has it, or None when it does not exist."""
     try:
-        result: dict[str, Any] = await _call(
-            api, "GET", ref.path(), header_params={"Accept": "application/json"}
-        )
-    except Exception as exc:
-        if getattr(exc, "status", None) == 404:
+        result: dict[str, Any] = await _call(api, "GET", ref.path(), f"read {ref}")
+    except EdgeError as exc:
+        if exc.status == 404:
             return None
-        raise _edge_error(exc, f"read {ref}") from exc
+        raise
     return result
 
 
@@ -339,10 +357,9 @@ async def delete_object(api: ApiClient, ref: ObjectRef) -> None:
             api,
             "DELETE",
             ref.path(),
-            header_params={"Accept": "application/json", "Content-Type": "application/json"},
+            f"delete {ref}",
             body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"},
         )
-    except Exception as exc:
-        if getattr(exc, "status", None) == 404:
-            return
-        raise _edge_error(exc, f"delete {ref}") from exc
+    except EdgeError as exc:
+        if exc.status != 404:
+            raise

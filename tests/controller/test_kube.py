@@ -138,3 +138,84 @@ async def test_clusters_trusting_the_same_ca_share_one_ssl_context() -> None:
         assert contexts[3] is not contexts[0]
     finally:
         await clients.close()
+
+
+async def test_calls_as_the_edge_sees_them_and_its_refusals() -> None:
+    """Server-side apply as kubectl sends it (token, field manager, apply content type); an
+    answer other than 2xx becomes an EdgeError saying whether asking again can help."""
+    seen: list[dict[str, Any]] = []
+    answers = {
+        "ok": (200, None),
+        "gone": (404, 'configmaps "gone" not found'),
+        "invalid": (422, "spec.replicas: Invalid value: -1"),
+        "terminating": (403, "namespace app is being terminated"),
+        "busy": (500, "etcdserver: request timed out"),
+    }
+
+    async def serve(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        seen.append({
+            "method": request.method, "name": name, "query": dict(request.query),
+            "headers": dict(request.headers), "body": await request.text(),
+        })  # fmt: skip
+        status, message = answers[name]
+        if message is None:
+            return web.json_response({"kind": "ConfigMap", "metadata": {"name": name}})
+        return web.json_response({"kind": "Status", "message": message}, status=status)
+
+    app = web.Application()
+    app.router.add_route("*", "/api/v1/namespaces/app/configmaps/{name}", serve)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    url = f"http://127.0.0.1:{server.port}"
+    clients = KubeClients(SECRETS, allow_private=True)
+    try:
+        api = await clients.client_for(target(url))
+
+        def configmap(name: str) -> dict[str, Any]:
+            return {"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": name, "namespace": "app"}, "data": {"k": "v"}}  # fmt: skip
+
+        assert await kube.apply_object(api, configmap("ok")) == {
+            "kind": "ConfigMap", "metadata": {"name": "ok"},
+        }  # fmt: skip
+        call = seen[-1]
+        assert call["method"] == "PATCH"
+        assert call["query"] == {"fieldManager": "edge-platform", "force": "true"}
+        assert call["headers"]["Authorization"] == "Bearer edge-test-token"
+        assert call["headers"]["Content-Type"] == "application/apply-patch+yaml"
+        assert call["headers"]["User-Agent"].startswith("edge-platform-controller/")
+        assert yaml.safe_load(call["body"]) == configmap("ok")
+
+        ref = kube.ObjectRef("v1", "ConfigMap", "gone", "app")
+        assert await kube.read_object(api, ref) is None
+        await kube.delete_object(api, ref)  # already gone: done
+        assert seen[-1]["method"] == "DELETE"
+        assert '"propagationPolicy": "Background"' in seen[-1]["body"]
+
+        refusals = {}
+        for name in ("invalid", "terminating", "busy"):
+            with pytest.raises(kube.EdgeError) as caught:
+                await kube.apply_object(api, configmap(name))
+            refusals[name] = caught.value
+        assert refusals["invalid"].permanent
+        assert str(refusals["invalid"]) == (
+            "apply ConfigMap app/invalid: 422 spec.replicas: Invalid value: -1"
+        )
+        assert not refusals["terminating"].permanent  # passes once the namespace is gone
+        assert not refusals["busy"].permanent
+        assert refusals["busy"].status == 500
+    finally:
+        await clients.close()
+        await server.close()
+
+    # Nothing answers any more: a failure to retry, saying what was being done.
+    clients = KubeClients(SECRETS, allow_private=True)
+    try:
+        api = await clients.client_for(target(url))
+        with pytest.raises(kube.EdgeError) as caught:
+            await kube.read_object(api, ref)
+        assert not caught.value.permanent
+        assert str(caught.value).startswith("read ConfigMap app/gone: ClientConnectorError")
+    finally:
+        await clients.close()
