@@ -170,12 +170,12 @@ class Platform:
         self.processes.append(process)
         return process
 
-    async def controller(self) -> Controller:
+    async def controller(self, **env: str) -> Controller:
         """A controller, returned once its health listener answers (database and Redis up)."""
         health, metrics = free_port(), free_port()
         process = self.start([sys.executable, "-m", "app.cli", "controller"],
                              HEALTH_PROBE_BIND_ADDRESS=f"127.0.0.1:{health}",
-                             METRICS_BIND_ADDRESS=f"127.0.0.1:{metrics}")  # fmt: skip
+                             METRICS_BIND_ADDRESS=f"127.0.0.1:{metrics}", **env)  # fmt: skip
         await wait_ready(f"http://127.0.0.1:{health}/readyz")
         return Controller(process, f"http://127.0.0.1:{metrics}/metrics")
 

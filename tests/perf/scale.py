@@ -15,7 +15,8 @@ skip over. In that platform, in this order (each part starts what it needs and c
 3. distribution to all 1,000 managed clusters (write → Applied P99) and its fan-out rate
    against a bare client's on the same emulator;
 4. status reads while every managed cluster changes phase on every probe, against the same
-   reads while they are quiet.
+   reads while they are quiet;
+5. distribution and fan-out again with two controller replicas, as references.
 
 `--quick` runs the same code once, on a tenth of the managed clusters and a twentieth of the
 registered ones, without 3 (the small pass measures distribution already).
@@ -39,6 +40,7 @@ from tests.perf.dispatch import deploy_and_wait, deployment, distribution, fanou
 from tests.perf.fleet import Fleet
 from tests.perf.harness import (
     RUNS,
+    Controller,
     Platform,
     Suite,
     delete_and_wait,
@@ -310,6 +312,23 @@ async def status_under_churn(suite: Suite, api: Platform, fleet: Fleet, sizes: S
                  quiet_p99_ms=spread(quiet), churning_p99_ms=spread(churning))  # fmt: skip
 
 
+async def replicated_distribution(suite: Suite, api: Platform, fleet: Fleet, sizes: Sizes,
+                                  controller: Controller) -> None:  # fmt: skip
+    """Distribution and fan-out again with two controller replicas sharing the targets by
+    their leases (the deployment guide runs three), as references beside the one-controller
+    targets: how far more replicas carry on this machine's two cores. Both start fresh, so
+    the first run also pays for connecting to the clusters the replica has not probed."""
+    api.stop(controller.process)
+    for _ in range(2):
+        await api.controller(LEADER_ELECT="true")
+    await wait_probed(api.database, sizes.managed, since=datetime.now(UTC))
+    rates = await distribution(
+        suite, api, workspace="fleet", targets=[{"region": r} for r in managed_regions(sizes)],
+        clusters=sizes.managed, bound=5.0, runs=sizes.runs, cleanup=True, replicas=2,
+    )  # fmt: skip
+    await fanout(suite, fleet, rates, sizes.managed, replicas=2)
+
+
 # -- the run --------------------------------------------------------------------------------
 
 
@@ -323,7 +342,7 @@ async def run(suite: Suite, admin_url: str, redis_url: str) -> None:
             note("controller footprint")
             await footprint(suite, api, sizes)
             # The footprint leaves every managed cluster enabled: a controller for the rest.
-            await api.controller()
+            controller = await api.controller()
             await wait_probed(api.database, sizes.managed)
             note("listing")
             await listing(suite, api, sizes)
@@ -337,5 +356,7 @@ async def run(suite: Suite, admin_url: str, redis_url: str) -> None:
                 await fanout(suite, fleet, rates, sizes.managed)
             note("status reads under churn")
             await status_under_churn(suite, api, fleet, sizes)
+            note("distribution, 2 controller replicas")
+            await replicated_distribution(suite, api, fleet, sizes, controller)
     finally:
         await fleet.stop()
