@@ -6,7 +6,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.clusters.models import Cluster, NodeGroup
-from app.kit.resource import ResourceIn, ResourceList, ResourceOut, editable_form, object_meta
+from app.kit.resource import (
+    API_VERSION,
+    ResourceIn,
+    ResourceList,
+    ResourceOut,
+    editable_form,
+    json_time,
+    object_meta,
+    object_meta_document,
+)
 from app.workspaces.schemas import LabelSelector
 
 Phase = Literal["Pending", "Ready", "NotReady", "Unreachable", "Disabled"]
@@ -82,33 +91,54 @@ class ClusterList(ResourceList[ClusterOut]):
     kind: Literal["ClusterList"] = "ClusterList"
 
 
+def _condition_document(stored: dict[str, Any]) -> dict[str, Any]:
+    changed = stored.get("lastTransitionTime")
+    return {
+        "type": stored["type"],
+        "status": stored["status"],
+        "reason": stored.get("reason"),
+        "message": stored.get("message"),
+        # Stored as the prober wrote it (isoformat): answered as pydantic writes timestamps.
+        "lastTransitionTime": json_time(datetime.fromisoformat(changed)) if changed else None,
+    }
+
+
+def cluster_document(row: Cluster) -> dict[str, Any]:
+    """A Cluster as the API answers it (ClusterOut in JSON form), built straight from its row:
+    a region's list is a hundred of these, and the prober publishes one per change. Where a
+    model is wanted it is validated from this, so there is one rendering."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Cluster",
+        "metadata": object_meta_document(row),
+        "spec": {
+            "region": row.region,
+            "zone": row.zone,
+            "provider": row.provider,
+            "displayName": row.display_name,
+            "enabled": row.enabled,
+            "connection": {
+                "type": row.connection_type,
+                "endpoint": row.endpoint,
+                "kubeconfigConfigured": row.kubeconfig_ciphertext is not None,
+            },
+        },
+        "status": {
+            "phase": row.phase,
+            "kubernetesVersion": row.kubernetes_version,
+            "nodeCount": row.node_count,
+            "readyNodeCount": row.ready_node_count,
+            "zones": list(row.zones or []),
+            "conditions": [_condition_document(c) for c in row.conditions or []],
+            "lastProbeTime": json_time(row.last_probe_time),
+            "lastReadyTime": json_time(row.last_ready_time),
+            "message": row.status_message,
+        },
+    }
+
+
 def cluster_out(row: Cluster) -> ClusterOut:
-    return ClusterOut(
-        metadata=object_meta(row),
-        spec=ClusterSpec(
-            region=row.region,
-            zone=row.zone,
-            provider=row.provider,
-            displayName=row.display_name,
-            enabled=row.enabled,
-            connection=ConnectionOut(
-                type=row.connection_type,
-                endpoint=row.endpoint,
-                kubeconfigConfigured=row.kubeconfig_ciphertext is not None,
-            ),
-        ),
-        status=ClusterStatus(
-            phase=row.phase,
-            kubernetesVersion=row.kubernetes_version,
-            nodeCount=row.node_count,
-            readyNodeCount=row.ready_node_count,
-            zones=list(row.zones or []),
-            conditions=[Condition.model_validate(c) for c in row.conditions or []],
-            lastProbeTime=row.last_probe_time,
-            lastReadyTime=row.last_ready_time,
-            message=row.status_message,
-        ),
-    )
+    return ClusterOut.model_validate(cluster_document(row))
 
 
 def cluster_write_form(out: ClusterOut) -> dict[str, Any]:

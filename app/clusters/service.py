@@ -18,6 +18,7 @@ from app.clusters.schemas import (
     ClusterOut,
     NodeGroupIn,
     NodeGroupOut,
+    cluster_document,
     cluster_out,
     cluster_write_form,
     node_group_out,
@@ -28,6 +29,8 @@ from app.db.repository import ResourceRepository
 from app.deployments.models import RolloutTarget
 from app.deployments.references import refuse_if_used
 from app.errors import invalid_field
+from app.kit.paging import Page, PageRequest
+from app.kit.resource import Documents
 from app.kit.selectors import Requirement, selector_clause
 from app.kit.service import ResourceService
 from app.regions.models import Region
@@ -179,8 +182,19 @@ class ClusterService(ResourceService[Cluster, ClusterIn, ClusterOut]):
     def render(self, row: Cluster) -> ClusterOut:
         return cluster_out(row)
 
+    def document(self, row: Cluster) -> dict[str, Any]:
+        return cluster_document(row)
+
     def editable(self, row: Cluster) -> dict[str, Any]:
         return cluster_write_form(self.render(row))
+
+    # Last in the class: below it, `list` would name this method in annotations.
+    async def list(
+        self, page: PageRequest, filters: dict[str, str] | None = None
+    ) -> tuple[list[ClusterOut] | Documents, Page[Any]]:
+        """A page of documents: no model per cluster (a region's list is a hundred)."""
+        result = await self._page(page, filters)
+        return Documents(cluster_document(row) for row in result.items), result
 
 
 class NodeGroupRepository(ResourceRepository[NodeGroup]):

@@ -39,7 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.cache import ObjectCache
 from app.clusters.models import Cluster, NodeGroup
-from app.clusters.schemas import cluster_out, effective_selector
+from app.clusters.schemas import cluster_document, effective_selector
 from app.controller.claims import claim, release, row_arrays, unnest_rows
 from app.controller.dispatcher import nudge_cluster_targets
 from app.controller.kube import REQUEST_TIMEOUT, ClusterTarget, KubeClients, get_json
@@ -436,10 +436,9 @@ class ClusterProber:
                 )
 
     async def _publish(self, row: Cluster) -> None:
-        out = cluster_out(row)
         name = row.name
         await self._cache.put(
             redis_key(f"clusters/{name}", tag=f"clusters/{name}"),
             row.resource_version,
-            out.model_dump(mode="json", by_alias=True),
+            cluster_document(row),
         )

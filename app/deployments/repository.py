@@ -30,7 +30,7 @@ from app.workspaces.models import Workspace
 
 
 def json_time_sql(column: Any) -> Any:
-    """service.json_time in SQL: a timestamp as pydantic writes it in JSON (UTC, `Z`,
+    """app.kit.resource.json_time in SQL: a timestamp as pydantic writes it in JSON (UTC, `Z`,
     microseconds unless 0)."""
     written = func.to_char(func.timezone("UTC", column), 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
     return func.replace(written, ".000000Z", "Z")

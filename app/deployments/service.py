@@ -41,7 +41,7 @@ from app.errors import Conflict, NotFound, Unprocessable, invalid_field
 from app.events.service import NewEvent, announce, record
 from app.kit.etag import check_write_preconditions
 from app.kit.paging import Page, PageRequest
-from app.kit.resource import API_VERSION, Documents, JSONDocument, object_meta
+from app.kit.resource import API_VERSION, Documents, JSONDocument, json_time, object_meta
 from app.kit.service import ResourceService
 from app.redis import RedisGateway
 from app.regions.models import Region
@@ -708,14 +708,6 @@ def _fold(paused: bool, strategy: dict[str, Any], counts: TargetCounts) -> Deplo
 # without a model validation per object and per target; a page of a thousand is mostly that.
 
 _STRATEGY_DEFAULTS = Strategy().model_dump(mode="json")
-
-
-def json_time(value: datetime | None) -> str | None:
-    """A timestamp as pydantic writes it in JSON (UTC as `Z`)."""
-    if value is None:
-        return None
-    text = value.isoformat()
-    return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
 def strategy_document(stored: dict[str, Any] | None) -> dict[str, Any]:

@@ -184,18 +184,31 @@ def editable_form(out: ResourceOut[Any, Any]) -> dict[str, Any]:
     }
 
 
+def json_time(value: datetime | None) -> str | None:
+    """A timestamp as pydantic writes it in JSON (UTC as `Z`)."""
+    if value is None:
+        return None
+    text = value.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def object_meta_document(row: ResourceMixin, workspace: str | None = None) -> dict[str, Any]:
+    """ObjectMeta in JSON form, built straight from the row (see `Documents`)."""
+    return {
+        "name": row.name,
+        "workspace": workspace,
+        "uid": str(row.uid),
+        "labels": row.labels or {},
+        "annotations": row.annotations or {},
+        "resourceVersion": str(row.resource_version),
+        "generation": row.generation,
+        "creationTimestamp": json_time(row.created_at),
+        "deletionTimestamp": json_time(row.deletion_timestamp),
+    }
+
+
 def object_meta(row: ResourceMixin, workspace: str | None = None) -> ObjectMeta:
-    return ObjectMeta(
-        name=row.name,
-        workspace=workspace,
-        uid=str(row.uid),
-        labels=row.labels or {},
-        annotations=row.annotations or {},
-        resourceVersion=str(row.resource_version),
-        generation=row.generation,
-        creationTimestamp=row.created_at,
-        deletionTimestamp=row.deletion_timestamp,
-    )
+    return ObjectMeta.model_validate(object_meta_document(row, workspace))
 
 
 ModelT = TypeVar("ModelT", bound=BaseModel)

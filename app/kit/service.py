@@ -129,12 +129,16 @@ class ResourceService(Generic[RowT, InT, OutT]):
         self._audit("create", name, 201)
         return out
 
+    def document(self, row: RowT) -> dict[str, Any]:
+        """The object in JSON form; a kind may build it without a model (see `Documents`)."""
+        return self.render(row).model_dump(mode="json", by_alias=True)
+
     async def read(self, name: str) -> dict[str, Any]:
         async def load() -> tuple[int, dict[str, Any]] | None:
             row = await self.repository.get(name)
             if row is None:
                 return None
-            return row.resource_version, self.render(row).model_dump(mode="json", by_alias=True)
+            return row.resource_version, self.document(row)
 
         if self.cache is not None:
             found = await self.cache.get_or_load(self._cache_key(name), load)
@@ -155,16 +159,19 @@ class ResourceService(Generic[RowT, InT, OutT]):
     ) -> tuple[list[OutT] | Documents, Page[Any]]:
         """One page; `filters` are equality filters on columns of the same name. A kind may
         return its items as ready-made `Documents` instead of models."""
-        query = self.repository.select()
-        for column, value in (filters or {}).items():
-            query = query.where(getattr(self.repository.model, column) == value)
-        result = await self.repository.page(page, query)
+        result = await self._page(page, filters)
         items = [self.render(row) for row in result.items]
         live = await self.live_status([item.metadata.name for item in items], result.items)
         if live is not None:
             for item in items:
                 item.status = live.get(item.metadata.name, item.status)
         return items, result
+
+    async def _page(self, page: PageRequest, filters: dict[str, str] | None) -> Page[RowT]:
+        query = self.repository.select()
+        for column, value in (filters or {}).items():
+            query = query.where(getattr(self.repository.model, column) == value)
+        return await self.repository.page(page, query)
 
     def comparable_spec(self, row: RowT) -> Any:
         """The spec as compared to tell whether an update changed it (bumps `generation`);

@@ -4,6 +4,7 @@ kubeconfig — validated, encrypted at rest, never returned or logged."""
 from __future__ import annotations
 
 import base64
+import json
 import logging
 
 import asyncpg
@@ -273,3 +274,56 @@ async def test_node_groups(api: httpx.AsyncClient) -> None:
     await api.delete("/api/v1/clusters/shanghai-cluster")
     await api.post("/api/v1/clusters", json=cluster_body("shanghai-cluster", "east-china"))
     assert (await api.get(base)).json()["items"] == []
+
+
+async def test_lists_and_reads_answer_what_the_model_renders(
+    app_client: tuple[FastAPI, httpx.AsyncClient], database_url: str
+) -> None:
+    """Cluster lists are built straight from the rows, without a model per cluster: they must
+    be exactly what the output model renders (fields, order, timestamps), as single reads are."""
+    from app.clusters.schemas import ClusterList, ClusterOut
+
+    _, client = app_client
+    await register_fleet(client)
+    # A probed cluster's status, as the prober writes it: conditions with their times in
+    # isoformat (with and without a fraction), zones, versions, a message.
+    conditions = [
+        {"type": "Reachable", "status": "True", "reason": "ProbeSucceeded", "message": None,
+         "lastTransitionTime": "2026-12-03T08:00:00.123400+00:00"},
+        {"type": "Ready", "status": "False", "reason": "NodesNotReady",
+         "message": "1 of 2 nodes ready", "lastTransitionTime": "2026-12-03T08:00:00+00:00"},
+    ]  # fmt: skip
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            "UPDATE clusters SET phase = 'NotReady', kubernetes_version = 'v1.30.2',"
+            ' node_count = 2, ready_node_count = 1, zones = \'["z1", "z2"]\','
+            " conditions = $1::jsonb, status_message = 'probe failed: 日本語',"
+            " last_probe_time = '2026-12-03T08:00:05Z', last_ready_time = NULL,"
+            " labels = '{\"tier\": \"edge\"}', display_name = 'Shanghai'"
+            " WHERE name = 'shanghai-cluster'",
+            json.dumps(conditions),
+        )
+    finally:
+        await conn.close()
+
+    listed = await client.get("/api/v1/clusters", params={"region": "east-china"})
+    page = listed.json()
+    assert listed.headers["content-type"] == "application/json"
+    canonical = ClusterList.model_validate(page).model_dump(mode="json", by_alias=True)
+    assert json.dumps(canonical) == json.dumps(page)
+    probed = next(i for i in page["items"] if i["metadata"]["name"] == "shanghai-cluster")
+    assert probed["status"]["conditions"][0]["lastTransitionTime"] == "2026-12-03T08:00:00.123400Z"
+    assert probed["status"]["conditions"][1]["lastTransitionTime"] == "2026-12-03T08:00:00Z"
+    assert probed["status"]["lastProbeTime"] == "2026-12-03T08:00:05Z"
+    assert probed["status"]["message"] == "probe failed: 日本語"
+
+    # A read answers the model's rendering (cached when the cluster was registered; the
+    # update above went around the API): the list's document of that cluster is the same.
+    read = (await client.get("/api/v1/clusters/hangzhou-cluster")).json()
+    assert read == next(i for i in page["items"] if i["metadata"]["name"] == "hangzhou-cluster")
+    model = ClusterOut.model_validate(read).model_dump(mode="json", by_alias=True)
+    assert json.dumps(model) == json.dumps(read)
+    as_yaml = await client.get("/api/v1/clusters", params={"region": "east-china"},
+                               headers={"Accept": "application/yaml"})  # fmt: skip
+    assert yaml.safe_load(as_yaml.text) == page
