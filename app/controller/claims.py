@@ -14,7 +14,17 @@ from collections.abc import Collection
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import ARRAY, ColumnElement, bindparam, column, func, or_, select, update
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    DateTime,
+    bindparam,
+    column,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 
@@ -56,6 +66,10 @@ async def release(session: AsyncSession, model: Any, token: uuid.UUID) -> None:
     await session.execute(
         update(model).where(model.lock_token == token).values(lock_token=None, lock_expires_at=None)
     )
+
+
+# The column type of timestamps in unnest_rows: PostgreSQL's timestamptz.
+TIMESTAMP = DateTime(timezone=True)
 
 
 def unnest_rows(name: str, columns: dict[str, Any]) -> Any:

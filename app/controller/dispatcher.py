@@ -30,7 +30,6 @@ from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import (
     BigInteger,
     Boolean,
-    DateTime,
     Integer,
     Text,
     case,
@@ -54,7 +53,7 @@ from app.clusters.kubeconfig import InvalidKubeconfig, parse_kubeconfig
 from app.clusters.models import Cluster, NodeGroup
 from app.clusters.schemas import effective_selector
 from app.configsyncs.service import open_content
-from app.controller.claims import claim, held, row_arrays, unnest_rows
+from app.controller.claims import TIMESTAMP, claim, held, row_arrays, unnest_rows
 from app.controller.kube import (
     ClusterTarget,
     EdgeError,
@@ -1119,7 +1118,6 @@ def _pass_events(ctx: Context, outcome: Outcome) -> list[NewEvent]:
     ]  # fmt: skip
 
 
-_TIMESTAMP = DateTime(timezone=True)
 _JSON_COLUMNS = frozenset(
     c.name for c in RolloutTarget.__table__.columns if isinstance(c.type, JSONB)
 )
@@ -1136,8 +1134,8 @@ def _batch_update(shape: tuple[str, ...]) -> Any:
     # was written.
     kinds: dict[str, Any] = {
         "row_id": BigInteger, "lease": PG_UUID(as_uuid=True), "desired": Integer,
-        "was_removing": Boolean, "seen_next": _TIMESTAMP, "next_at": _TIMESTAMP,
-        "at": _TIMESTAMP,
+        "was_removing": Boolean, "seen_next": TIMESTAMP, "next_at": TIMESTAMP,
+        "at": TIMESTAMP,
     } | {key: Text if key in _JSON_COLUMNS else table[key].type for key in shape}  # fmt: skip
     rows = unnest_rows("pass", kinds)
     t = RolloutTarget

@@ -22,7 +22,6 @@ from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import (
     ARRAY,
     BigInteger,
-    DateTime,
     Integer,
     String,
     Text,
@@ -40,7 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.cache import ObjectCache
 from app.clusters.models import Cluster, NodeGroup
 from app.clusters.schemas import cluster_document, effective_selector
-from app.controller.claims import claim, release, row_arrays, unnest_rows
+from app.controller.claims import TIMESTAMP, claim, release, row_arrays, unnest_rows
 from app.controller.dispatcher import nudge_cluster_targets
 from app.controller.kube import REQUEST_TIMEOUT, ClusterTarget, KubeClients, get_json
 from app.db.base import resource_version_seq
@@ -156,7 +155,6 @@ STATUS = (
     "failing_since",
     "consecutive_failures",
 )
-_TIMESTAMP = DateTime(timezone=True)
 
 
 def _write_statement(rows: Any, **values: Any) -> Any:
@@ -178,14 +176,14 @@ def _write_statement(rows: Any, **values: Any) -> Any:
     )
 
 
-_TIME_COLUMNS = {"id": BigInteger, "probed": _TIMESTAMP, "ready_at": _TIMESTAMP,
-                 "next_probe": _TIMESTAMP}  # fmt: skip
+_TIME_COLUMNS = {"id": BigInteger, "probed": TIMESTAMP, "ready_at": TIMESTAMP,
+                 "next_probe": TIMESTAMP}  # fmt: skip
 _times = unnest_rows("probe", _TIME_COLUMNS)
 _TIMES = _write_statement(_times)
 _status = unnest_rows("probe", _TIME_COLUMNS | {
     "phase": String, "kubernetes_version": String, "node_count": Integer,
     "ready_node_count": Integer, "zones": Text, "conditions": Text, "status_message": String,
-    "failing_since": _TIMESTAMP, "consecutive_failures": Integer,
+    "failing_since": TIMESTAMP, "consecutive_failures": Integer,
 })  # fmt: skip
 _STATUS = _write_statement(
     _status,
