@@ -225,6 +225,11 @@ class Dispatcher:
         if capacity <= 0 or (self._inflight and capacity < max(1, self._concurrency // 4)):
             return 0
         due = RolloutTarget.next_attempt_at <= func.now()
+        # Not the rows whose passes are still finishing here: a write-back frees its row before
+        # the pass's task has ended, and a nudge can make the row due at once. Claimed again,
+        # such a row would hold a lease with no pass working under it until the lease ran out.
+        finishing = list(self._inflight)
+        ready = due & RolloutTarget.id.not_in(finishing) if finishing else due
         async with self._sessionmaker.begin() as session:
             if time.monotonic() - self._due_counted_at > DUE_COUNT_SECONDS:
                 self._due_counted_at = time.monotonic()
@@ -232,7 +237,7 @@ class Dispatcher:
             token, ids = await claim(
                 session,
                 RolloutTarget,
-                ready=due,
+                ready=ready,
                 order_by=RolloutTarget.next_attempt_at,
                 limit=capacity,
                 lease_seconds=self._lease,
@@ -245,7 +250,7 @@ class Dispatcher:
             )
             self.next_due_in = None if due_in is None else float(due_in)
             # What each pass works from, read with the claim: no round trips of its own.
-            contexts = await self._load(session, [i for i in ids if i not in self._inflight])
+            contexts = await self._load(session, ids)
         for context in contexts:
             row_id = context.target.id
             task = asyncio.create_task(self._process(context, token))

@@ -8,8 +8,11 @@ import time
 from typing import Any
 
 import yaml
+from sqlalchemy import func, select
 
 from app.controller.kube import REQUEST_TIMEOUT
+from app.controller.runner import Controller
+from app.deployments.models import RolloutTarget
 from tests.deployments.conftest import (
     BASE,
     EXAMPLE_YAML,
@@ -681,3 +684,34 @@ async def test_a_ready_revision_that_wobbles_is_followed_not_failed(platform: Pl
     assert targets_of(body)["hangzhou-cluster"]["phase"] == "Applied"  # waiting, not Failed
     hangzhou.set_ready(NAMESPACE, "prometheus")
     await platform.ready("cross-region-app", within=10)
+
+
+async def test_a_row_whose_pass_is_still_finishing_is_not_claimed_again(
+    platform: Platform,
+) -> None:
+    """A pass's write-back frees its row before the pass's task has ended, and a nudge can make
+    the row due at once. A claim in that moment must leave the row to the next one: claimed, it
+    held a lease with no pass under it, and the target waited for the lease to run out (seen
+    as a deployment stuck in Deleting for two minutes with two controllers)."""
+    await create_example(platform)  # four targets due; no controller has looked yet
+    state = platform.app.state
+    controller = Controller(platform.settings, state.sessionmaker, state.redis, state.cache,
+                            state.secrets)  # fmt: skip
+    async with state.sessionmaker() as session:
+        finishing = await session.scalar(select(func.min(RolloutTarget.id)))
+    # A pass for that row, written back, whose task has not ended yet.
+    not_ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    controller.dispatcher._inflight[finishing] = not_ended  # type: ignore[assignment]
+    try:
+        assert await controller.dispatcher.run_once() == 3
+        async with state.sessionmaker() as session:
+            leases = dict((await session.execute(
+                select(RolloutTarget.id, RolloutTarget.lock_token)
+            )).all())  # fmt: skip
+        assert leases[finishing] is None  # left for the claim after the pass has ended
+        assert all(token is not None for row, token in leases.items() if row != finishing)
+    finally:
+        del controller.dispatcher._inflight[finishing]
+        not_ended.cancel()
+        await controller.dispatcher.drain(10)
+        await controller.clients.close()
