@@ -51,6 +51,9 @@ def sign_in(driver: Driver, base: str, username: str, password: str) -> None:
     find(driver, "#password").send_keys(password)
     find(driver, ".login button[type=submit]").click()
     wait(driver, lambda d: d.current_url == f"{base}/fleet")
+    # The address changes when the new page starts to arrive, before it is parsed: wait for
+    # the signed-in header itself, or the next lookup can run against a page still loading.
+    wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "header .user"))
 
 
 def tiles(driver: Driver) -> dict[str, tuple[str, str]]:
