@@ -46,7 +46,7 @@ ARCHIVE_TYPES = frozenset(
 Admin = Annotated[Principal, Depends(require_helm_admin)]
 
 
-def chart_store(request: Request, session: SessionDep) -> ChartStore:
+async def chart_store(request: Request, session: SessionDep) -> ChartStore:
     return ChartStore(session, request.app.state.redis)
 
 
@@ -180,7 +180,7 @@ versions_router = APIRouter(
 )
 
 
-def application_service(
+async def application_service(
     request: Request, session: SessionDep, principal: CurrentPrincipal
 ) -> ApplicationService:
     return ApplicationService(
@@ -188,7 +188,7 @@ def application_service(
     )
 
 
-def version_service(
+async def version_service(
     request: Request, session: SessionDep, principal: CurrentPrincipal
 ) -> ApplicationVersionService:
     return ApplicationVersionService(

@@ -18,7 +18,7 @@ router = APIRouter(
 )
 
 
-def configsync_service(
+async def configsync_service(
     request: Request, session: SessionDep, access: WorkspaceViewer
 ) -> ConfigSyncService:
     state = request.app.state

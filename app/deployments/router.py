@@ -34,7 +34,7 @@ router = APIRouter(prefix=PREFIX, tags=["deployments"], dependencies=[Depends(au
 resources = APIRouter(prefix="/applicationdeployments")
 
 
-def deployment_service(
+async def deployment_service(
     request: Request, session: SessionDep, access: WorkspaceViewer
 ) -> DeploymentService:
     return DeploymentService(

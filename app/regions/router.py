@@ -12,7 +12,7 @@ from app.regions.service import RegionService
 router = APIRouter(prefix="/api/v1/regions", tags=["regions"], dependencies=[Depends(authenticate)])
 
 
-def region_service(
+async def region_service(
     request: Request, session: SessionDep, principal: CurrentPrincipal
 ) -> RegionService:
     return RegionService(

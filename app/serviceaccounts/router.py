@@ -24,13 +24,13 @@ workspace_router = APIRouter(
 )
 
 
-def platform_accounts(
+async def platform_accounts(
     request: Request, session: SessionDep, principal: PlatformAdmin
 ) -> ServiceAccountService:
     return ServiceAccountService(session, None, audit_trail(request, principal))
 
 
-def workspace_accounts(
+async def workspace_accounts(
     request: Request, session: SessionDep, access: WorkspaceAdmin, principal: CurrentPrincipal
 ) -> ServiceAccountService:
     trail = audit_trail(request, principal, access.workspace.name)

@@ -17,7 +17,9 @@ from app.users.service import UserService
 router = APIRouter(prefix="/api/v1/users", tags=["users"], dependencies=[Depends(authenticate)])
 
 
-def user_service(request: Request, session: SessionDep, principal: CurrentPrincipal) -> UserService:
+async def user_service(
+    request: Request, session: SessionDep, principal: CurrentPrincipal
+) -> UserService:
     return UserService(session, request.app.state.cache, audit_trail(request, principal))
 
 

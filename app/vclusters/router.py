@@ -25,7 +25,7 @@ router = APIRouter(
 )
 
 
-def vcluster_service(
+async def vcluster_service(
     request: Request, session: SessionDep, access: WorkspaceViewer
 ) -> VClusterService:
     state = request.app.state

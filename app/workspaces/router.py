@@ -34,7 +34,7 @@ router = APIRouter(
 )
 
 
-def workspace_service(
+async def workspace_service(
     request: Request, session: SessionDep, principal: CurrentPrincipal
 ) -> WorkspaceService:
     # Users other than platform admins see only the workspaces they belong to (404 otherwise).
@@ -45,7 +45,7 @@ def workspace_service(
     return WorkspaceService(session, repository, audit=audit_trail(request, principal))
 
 
-def member_service_for(
+async def member_service_for(
     request: Request, session: SessionDep, access: WorkspaceViewer
 ) -> MemberService:
     service = WorkspaceService(
