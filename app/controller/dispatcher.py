@@ -188,6 +188,7 @@ class Dispatcher:
         concurrency: int,
         per_cluster: int,
         lease_seconds: float = 120.0,
+        fold_concurrency: int = 4,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._clients = clients
@@ -213,7 +214,9 @@ class Dispatcher:
         self._due_counted_at = -DUE_COUNT_SECONDS
         self._results: list[_Result] = []  # passes done, waiting for their write-back
         self._writer: asyncio.Task[None] | None = None
-        self._folds = Coalesced(self._fold_rollout, "folding the phase of rollout")
+        self._folds = Coalesced(
+            self._fold_rollout, "folding the phase of rollout", concurrency=fold_concurrency
+        )
 
     # claiming --------------------------------------------------------------------------------
 
@@ -1023,9 +1026,13 @@ class Coalesced:
     thousand targets finishing together cost a few folds of their rollout, not a thousand in
     a queue."""
 
-    def __init__(self, job: Callable[[int], Awaitable[None]], what: str) -> None:
+    def __init__(self, job: Callable[[int], Awaitable[None]], what: str, concurrency: int) -> None:
         self._job = job
         self._what = what  # for the log
+        # Runs of different keys at once. Each holds a database connection while it runs:
+        # unbounded, many rollouts finishing together could take the whole pool and leave the
+        # claims and write-backs failing with "QueuePool limit reached".
+        self._running = asyncio.Semaphore(concurrency)
         self._again: set[int] = set()  # keys asked for again while their run was going
         self._runners: dict[int, asyncio.Task[None]] = {}
 
@@ -1038,11 +1045,12 @@ class Coalesced:
     async def _run(self, key: int) -> None:
         try:
             while True:
-                self._again.discard(key)
-                try:
-                    await self._job(key)
-                except Exception:
-                    logger.warning("%s %d failed", self._what, key, exc_info=True)
+                async with self._running:
+                    self._again.discard(key)
+                    try:
+                        await self._job(key)
+                    except Exception:
+                        logger.warning("%s %d failed", self._what, key, exc_info=True)
                 if key not in self._again:
                     return
         finally:

@@ -80,6 +80,9 @@ class Controller:
             concurrency=settings.dispatch_concurrency,
             per_cluster=settings.dispatch_per_cluster,
             lease_seconds=settings.dispatch_lease_duration,
+            # Half the pool's steady connections: the claims, the write-backs, the lease
+            # renewals, the prober and the wake-up listener keep the rest.
+            fold_concurrency=max(1, settings.database_pool_size // 2),
         )
         self.wake = asyncio.Event()
         self.dispatcher.on_done.append(self.wake.set)  # a free slot: claim more
