@@ -32,6 +32,7 @@ from tests.perf import scale
 from tests.perf.dispatch import distribution, fanout, seed_version
 from tests.perf.fleet import Fleet
 from tests.perf.harness import (
+    LOGS,
     RUNS,
     Platform,
     Suite,
@@ -198,13 +199,22 @@ async def run(suite: Suite, admin_url: str, redis_url: str, workdir: Path) -> No
             bare_port = free_port()
             api.start([sys.executable, "-m", "uvicorn", "tests.perf.bare:app", "--host",
                        "127.0.0.1", "--port", str(bare_port), "--workers", "2", "--log-level",
-                       "warning", "--no-access-log"],
+                       "warning", "--no-access-log"], "bare",
                       BARE_DOCUMENT=str(workdir / "document.json"))  # fmt: skip
             await wait_ready(f"http://127.0.0.1:{bare_port}/object")
             await api_figures(suite, api, f"http://127.0.0.1:{bare_port}", seconds)
             await post_figures(suite, api, seconds)
     finally:
         await fleet.stop()
+
+
+def print_log_tails(lines: int = 40) -> None:
+    """The end of each process's log, for a run that failed where its logs cannot be read
+    afterwards (CI)."""
+    for log in sorted(LOGS.glob("*.log")):
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+        if tail:
+            print(f"--- {log.name} (last {len(tail)} lines)", *tail, sep="\n", file=sys.stderr)
 
 
 def main() -> int:
@@ -220,10 +230,13 @@ def main() -> int:
         ):
             asyncio.run(run(suite, admin_url, redis_url, Path(tmp)))
             asyncio.run(scale.run(suite, admin_url, redis_url))
+    except BaseException:
+        print_log_tails()
+        raise
     finally:  # what was measured before a failure is still worth reading
         print(suite.table())
         args.json.write_text(json.dumps({"quick": args.quick, "figures": suite.figures}, indent=2))
-        print(f"\nfigures written to {args.json}")
+        print(f"\nfigures written to {args.json}; the processes' logs are in {LOGS}")
     # Quick runs prove the suite works end to end; targets are judged on full runs.
     return 0 if args.quick or all(f["pass"] is not False for f in suite.figures) else 1
 

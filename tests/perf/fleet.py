@@ -151,7 +151,7 @@ class Fleet:
             tls = ["--tls", str(self.certificates)] if self.certificates else []
             self._process = spawn([sys.executable, "-m", "tests.perf.fleet", "--port",
                                    str(self.port), "--latency", str(self.latency), *tls],
-                                  dict(os.environ))  # fmt: skip
+                                  dict(os.environ), "fleet")  # fmt: skip
             try:
                 await wait_ready(f"{self.server(0)}/version", ssl_context=self.ssl_context)
             except BaseException:

@@ -4,11 +4,13 @@ and the table of figures."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import ssl
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -93,8 +95,16 @@ def platform_env(database_url: str, redis_url: str, **extra: str) -> dict[str, s
     return env | extra
 
 
-def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+# Each process's output, kept after the run: a failed figure is diagnosed from these.
+LOGS = Path(os.environ.get("PERF_LOGS") or tempfile.mkdtemp(prefix="edge-perf-logs-"))
+_serial = itertools.count(1)
+
+
+def spawn(args: list[str], env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
+    """Start a process whose output goes to LOGS/<name>-<n>.log."""
+    LOGS.mkdir(parents=True, exist_ok=True)
+    with (LOGS / f"{name}-{next(_serial)}.log").open("ab") as log:
+        return subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 def stop(*processes: subprocess.Popen[bytes]) -> None:
@@ -165,15 +175,15 @@ class Platform:
     headers: dict[str, str] = field(default_factory=dict)
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
-    def start(self, args: list[str], **env: str) -> subprocess.Popen[bytes]:
-        process = spawn(args, self.env | env)
+    def start(self, args: list[str], name: str, **env: str) -> subprocess.Popen[bytes]:
+        process = spawn(args, self.env | env, name)
         self.processes.append(process)
         return process
 
     async def controller(self, **env: str) -> Controller:
         """A controller, returned once its health listener answers (database and Redis up)."""
         health, metrics = free_port(), free_port()
-        process = self.start([sys.executable, "-m", "app.cli", "controller"],
+        process = self.start([sys.executable, "-m", "app.cli", "controller"], "controller",
                              HEALTH_PROBE_BIND_ADDRESS=f"127.0.0.1:{health}",
                              METRICS_BIND_ADDRESS=f"127.0.0.1:{metrics}", **env)  # fmt: skip
         await wait_ready(f"http://127.0.0.1:{health}/readyz")
@@ -201,7 +211,7 @@ async def platform(
     port = free_port()
     running = Platform(database, settings, f"http://127.0.0.1:{port}")
     running.start([sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port",
-                   str(port), "--workers", "2"])  # fmt: skip
+                   str(port), "--workers", "2"], "api")  # fmt: skip
     try:
         await wait_ready(f"{running.base}/readyz")
         running.headers["Authorization"] = f"Bearer {await login(running.base)}"
