@@ -104,9 +104,12 @@ class LeaderElector:
             )
         return int(epoch or 0)
 
-    def _step_down(self, why: str) -> None:
+    def _step_down(self, why: str, *, expected: bool = False) -> None:
         if self.epoch is not None:
-            logger.warning("leadership of %s lost: %s", self.name, why)
+            if expected:  # a shutdown gives the lease up; nothing for an operator to look at
+                logger.info("leadership of %s given up: %s", self.name, why)
+            else:
+                logger.warning("leadership of %s lost: %s", self.name, why)
         self.epoch = None
         IS_LEADER.set(0)
 
@@ -142,7 +145,7 @@ class LeaderElector:
 
     async def release(self) -> None:
         """Give the lease up at once so a standby takes over without waiting for expiry."""
-        self._step_down("released")
+        self._step_down("released", expected=True)
 
         async def release(client: RedisClient) -> Any:
             return await client.eval(_RELEASE, 1, self._key, self.identity)
