@@ -32,11 +32,11 @@ from tests.perf import scale
 from tests.perf.dispatch import distribution, fanout, seed_version
 from tests.perf.fleet import Fleet
 from tests.perf.harness import (
-    LOGS,
     RUNS,
     Platform,
     Suite,
     login,
+    logs_dir,
     note,
     platform,
     platform_env,
@@ -211,7 +211,7 @@ async def run(suite: Suite, admin_url: str, redis_url: str, workdir: Path) -> No
 def print_log_tails(lines: int = 40) -> None:
     """The end of each process's log, for a run that failed where its logs cannot be read
     afterwards (CI)."""
-    for log in sorted(LOGS.glob("*.log")):
+    for log in sorted(logs_dir().glob("*.log")):
         tail = log.read_text(errors="replace").splitlines()[-lines:]
         if tail:
             print(f"--- {log.name} (last {len(tail)} lines)", *tail, sep="\n", file=sys.stderr)
@@ -236,7 +236,7 @@ def main() -> int:
     finally:  # what was measured before a failure is still worth reading
         print(suite.table())
         args.json.write_text(json.dumps({"quick": args.quick, "figures": suite.figures}, indent=2))
-        print(f"\nfigures written to {args.json}; the processes' logs are in {LOGS}")
+        print(f"\nfigures written to {args.json}; the processes' logs are in {logs_dir()}")
     # Quick runs prove the suite works end to end; targets are judged on full runs.
     return 0 if args.quick or all(f["pass"] is not False for f in suite.figures) else 1
 

@@ -4,6 +4,7 @@ and the table of figures."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import os
 import ssl
@@ -95,15 +96,22 @@ def platform_env(database_url: str, redis_url: str, **extra: str) -> dict[str, s
     return env | extra
 
 
-# Each process's output, kept after the run: a failed figure is diagnosed from these.
-LOGS = Path(os.environ.get("PERF_LOGS") or tempfile.mkdtemp(prefix="edge-perf-logs-"))
 _serial = itertools.count(1)
 
 
+@functools.cache
+def logs_dir() -> Path:
+    """Where each process's output is kept after the run (a failed figure is diagnosed from
+    these): PERF_LOGS, else a new temporary folder, made on first use."""
+    chosen = os.environ.get("PERF_LOGS")
+    folder = Path(chosen) if chosen else Path(tempfile.mkdtemp(prefix="edge-perf-logs-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def spawn(args: list[str], env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
-    """Start a process whose output goes to LOGS/<name>-<n>.log."""
-    LOGS.mkdir(parents=True, exist_ok=True)
-    with (LOGS / f"{name}-{next(_serial)}.log").open("ab") as log:
+    """Start a process whose output goes to <logs_dir>/<name>-<n>.log."""
+    with (logs_dir() / f"{name}-{next(_serial)}.log").open("ab") as log:
         return subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
