@@ -187,8 +187,10 @@ async def clean_database(database_url: str) -> str:
 
 
 @pytest.fixture
-def standalone_settings(clean_database: str, redis_server: RedisProcess) -> Settings:
-    return make_settings(clean_database, redis_url=redis_server.url)
+async def standalone_settings(clean_database: str, redis_server: RedisProcess) -> Settings:
+    settings = make_settings(clean_database, redis_url=redis_server.url)
+    await flush_redis(settings)  # a fresh database, so no counters or cache of earlier tests
+    return settings
 
 
 @pytest.fixture(params=["standalone", "cluster"])

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -53,7 +54,14 @@ def sign_in(driver: Driver, base: str, username: str, password: str) -> None:
     wait(driver, lambda d: d.current_url == f"{base}/fleet")
     # The address changes when the new page starts to arrive, before it is parsed: wait for
     # the signed-in header itself, or the next lookup can run against a page still loading.
-    wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "header .user"))
+    try:
+        wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "header .user"), within=10)
+    except TimeoutException:
+        shot(driver, f"sign-in-{username}-failed")
+        main = driver.find_elements(By.TAG_NAME, "main")
+        raise AssertionError(
+            f"signed in, but the page says: {main[0].text if main else ''}"
+        ) from None
 
 
 def tiles(driver: Driver) -> dict[str, tuple[str, str]]:
