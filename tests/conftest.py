@@ -187,10 +187,17 @@ async def clean_database(database_url: str) -> str:
 
 
 @pytest.fixture
-async def standalone_settings(clean_database: str, redis_server: RedisProcess) -> Settings:
-    settings = make_settings(clean_database, redis_url=redis_server.url)
-    await flush_redis(settings)  # a fresh database, so no counters or cache of earlier tests
-    return settings
+async def clean_redis(redis_server: RedisProcess) -> RedisProcess:
+    """The session's Redis server, emptied: a test on a fresh database must not meet the
+    rate-limit counters and cached objects of earlier tests, which name the same ids and names
+    (a console viewer, user id 2, got the 429s of the conformance test's member, also id 2)."""
+    await flush_redis(make_settings("postgresql://unused", redis_url=redis_server.url))
+    return redis_server
+
+
+@pytest.fixture
+def standalone_settings(clean_database: str, clean_redis: RedisProcess) -> Settings:
+    return make_settings(clean_database, redis_url=clean_redis.url)
 
 
 @pytest.fixture(params=["standalone", "cluster"])

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from app.main import create_app
-from tests.conftest import ADMIN_PASSWORD, authenticated, flush_redis, login, make_settings
+from tests.conftest import ADMIN_PASSWORD, authenticated, login, make_settings
 from tests.support.servers import api_server
 from tests.support.services import RedisProcess
 from tests.support.tenancy import PASSWORD, add_member, create_user
@@ -79,13 +79,12 @@ async def run_schemathesis(base: str, token: str, report: Path, *extra: str) -> 
 
 
 async def test_schemathesis_finds_no_server_error_and_no_nonconformance(
-    clean_database: str, redis_server: RedisProcess, tmp_path: Path
+    clean_database: str, clean_redis: RedisProcess, tmp_path: Path
 ) -> None:
     settings = make_settings(
-        clean_database, redis_url=redis_server.url, rate_limit_api_per_minute=1_000_000,
+        clean_database, redis_url=clean_redis.url, rate_limit_api_per_minute=1_000_000,
         login_lockout_failures=1_000_000,
     )  # fmt: skip
-    await flush_redis(settings)
     async with api_server(settings) as base:
         async with httpx.AsyncClient(base_url=base) as admin:
             await authenticated(admin)

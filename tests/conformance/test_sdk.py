@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import ADMIN_PASSWORD, flush_redis, running_app
+from tests.conftest import ADMIN_PASSWORD, running_app
 from tests.deployments.conftest import Platform, fast_settings
 from tests.support.charts import chart_archive
 from tests.support.edge import EdgeCluster, node
@@ -70,13 +70,12 @@ async def until(check: Callable[[], Awaitable[bool]], within: float = 30.0) -> N
 
 
 async def test_a_generated_client_drives_a_whole_rollout(
-    clean_database: str, redis_server: RedisProcess, tmp_path: Path
+    clean_database: str, clean_redis: RedisProcess, tmp_path: Path
 ) -> None:
     edge = await EdgeCluster(
         nodes=[node("sh-1", zone="sh", group="edge-nodes")], auto_ready=True
     ).start()
-    settings = fast_settings(clean_database, redis_url=redis_server.url)
-    await flush_redis(settings)
+    settings = fast_settings(clean_database, redis_url=clean_redis.url)
     try:
         async with running_app(settings) as (app, asgi_client):
             platform = Platform(app, asgi_client, {"shanghai": edge}, settings)

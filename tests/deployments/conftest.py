@@ -16,7 +16,7 @@ from fastapi import FastAPI
 
 from app.config import Settings
 from app.controller.runner import Controller
-from tests.conftest import authenticated, flush_redis, make_settings, running_app
+from tests.conftest import authenticated, make_settings, running_app
 from tests.support.edge import EdgeCluster, node
 from tests.support.services import RedisProcess
 
@@ -199,15 +199,10 @@ async def register_fleet(client: httpx.AsyncClient, fleet: dict[str, EdgeCluster
 
 @pytest.fixture
 async def platform(
-    clean_database: str, redis_server: RedisProcess, fleet: dict[str, EdgeCluster]
+    clean_database: str, clean_redis: RedisProcess, fleet: dict[str, EdgeCluster]
 ) -> AsyncIterator[Platform]:
     """The API with the fleet registered; no controller runs until a test starts one."""
-    settings = fast_settings(clean_database, redis_url=redis_server.url)
-    # A fresh database, so a fresh Redis: rate-limit counters and cached objects of earlier
-    # tests name the same ids and names. The likely cause of a console test failing only in
-    # the full suite: its viewer, user id 2, shared the rate-limit window of the conformance
-    # test's member, also id 2, which had just sent thousands of requests.
-    await flush_redis(settings)
+    settings = fast_settings(clean_database, redis_url=clean_redis.url)
     async with running_app(settings) as (app, client):
         await authenticated(client)
         await register_fleet(client, fleet)
