@@ -167,6 +167,18 @@ def _is_connection_failure(exc: BaseException | None) -> bool:
     )
 
 
+# SQLSTATEs with which PostgreSQL aborts a transaction that can simply run again: a
+# serialization failure and a deadlock victim. Nothing of it was written.
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+
+
+def is_retryable_transaction_error(exc: BaseException) -> bool:
+    """True when the database rolled the transaction back to resolve a conflict with another."""
+    return isinstance(exc, sa_exc.DBAPIError) and (
+        getattr(exc.orig, "sqlstate", None) in RETRYABLE_SQLSTATES
+    )
+
+
 ErrorObserver = Callable[[Request, int, str], Awaitable[None]]
 
 
@@ -244,6 +256,22 @@ def install_error_handlers(app: FastAPI, observers: Sequence[ErrorObserver] = ()
                 title="Service unavailable",
                 detail="the database is unavailable; retry later",
                 code="DatabaseUnavailable",
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
+        if is_retryable_transaction_error(exc):
+            # Logged with its traceback: a deadlock is a lock-order bug worth fixing, even
+            # though the client only needs to retry.
+            logger.warning(
+                "transaction aborted by the database on %s %s", request.method,
+                request.url.path, exc_info=True,
+            )  # fmt: skip
+            return problem_response(
+                request,
+                status=503,
+                title="Service unavailable",
+                detail="the database aborted this request's transaction in a conflict with "
+                "another; nothing was written, retry",
+                code="TransactionConflict",
                 headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
             )
         logger.exception("unhandled error on %s %s", request.method, request.url.path)

@@ -363,6 +363,7 @@ async def test_soak(postgres_admin_url: str, redis_server: RedisProcess, workdir
         except BaseException:
             for name in LOGS:
                 text = (logs / name).read_text(errors="replace")
+                print(f"--- {name}: errors\n{logged_errors(text)}")
                 print(f"--- {name} (last 3000 characters)\n{text[-3000:]}")
             raise
         finally:
@@ -565,6 +566,22 @@ def describe(phase: Phase) -> str:
         f"{phase.requests} requests, {len(phase.errors)} errors ({phase.shed} of them 503 with "
         f"Retry-After){': ' + str(dict(kinds.most_common(5))) if kinds else ''}"
     )
+
+
+def logged_errors(text: str, most: int = 3) -> str:
+    """The first few records logged at error level, with their tracebacks: a 500 says only
+    "it has been logged", and the tail of a busy log has usually moved past it."""
+    found = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("level") in ("error", "critical"):
+            found.append(f"{record.get('message')}\n{record.get('exception', '')}")
+            if len(found) == most:
+                break
+    return "\n".join(found) or "(none)"
 
 
 def log_summary(log: Path) -> str:

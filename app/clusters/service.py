@@ -239,7 +239,8 @@ async def rotate_kubeconfigs(session: AsyncSession, secrets: SecretBox) -> int:
                 Cluster.kubeconfig_ciphertext.is_not(None),
                 Cluster.kubeconfig_key_id != secrets.current_id,
             )
-            .with_for_update()
+            .order_by(Cluster.id)
+            .with_for_update(key_share=True)
         )
     ).all()
     for row in rows:

@@ -65,7 +65,12 @@ async def rotate_configsyncs(session: AsyncSession, secrets: SecretBox) -> int:
     """Re-seal secret ConfigSyncs (and their revisions) under the current key; how many."""
     count = 0
     rollouts = (
-        await session.scalars(select(Rollout).where(Rollout.kind == "ConfigSync").with_for_update())
+        await session.scalars(
+            select(Rollout)
+            .where(Rollout.kind == "ConfigSync")
+            .order_by(Rollout.id)
+            .with_for_update(key_share=True)
+        )
     ).all()
     for rollout in rollouts:
         revisions = (

@@ -45,7 +45,9 @@ async def claim(
         .where(ready, free)
         .order_by(order_by)
         .limit(limit)
-        .with_for_update(skip_locked=True)
+        # NO KEY UPDATE, the lock the UPDATE takes: rows locked only by inserts that refer to
+        # them (foreign keys take KEY SHARE) are claimed, not skipped.
+        .with_for_update(skip_locked=True, key_share=True)
     )
     result = await session.execute(
         update(model)

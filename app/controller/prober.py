@@ -312,7 +312,10 @@ class ClusterProber:
                     .where(Cluster.id == any_(bindparam("ids", list(by_id), ARRAY(BigInteger))),
                            Cluster.lock_token == token, Cluster.enabled.is_(True))
                     .order_by(Cluster.id)
-                    .with_for_update()
+                    # NO KEY UPDATE, as the UPDATE below takes: a FOR UPDATE here also blocked
+                    # inserts that refer to these clusters (a deployment's targets), and with
+                    # their locks taken in another order the two deadlocked.
+                    .with_for_update(key_share=True)
                 )
             ).all()  # fmt: skip
             for cluster_id, fingerprint, *before in current:

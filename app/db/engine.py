@@ -36,6 +36,8 @@ def create_engine(settings: Settings) -> AsyncEngine:
         # service heals without a restart.
         pool_pre_ping=True,
         pool_recycle=1800,
+        # Errors are logged with their statement; its parameters may hold secrets.
+        hide_parameters=True,
         connect_args=connect_args,
     )
 

@@ -593,7 +593,10 @@ class DeploymentService(
         row = await self._locked(name)
         targets = (
             await self.session.scalars(
-                select(RolloutTarget).where(RolloutTarget.rollout_id == row.id).with_for_update()
+                select(RolloutTarget)
+                .where(RolloutTarget.rollout_id == row.id)
+                .order_by(RolloutTarget.id)  # in id order, as every multi-row lock of targets
+                .with_for_update()
             )
         ).all()
         if orphan or not targets:

@@ -88,7 +88,9 @@ async def register(
         allow_insecure=allow_insecure,
     )
     name = cluster_name(workspace.name, rollout.name)
-    row = await session.scalar(select(Cluster).where(Cluster.name == name).with_for_update())
+    row = await session.scalar(
+        select(Cluster).where(Cluster.name == name).with_for_update(key_share=True)
+    )
     if row is not None and not owned_by(row, workspace.name, rollout.name):
         raise InvalidKubeconfig(f"cluster {name} exists and is not this vcluster's")
     version = int(await session.scalar(resource_version_seq.next_value()))

@@ -198,6 +198,29 @@ async def test_a_probe_that_changes_nothing_writes_its_times(
     assert held == 0
 
 
+async def test_probes_are_not_held_up_by_rows_being_added_to_the_clusters(
+    registered: tuple[FastAPI, httpx.AsyncClient, Controller],
+) -> None:
+    """A row that refers to a cluster (a deployment's target, a node group) locks the cluster
+    FOR KEY SHARE until its transaction ends. Probes must neither skip such clusters nor wait
+    for them: their claim once skipped them, and their write-back waited, which deadlocked with
+    a deployment whose targets locked the same clusters in another order (500s under load)."""
+    import asyncpg
+
+    app, client, controller = registered
+    adding = await asyncpg.connect(app.state.settings.database_url)
+    try:
+        async with adding.transaction():
+            # What the foreign-key check of each such insert takes.
+            await adding.execute("SELECT id FROM clusters ORDER BY id DESC FOR KEY SHARE")
+            written = await asyncio.wait_for(controller.prober.run_once(), timeout=10)
+    finally:
+        await adding.close()
+    assert written == len(FLEET)
+    clusters = (await client.get("/api/v1/clusters")).json()["items"]
+    assert all(c["status"]["lastProbeTime"] for c in clusters)
+
+
 async def test_a_result_is_dropped_when_its_lease_was_lost(
     registered: tuple[FastAPI, httpx.AsyncClient, Controller], fleet: dict[str, EdgeCluster]
 ) -> None:

@@ -3,9 +3,12 @@ permissions, and what other kinds may no longer do while deployments use them.""
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import time
 from typing import Any
 
+import asyncpg
 import yaml
 
 from tests.deployments.conftest import BASE, EXAMPLE_YAML, WORKSPACE, Platform
@@ -197,3 +200,56 @@ async def test_rollback_to_an_impossible_revision_is_a_422(platform: Platform) -
         f"{BASE}/cross-region-app/rollback", json={"revision": 2**31}
     )
     assert "revision" in fields(response)
+
+
+async def test_a_deadlock_victim_is_answered_503_and_writes_nothing(platform: Platform) -> None:
+    """PostgreSQL aborts one transaction of a deadlock; when that is a request's, the client
+    gets 503 with Retry-After (nothing was written, the same request may be sent again), not
+    a 500. The deadlock is a real one: another connection holds the deployment's targets and
+    then asks for its row while an update holds the row and waits for the targets."""
+    client = platform.client
+    assert (await client.post(BASE, json=example())).status_code == 201
+    path = f"{BASE}/cross-region-app"
+    before = (await client.get(path)).json()
+    scaled = copy.deepcopy(EXAMPLE["spec"]["targets"])
+    scaled[2]["replicas"] = 5
+    merge = {"Content-Type": "application/merge-patch+json"}
+
+    other = await asyncpg.connect(platform.settings.database_url)
+    try:
+        async with other.transaction():
+            # Long enough that the request's backend runs the deadlock check first, so it is
+            # the request that is aborted.
+            await other.execute("SET LOCAL deadlock_timeout = '20s'")
+            rollout_id = await other.fetchval(
+                "SELECT id FROM rollouts WHERE name = 'cross-region-app'"
+            )
+            await other.execute(
+                "SELECT id FROM rollout_targets WHERE rollout_id = $1 ORDER BY id FOR UPDATE",
+                rollout_id,
+            )
+            update = asyncio.create_task(
+                client.patch(path, json={"spec": {"targets": scaled}}, headers=merge)
+            )
+            deadline = time.monotonic() + 10
+            while not await other.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+            ):
+                assert time.monotonic() < deadline, "the update never waited for the targets"
+                await asyncio.sleep(0.02)
+            await other.execute("SELECT id FROM rollouts WHERE id = $1 FOR UPDATE", rollout_id)
+            answer = await update
+    finally:
+        await other.close()
+
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    assert answer.headers["Retry-After"]
+    assert answer.json()["code"] == "TransactionConflict"
+    after = (await client.get(path)).json()
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    assert after["status"]["revision"] == 1
+    retried = await client.patch(path, json={"spec": {"targets": scaled}}, headers=merge)
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["status"]["revision"] == 2
