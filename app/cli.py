@@ -21,7 +21,7 @@ from app.config import (
     load_settings,
 )
 from app.embedded import EmbeddedError
-from app.observability import configure_logging
+from app.observability import configure_logging, logging_config
 
 logger = logging.getLogger("edge_platform")
 
@@ -87,7 +87,7 @@ def cmd_serve(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
             host=args.host,
             port=args.port,
             workers=args.workers,
-            log_config=None,
+            log_config=logging_config(settings.log_level),
             access_log=False,
             proxy_headers=True,
         )

@@ -9,8 +9,8 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import logging.config
 import re
-import sys
 import time
 import uuid
 from datetime import UTC, datetime
@@ -60,17 +60,32 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+def logging_config(level: str) -> dict[str, Any]:
+    """JSON lines on stderr at `level`, as a `logging.config.dictConfig` dictionary: uvicorn
+    applies it in each worker process it spawns, which does not inherit the parent's setup."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": f"{__name__}.JsonFormatter"}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+                "formatter": "json",
+            }
+        },
+        "root": {"handlers": ["stderr"], "level": level.upper()},
+        "loggers": {
+            # uvicorn's own access log would print query strings; ours does not.
+            "uvicorn.access": {"handlers": [], "propagate": False, "level": "CRITICAL"},
+            "uvicorn": {"handlers": [], "propagate": True},
+            "uvicorn.error": {"handlers": [], "propagate": True},
+        },
+    }
+
+
 def configure_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    # uvicorn's own access log would print query strings; ours does not.
-    logging.getLogger("uvicorn.access").disabled = True
-    for name in ("uvicorn", "uvicorn.error"):
-        logging.getLogger(name).handlers[:] = []
-        logging.getLogger(name).propagate = True
+    logging.config.dictConfig(logging_config(level))
 
 
 class DatabasePoolCollector(Collector):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -219,6 +220,37 @@ def test_serve_with_the_guide_api_server_args(
     assert any("resume with Last-Event-ID" in line for line in ended), ended
     assert '"route": "/api/v1/regions"' in output  # JSON access log with the route template
     assert "s3cr3t" not in output  # query strings are never logged
+
+
+def test_serve_with_workers_logs_json_at_the_configured_level(
+    clean_database: str,
+    redis_server: RedisProcess,
+    process_cleanup: list[subprocess.Popen[str]],
+) -> None:
+    """Each worker of `serve --workers N` is a fresh process: it logs as the parent does (JSON
+    lines, the access log at info), not with Python's default of plain text at warning."""
+    port = free_port()
+    env = clean_env(
+        DATABASE_URL=clean_database, REDIS_URL=redis_server.url, LOG_LEVEL="info",
+        JWT_SECRET="x" * 40, ENCRYPTION_KEY="y" * 40,
+    )  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "2"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    process_cleanup.append(process)
+    wait_ready(f"http://127.0.0.1:{port}/readyz", process, 30)
+    for _ in range(4):  # to either worker
+        answer = httpx.get(f"http://127.0.0.1:{port}/api/v1/regions?token=s3cr3t-in-query")
+        assert answer.status_code == 401
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=30)
+    records = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    access = [r for r in records if r.get("route") == "/api/v1/regions"]
+    assert len(access) == 4, output
+    assert {r["status"] for r in access} == {401}
+    assert "s3cr3t" not in output
 
 
 class Output:
