@@ -53,7 +53,14 @@ from app.clusters.kubeconfig import InvalidKubeconfig, parse_kubeconfig
 from app.clusters.models import Cluster, NodeGroup
 from app.clusters.schemas import effective_selector
 from app.configsyncs.service import open_content
-from app.controller.claims import TIMESTAMP, claim, held, row_arrays, unnest_rows
+from app.controller.claims import (
+    QUEUE_GAUGE_SECONDS,
+    TIMESTAMP,
+    claim,
+    held,
+    row_arrays,
+    unnest_rows,
+)
 from app.controller.kube import (
     ClusterTarget,
     EdgeError,
@@ -113,7 +120,6 @@ TIME_TO_READY = Histogram(
 )
 INFLIGHT = Gauge("edge_dispatch_inflight", "Targets this controller is working on.")
 DUE = Gauge("edge_dispatch_due", "Targets due for work, this controller's last look.")
-DUE_COUNT_SECONDS = 5.0  # how often the gauge above is counted (a count of the whole table)
 
 
 def _now() -> datetime:
@@ -211,7 +217,7 @@ class Dispatcher:
         self._slots: dict[int, asyncio.Semaphore] = {}
         self.on_done: list[Any] = []  # callbacks when a task ends (the runner claims more)
         self.next_due_in: float | None = None  # seconds until the next unclaimed row is due
-        self._due_counted_at = -DUE_COUNT_SECONDS
+        self._due_counted_at = -QUEUE_GAUGE_SECONDS
         self._results: list[_Result] = []  # passes done, waiting for their write-back
         self._writer: asyncio.Task[None] | None = None
         self._folds = Coalesced(
@@ -234,7 +240,7 @@ class Dispatcher:
         finishing = list(self._inflight)
         ready = due & RolloutTarget.id.not_in(finishing) if finishing else due
         async with self._sessionmaker.begin() as session:
-            if time.monotonic() - self._due_counted_at > DUE_COUNT_SECONDS:
+            if time.monotonic() - self._due_counted_at > QUEUE_GAUGE_SECONDS:
                 self._due_counted_at = time.monotonic()
                 DUE.set(float(await session.scalar(select(func.count()).where(due)) or 0))
             token, ids = await claim(

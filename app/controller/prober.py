@@ -39,7 +39,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.cache import ObjectCache
 from app.clusters.models import Cluster, NodeGroup
 from app.clusters.schemas import cluster_document, effective_selector
-from app.controller.claims import TIMESTAMP, claim, release, row_arrays, unnest_rows
+from app.controller.claims import (
+    QUEUE_GAUGE_SECONDS,
+    TIMESTAMP,
+    claim,
+    release,
+    row_arrays,
+    unnest_rows,
+)
 from app.controller.dispatcher import nudge_cluster_targets
 from app.controller.kube import REQUEST_TIMEOUT, ClusterTarget, KubeClients, get_json
 from app.db.base import resource_version_seq
@@ -50,7 +57,6 @@ logger = logging.getLogger(__name__)
 
 ZONE_LABEL = "topology.kubernetes.io/zone"
 MAX_BACKOFF_SECONDS = 300.0
-GAUGE_SECONDS = 5.0  # the queue and phase gauges are counted at most this often
 
 PROBES = Counter("edge_cluster_probes_total", "Cluster probes by result.", ["result"])
 PROBE_SECONDS = Histogram(
@@ -211,7 +217,7 @@ class ClusterProber:
         self._unreachable_after = unreachable_after
         self._concurrency = concurrency
         self._lease = max(60.0, 4 * REQUEST_TIMEOUT[0] + 2 * REQUEST_TIMEOUT[1])
-        self._gauges_at = -GAUGE_SECONDS
+        self._gauges_at = -QUEUE_GAUGE_SECONDS
 
     async def run_once(self) -> int:
         """Claim the clusters whose probe is due, probe them concurrently, write back."""
@@ -222,7 +228,7 @@ class ClusterProber:
         )
         started = time.perf_counter()
         async with self._sessionmaker.begin() as session:
-            if time.monotonic() - self._gauges_at >= GAUGE_SECONDS:
+            if time.monotonic() - self._gauges_at >= QUEUE_GAUGE_SECONDS:
                 self._gauges_at = time.monotonic()
                 await self._measure(session, ready)
             token, ids = await claim(
