@@ -40,6 +40,8 @@ class Rollout(ResourceMixin, Base):
         UniqueConstraint("workspace_id", "kind", "name"),
         Index("ix_rollouts_labels", "labels", postgresql_using="gin"),
         Index("ix_rollouts_application_version", "application_version"),
+        # A create or update compares its objects with those of its namespace's neighbours.
+        Index("ix_rollouts_workspace_id_kind_namespace", "workspace_id", "kind", "namespace"),
     )
 
     workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="RESTRICT"))

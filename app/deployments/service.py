@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
-from sqlalchemy import Row, String, func, literal, select, text, union_all, update
+from sqlalchemy import Row, String, func, literal, or_, select, text, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import AuditTrail
@@ -353,6 +353,12 @@ class DeploymentService(
         version = select(literal(None, String).label("name"), ApplicationVersion.workload).where(
             ApplicationVersion.name == spec.applicationVersionRef
         )
+        namespace = self._namespace(spec)
+        # No namespace in a spec means the workspace's default one. Written as a condition on
+        # the column itself, so that the index on it is used.
+        same_namespace = Rollout.namespace == namespace
+        if namespace == default_namespace(self.workspace.name):
+            same_namespace = or_(same_namespace, Rollout.namespace.is_(None))
         neighbours = (
             select(Rollout.name, ApplicationVersion.workload)
             .outerjoin(ApplicationVersion, ApplicationVersion.name == Rollout.application_version)
@@ -360,8 +366,7 @@ class DeploymentService(
                 Rollout.workspace_id == self.workspace.id,
                 Rollout.kind == self.kind,
                 Rollout.name != name,
-                func.coalesce(Rollout.namespace, default_namespace(self.workspace.name))
-                == self._namespace(spec),
+                same_namespace,
             )
         )
         rows = (await self.session.execute(union_all(version, neighbours))).all()

@@ -189,6 +189,9 @@ async def test_a_workspace_writes_only_its_own_namespaces_and_objects(platform: 
     taken = await client.post(BASE, json=twin)
     assert taken.status_code == 409, taken.text
     assert "cross-region-app" in taken.json()["detail"]
+    named = example(namespace="ws-team-a")  # the default namespace, named: the same one
+    named["metadata"]["name"] = "twin"
+    assert (await client.post(BASE, json=named)).status_code == 409
     elsewhere = example(namespace="ws-team-a-canary")
     elsewhere["metadata"]["name"] = "twin"
     assert (await client.post(BASE, json=elsewhere)).status_code == 201
