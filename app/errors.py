@@ -18,6 +18,8 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from app.crypto import DecryptionError
+
 logger = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
@@ -233,30 +235,30 @@ def install_error_handlers(app: FastAPI, observers: Sequence[ErrorObserver] = ()
             headers=headers,
         )
 
-    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-        from app.crypto import DecryptionError
+    def retry_later(request: Request, detail: str, code: str) -> JSONResponse:
+        return problem_response(
+            request,
+            status=503,
+            title="Service unavailable",
+            detail=detail,
+            code=code,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
 
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         if isinstance(exc, DecryptionError):
             # An operator matter (a key dropped before `rotate-key` ran), not the client's.
             logger.error("a stored secret cannot be decrypted: %s", exc)
-            return problem_response(
+            return retry_later(
                 request,
-                status=503,
-                title="Service unavailable",
-                detail="a stored secret cannot be decrypted with the configured keys "
+                "a stored secret cannot be decrypted with the configured keys "
                 "(ENCRYPTION_KEY, ENCRYPTION_KEYS_PREVIOUS)",
-                code="SecretUndecryptable",
-                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+                "SecretUndecryptable",
             )
         if is_database_unavailable(exc):
             logger.warning("database unavailable: %s", type(exc).__name__)
-            return problem_response(
-                request,
-                status=503,
-                title="Service unavailable",
-                detail="the database is unavailable; retry later",
-                code="DatabaseUnavailable",
-                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            return retry_later(
+                request, "the database is unavailable; retry later", "DatabaseUnavailable"
             )
         if is_retryable_transaction_error(exc):
             # Logged with its traceback: a deadlock is a lock-order bug worth fixing, even
@@ -265,14 +267,11 @@ def install_error_handlers(app: FastAPI, observers: Sequence[ErrorObserver] = ()
                 "transaction aborted by the database on %s %s", request.method,
                 request.url.path, exc_info=True,
             )  # fmt: skip
-            return problem_response(
+            return retry_later(
                 request,
-                status=503,
-                title="Service unavailable",
-                detail="the database aborted this request's transaction in a conflict with "
-                "another; nothing was written, retry",
-                code="TransactionConflict",
-                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+                "the database aborted this request's transaction in a conflict with another; "
+                "nothing was written, retry",
+                "TransactionConflict",
             )
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem_response(
@@ -286,9 +285,9 @@ def install_error_handlers(app: FastAPI, observers: Sequence[ErrorObserver] = ()
     app.add_exception_handler(AppError, app_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
-    # Database and network errors are registered by class so that they are answered by the
-    # exception middleware (503 or a logged 500) rather than re-raised by the server layer.
-    for cls in (sa_exc.SQLAlchemyError, OSError, TimeoutError, Exception):
+    # Database, network and key errors are registered by class so that they are answered by
+    # the exception middleware (503 or a logged 500) rather than re-raised by the server layer.
+    for cls in (sa_exc.SQLAlchemyError, OSError, TimeoutError, DecryptionError, Exception):
         app.add_exception_handler(cls, unexpected_error)
 
 

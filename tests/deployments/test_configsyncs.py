@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from tests.conftest import authenticated, running_app
 from tests.deployments.conftest import NAMESPACE, WORKSPACE, Platform
 
 CONFIGS = f"/api/v1/workspaces/{WORKSPACE}/configsyncs"
@@ -168,3 +169,27 @@ async def test_config_input_is_checked(platform: Platform) -> None:
     not_b64 = await client.post(CONFIGS, json=config(binaryData={"b": "%%%"}))
     assert not_b64.status_code == 422
     assert (await client.get(CONFIGS)).json()["items"] == []
+
+
+async def test_a_secret_no_configured_key_opens_is_a_503_for_the_operator(
+    platform: Platform,
+) -> None:
+    """A replica started without the key a secret was sealed with (ENCRYPTION_KEY changed
+    before `rotate-key` ran) answers what needs the secret with 503 naming the settings, not a
+    500, and changes nothing."""
+    body = config(secret=True, data={"token": "s3cr3t-edge-token"})
+    assert (await platform.client.post(CONFIGS, json=body)).status_code == 201
+    other_key = platform.settings.model_copy(update={"encryption_key": "k" * 40})
+    async with running_app(other_key) as (_, client):
+        await authenticated(client)
+        relabel = await client.patch(
+            f"{CONFIGS}/edge-settings", json={"metadata": {"labels": {"team": "ops"}}},
+            headers=MERGE,
+        )  # fmt: skip
+    assert relabel.status_code == 503, relabel.text
+    assert relabel.headers["Retry-After"]
+    assert relabel.json()["code"] == "SecretUndecryptable"
+    assert "ENCRYPTION_KEY" in relabel.json()["detail"]
+    assert "s3cr3t" not in relabel.text
+    kept = (await platform.client.get(f"{CONFIGS}/edge-settings")).json()
+    assert kept["metadata"]["labels"] == {}
