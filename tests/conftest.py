@@ -228,6 +228,5 @@ async def client(app_client: tuple[FastAPI, httpx.AsyncClient]) -> httpx.AsyncCl
 @pytest.fixture
 async def api(standalone_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """A client against the app with standalone Redis (tests that do not depend on the mode)."""
-    await flush_redis(standalone_settings)
     async with running_app(standalone_settings) as (_, client):
         yield await authenticated(client)

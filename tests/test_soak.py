@@ -334,11 +334,11 @@ def median_of(samples: list[Sample], label: str) -> float:
 # -- the test ----------------------------------------------------------------------------------
 
 
-async def test_soak(postgres_admin_url: str, redis_server: RedisProcess, workdir: Path) -> None:
+async def test_soak(postgres_admin_url: str, clean_redis: RedisProcess, workdir: Path) -> None:
     test_started = time.monotonic()
     async with fresh_database(postgres_admin_url) as database:
         # 15 probes a second over the fleet, all along.
-        env = platform_env(database, redis_server.url, CLUSTER_PROBE_INTERVAL="2")
+        env = platform_env(database, clean_redis.url, CLUSTER_PROBE_INTERVAL="2")
         fleet = await Fleet(CLUSTERS).start()
         port = free_port()
         base = f"http://127.0.0.1:{port}"
@@ -358,7 +358,7 @@ async def test_soak(postgres_admin_url: str, redis_server: RedisProcess, workdir
                     [sys.executable, "-m", "app.cli", "controller"], env, logs / LOGS[1]
                 )
                 processes.append(controller)
-                await soak(base, headers, fleet, serve, controller, database, redis_server,
+                await soak(base, headers, fleet, serve, controller, database, clean_redis,
                            logs, test_started)  # fmt: skip
         except BaseException:
             for name in LOGS:

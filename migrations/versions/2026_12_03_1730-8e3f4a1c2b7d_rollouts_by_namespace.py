@@ -22,10 +22,11 @@ INDEX = "ix_rollouts_workspace_id_kind_namespace"
 
 def upgrade() -> None:
     with op.get_context().autocommit_block():
+        # A concurrent build that failed leaves an invalid index behind: start again.
+        op.drop_index(INDEX, table_name="rollouts", postgresql_concurrently=True, if_exists=True)
         op.create_index(
-            INDEX, "rollouts", ["workspace_id", "kind", "namespace"],
-            postgresql_concurrently=True, if_not_exists=True,
-        )  # fmt: skip
+            INDEX, "rollouts", ["workspace_id", "kind", "namespace"], postgresql_concurrently=True
+        )
 
 
 def downgrade() -> None:

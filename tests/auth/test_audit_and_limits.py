@@ -11,7 +11,7 @@ import pytest
 from app.auth.ratelimit import WINDOW_SECONDS, RateLimited, RateLimiter
 from app.config import Settings
 from app.redis import RedisGateway
-from tests.conftest import ADMIN_PASSWORD, authenticated, flush_redis, running_app
+from tests.conftest import ADMIN_PASSWORD, authenticated, running_app
 from tests.regions.test_regions_api import API, region
 from tests.support.tenancy import add_member, as_user, create_user, create_workspace
 
@@ -102,7 +102,6 @@ async def test_repeated_failed_logins_lock_the_account(api: httpx.AsyncClient) -
 
 async def test_token_endpoint_rate_limit(standalone_settings: Settings) -> None:
     settings = standalone_settings.model_copy(update={"rate_limit_token_per_minute": 3})
-    await flush_redis(settings)  # counters of earlier tests in this minute
     async with running_app(settings) as (_, client):
         statuses = [
             (await client.post("/oauth/token", data=login_form("admin", "x"))).status_code
@@ -164,7 +163,6 @@ async def test_rate_limit_slides_across_window_boundaries(
 
 async def test_api_rate_limit_per_principal(standalone_settings: Settings) -> None:
     settings = standalone_settings.model_copy(update={"rate_limit_api_per_minute": 5})
-    await flush_redis(settings)
     async with running_app(settings) as (_, client):
         await authenticated(client)
         statuses = [(await client.get(API)).status_code for _ in range(7)]

@@ -14,7 +14,7 @@ from oidc_provider_mock import run_server_in_thread
 
 from app.config import Settings
 from app.redis import key as redis_key
-from tests.conftest import flush_redis, running_app
+from tests.conftest import running_app
 from tests.support.tenancy import create_user
 
 
@@ -34,7 +34,6 @@ async def oidc_app(
             "oauth_client_secret": "console-secret-for-tests-0123456789",
         }
     )
-    await flush_redis(settings)
     async with running_app(settings) as pair:
         yield pair
 

@@ -15,14 +15,13 @@ import uvicorn
 from app.config import Settings
 from app.embedded import free_port
 from app.main import create_app
-from tests.conftest import authenticated, flush_redis
+from tests.conftest import authenticated
 from tests.support.charts import chart_archive
 
 
 @pytest.fixture
 async def served(standalone_settings: Settings) -> AsyncIterator[str]:
     """The API on a real loopback port (Helm speaks HTTP, not ASGI)."""
-    await flush_redis(standalone_settings)
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
