@@ -74,6 +74,6 @@ class EventHub:
         finally:
             self.connected = False
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # typed from redis 8.2
             with contextlib.suppress(Exception):
                 await client.aclose()
