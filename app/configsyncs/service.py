@@ -26,6 +26,7 @@ from app.deployments.schemas import TargetSpec
 from app.deployments.service import DeploymentService, deployment_status, resolve_targets
 from app.errors import invalid_field
 from app.kit.resource import editable_form, object_meta
+from app.workspaces.namespaces import default_namespace
 
 
 def sealed_for(workspace_id: int, name: str) -> str:
@@ -137,7 +138,11 @@ class ConfigSyncService(DeploymentService):
     async def check_content(self, name: str, spec: Any) -> None:
         targets = [TargetSpec(region=t.region, clusters=t.clusters) for t in spec.targets]
         self._resolved = await resolve_targets(
-            self.session, self.workspace, targets=targets, namespace=spec.namespace
+            self.session,
+            self.workspace,
+            targets=targets,
+            namespace=spec.namespace or default_namespace(self.workspace.name),
+            claim=True,
         )
 
     def store_spec(self, row: Rollout, spec: Any) -> None:

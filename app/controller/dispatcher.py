@@ -72,6 +72,7 @@ from app.controller.kube import (
 )
 from app.crypto import DecryptionError, SecretBox
 from app.deployments.manifests import (
+    Owner,
     Placement,
     Rendered,
     contains,
@@ -91,7 +92,7 @@ from app.deployments.models import (
     RolloutTarget,
 )
 from app.deployments.schemas import Strategy, TargetSpec
-from app.deployments.service import TargetCounts, default_namespace, fold_phase
+from app.deployments.service import TargetCounts, fold_phase
 from app.events.service import NewEvent, announce, record
 from app.redis import RedisGateway
 from app.vclusters.registration import (
@@ -101,6 +102,7 @@ from app.vclusters.registration import (
     unregister,
 )
 from app.workspaces.models import Workspace
+from app.workspaces.namespaces import default_namespace
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +164,10 @@ class Context:
     # Objects as the edge answered this pass (an apply answers with the object as stored):
     # readiness is read from them rather than asked for again.
     live: dict[ObjectRef, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def owner(self) -> Owner:
+        return Owner(self.deployment.kind, self.workspace, self.deployment.name)
 
 
 @dataclass
@@ -561,6 +567,7 @@ class Dispatcher:
         return await self._follow(api, ctx, rendered, outcome)
 
     async def _apply(self, api: Any, ctx: Context, rendered: Rendered) -> None:
+        await self._refuse_foreign(api, ctx, rendered)
         for obj in rendered.objects:
             # Remembered before the call: a partial apply must still be cleaned up later.
             ref = ObjectRef.of(obj)
@@ -570,7 +577,37 @@ class Dispatcher:
         current = {ObjectRef.of(o) for o in rendered.objects}
         for ref in _refs(ctx.target.applied_objects):
             if ref not in current and ref.kind != "Namespace":
-                await delete_object(api, ref)
+                await self._delete_owned(api, ctx, ref)
+
+    async def _refuse_foreign(self, api: Any, ctx: Context, rendered: Rendered) -> None:
+        """Before the first write of each object this target has not applied yet: refuse
+        (permanently, for this revision) when the edge has it and it is not this owner's.
+        Objects applied before are this owner's (the drift check reads them again). In a
+        namespace that does not exist yet nothing else can: one read for a new target."""
+        applied = set(_refs(ctx.target.applied_objects))
+        namespace_is_new = False
+        for obj in rendered.objects:
+            ref = ObjectRef.of(obj)
+            if ref in applied or (namespace_is_new and ref.namespace is not None):
+                continue
+            live = await read_object(api, ref)
+            if live is None and ref.kind == "Namespace":
+                namespace_is_new = True
+            refusal = ctx.owner.refusal(live, ref.kind, str(ref))
+            if refusal is not None:
+                raise EdgeError(refusal, permanent=True)
+
+    async def _delete_owned(self, api: Any, ctx: Context, ref: ObjectRef) -> bool:
+        """Delete `ref` at the edge if it is this owner's; False (and left there) if not."""
+        live = await read_object(api, ref)
+        if live is None:
+            return True
+        refusal = ctx.owner.refusal(live, ref.kind, str(ref))
+        if refusal is not None:
+            logger.warning("not deleting at %s: %s", ctx.cluster.name, refusal)
+            return False
+        await delete_object(api, ref)
+        return True
 
     async def _drifted(self, api: Any, ctx: Context, rendered: Rendered) -> list[str]:
         drifted = []
@@ -580,6 +617,9 @@ class Dispatcher:
             if live is None:
                 drifted.append(f"{ref} was deleted at the edge")
                 continue
+            refusal = ctx.owner.refusal(live, ref.kind, str(ref))
+            if refusal is not None:  # replaced at the edge by someone else's: not repaired
+                raise EdgeError(refusal, permanent=True)
             ctx.live[ref] = live
             if not contains(live, obj):
                 drifted.append(f"{ref} was changed at the edge")
@@ -700,19 +740,30 @@ class Dispatcher:
         # A vcluster's namespace is its own: it goes with it (others are shared and stay).
         owned = ctx.deployment.kind == "VCluster"
         refs = [r for r in _refs(ctx.target.applied_objects) if owned or r.kind != "Namespace"]
+        left: list[ObjectRef] = []
         try:
             if refs:
                 api = await self._clients.client_for(self._client_target(ctx.cluster))
                 for ref in reversed(refs):
-                    await delete_object(api, ref)
+                    if not await self._delete_owned(api, ctx, ref):
+                        left.append(ref)
         except Exception as exc:
             # Deletion is retried whatever the answer: giving up would leave objects behind.
             outcome = self._retry(ctx, f"removing: {exc}")
             outcome.values["phase"] = "Deleting"
             return outcome
         outcome = Outcome(remove_row=True)
-        names = ", ".join(str(r) for r in refs) or "nothing was applied"
+        removed = [r for r in refs if r not in left]
+        names = ", ".join(str(r) for r in removed) or "nothing was applied"
         outcome.events.append(("Normal", "Removed", f"removed from the cluster: {names}"))
+        if left:
+            outcome.events.append(
+                (
+                    "Warning",
+                    "LeftForeignObjects",
+                    "left at the edge, no longer this owner's: " + ", ".join(map(str, left)),
+                )
+            )
         return outcome
 
     def _unreachable(self, ctx: Context) -> Outcome:

@@ -209,6 +209,46 @@ def _finish(
     return Rendered([namespace_object, *objects], digest)
 
 
+@dataclass(frozen=True)
+class Owner:
+    """Who an object at the edge belongs to, by its labels: a Namespace to a workspace, any
+    other object to one deployment, config sync or vcluster of it. The platform writes and
+    deletes only what carries its owner's label, so a workspace can never overwrite or
+    delete another's objects, nor objects the platform did not create. Adopting an object
+    made otherwise is an explicit act at the edge: label it as `label(ref)` says (the edge's
+    own audit log records who did)."""
+
+    kind: str  # the rollout's: ApplicationDeployment | ConfigSync | VCluster
+    workspace: str
+    name: str
+
+    def label(self, kind: str) -> tuple[str, str]:
+        """The label an object of `kind` carries when it is this owner's (as rendered)."""
+        if kind == "Namespace":
+            return WORKSPACE_LABEL, label_value(self.workspace)
+        key = CONFIGSYNC_LABEL if self.kind == "ConfigSync" else DEPLOYMENT_LABEL
+        return key, label_value(f"{self.workspace}.{self.name}")
+
+    def refusal(self, live: dict[str, Any] | None, kind: str, what: str) -> str | None:
+        """Why the object `live` must not be written or deleted by this owner; None when it
+        is this owner's, or absent."""
+        if live is None:
+            return None
+        labels = (live.get("metadata") or {}).get("labels") or {}
+        key, value = self.label(kind)
+        if labels.get(key) == value:
+            return None
+        if labels.get(key):  # whose it is stays unsaid: another tenant's names are theirs
+            whose = "another " + ("workspace" if kind == "Namespace" else "owner") + " holds it"
+        else:
+            scope = "workspace" if kind == "Namespace" else self.kind
+            whose = f"the platform did not create it for this {scope}"
+        return (
+            f"{what} exists at the edge and {whose}: left untouched (to let the platform "
+            f"manage it, label it {key}={value} at the edge)"
+        )
+
+
 def contains(live: Any, wanted: Any) -> bool:
     """Whether the edge still has everything that was applied (fields the edge adds, such as
     defaults and status, are ignored); False means drift."""

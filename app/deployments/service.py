@@ -46,6 +46,12 @@ from app.kit.service import ResourceService
 from app.redis import RedisGateway
 from app.regions.models import Region
 from app.workspaces.models import Workspace
+from app.workspaces.namespaces import (
+    claim_namespace,
+    default_namespace,
+    namespace_allowed,
+    namespace_holder,
+)
 
 HISTORY_LENGTH = 10
 
@@ -69,15 +75,6 @@ class Resolved:
         )
 
 
-def default_namespace(workspace: str) -> str:
-    return f"ws-{workspace}"[:63].rstrip("-")
-
-
-def namespace_allowed(workspace: str, namespace: str) -> bool:
-    own = default_namespace(workspace)
-    return namespace == own or namespace.startswith(own + "-")
-
-
 async def notify_dispatch(session: AsyncSession) -> None:
     """Wake the controllers; PostgreSQL delivers it when (and only if) the transaction commits."""
     await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": DISPATCH_CHANNEL})
@@ -89,12 +86,15 @@ async def resolve_targets(
     *,
     targets: list[TargetSpec],
     namespace: str | None,
+    claim: bool = False,
     version: str | None = None,
     version_exists: bool | None = None,
 ) -> list[Resolved]:
     """The (cluster, node group, replicas) list targets mean, after checking the namespace and
     (for deployments) the application version; 422 naming every field at fault.
-    `version_exists`: the caller has looked the version up already."""
+    `namespace`: the edge namespace written to, checked to be the workspace's (and claimed
+    for it with `claim`; a dry run only reads). `version_exists`: the caller has looked the
+    version up already."""
     errors: list[dict[str, str]] = []
 
     def fault(field: str, message: str) -> None:
@@ -107,6 +107,12 @@ async def resolve_targets(
             f"{default_namespace(workspace.name) + '-'!r}: a workspace writes only to its own "
             "namespaces on shared clusters",
         )
+    elif namespace is not None:
+        holder = await (claim_namespace if claim else namespace_holder)(
+            session, workspace, namespace
+        )
+        if holder is not None:  # which one stays unsaid: other tenants are not to be seen
+            fault("spec.namespace", f"namespace {namespace!r} belongs to another workspace")
     if version is not None:
         if version_exists is None:
             version_exists = (
@@ -288,8 +294,8 @@ class DeploymentService(
     async def check_content(self, name: str, spec: Any) -> None:
         version, neighbours = await self._version_and_neighbours(name, spec)
         self._resolved = await resolve_targets(
-            self.session, self.workspace, targets=spec.targets, namespace=spec.namespace,
-            version=spec.applicationVersionRef, version_exists=version is not None,
+            self.session, self.workspace, targets=spec.targets, namespace=self._namespace(spec),
+            claim=True, version=spec.applicationVersionRef, version_exists=version is not None,
         )  # fmt: skip
         _refuse_collisions(self._namespace(spec), version, neighbours)
 
@@ -626,7 +632,7 @@ class DeploymentService(
 
     async def _resolve(self, spec: DeploymentSpec) -> list[Resolved]:
         return await resolve_targets(
-            self.session, self.workspace, targets=spec.targets, namespace=spec.namespace,
+            self.session, self.workspace, targets=spec.targets, namespace=self._namespace(spec),
             version=spec.applicationVersionRef,
         )  # fmt: skip
 

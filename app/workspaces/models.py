@@ -43,3 +43,18 @@ class WorkspaceMember(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     role: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class NamespaceClaim(Base):
+    """Which workspace an edge namespace `ws-…` belongs to, on every cluster. Names alone
+    cannot say: `ws-team-b` is both workspace `team-b`'s own namespace and one workspace
+    `team` may name (`ws-team-` + `b`), and long names collide once cut to 63 characters.
+    The first workspace to use a namespace claims it; no other may use it afterwards."""
+
+    __tablename__ = "namespace_claims"
+
+    namespace: Mapped[str] = mapped_column(String(63), primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -10,6 +10,7 @@ from app.errors import Conflict, NotFound, invalid_field
 from app.kit.service import ResourceService
 from app.users.models import User
 from app.workspaces.models import Workspace, WorkspaceMember
+from app.workspaces.namespaces import claim_namespace, default_namespace
 from app.workspaces.schemas import MemberOut, WorkspaceIn, WorkspaceOut, workspace_out
 
 
@@ -47,6 +48,14 @@ class WorkspaceService(ResourceService[Workspace, WorkspaceIn, WorkspaceOut]):
             await self._make_manager_admin(row)
 
     async def after_create(self, row: Workspace, body: WorkspaceIn) -> None:
+        namespace = default_namespace(row.name)
+        holder = await claim_namespace(self.session, row, namespace)
+        if holder is not None:
+            raise Conflict(
+                f"edge namespace {namespace!r}, this workspace's own, is used by workspace "
+                f"{holder!r}; choose another name",
+                code="AlreadyExists",
+            )
         await self._make_manager_admin(row)
 
     async def _make_manager_admin(self, row: Workspace) -> None:
