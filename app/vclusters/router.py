@@ -40,6 +40,7 @@ async def vcluster_service(
         clusters_cache=state.cache,
         allow_private=bool(settings.allow_private_cluster_endpoints),
         allow_insecure=settings.allow_insecure_cluster_endpoints,
+        role=access.role,
     )
 
 

@@ -19,7 +19,7 @@ from app.db.session import after_commit
 from app.deployments.models import Rollout, RolloutTarget
 from app.deployments.schemas import TargetSpec
 from app.deployments.service import DeploymentService, resolve_targets
-from app.errors import Conflict, invalid_field
+from app.errors import Conflict, Forbidden, invalid_field
 from app.kit.resource import object_meta
 from app.vclusters.registration import (
     cluster_cache_key,
@@ -53,9 +53,11 @@ class VClusterService(DeploymentService):
         allow_private: bool,
         allow_insecure: bool,
         clusters_cache: ObjectCache | None = None,
+        role: str = "viewer",
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.role = role  # the caller's role in the workspace
         self.secrets = secrets
         self.clusters_cache = clusters_cache
         self.allow_private = allow_private
@@ -97,6 +99,15 @@ class VClusterService(DeploymentService):
         )
         if provider == "vcluster":
             raise invalid_field("spec.cluster", "vclusters cannot host vclusters")
+        endpoint_before = (self._content_before or {}).get("endpoint")
+        if spec.endpoint != endpoint_before and self.role != "admin":
+            # The platform sends the vcluster's admin credential to this address: choosing
+            # it is as good as reading the kubeconfig, which only workspace admins may.
+            raise Forbidden(
+                "setting spec.endpoint needs the admin role in workspace "
+                f"{self.workspace.name!r} (the vcluster's credential is sent there); "
+                f"you are {self.role}"
+            )
         if spec.endpoint is not None:
             try:
                 check_server_url(
