@@ -103,8 +103,9 @@ async def distribution(suite: Suite, platform: Platform, *, workspace: str,
 
 async def fanout_ceiling(fleet: Fleet, clusters: int) -> float:
     """What a bare aiohttp client achieves against the same emulator doing the calls of a
-    target's first pass — apply the namespace, apply the Deployment (its answer carries the
-    status readiness is read from) — 64 at a time: targets/s."""
+    target's first pass — read the namespace (whose it is, before writing: absent on a new
+    target), apply it, apply the Deployment (its answer carries the status readiness is read
+    from) — 64 at a time: targets/s."""
     namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ceiling"}}
     body = {"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"replicas": 1},
             "metadata": {"name": "agent", "namespace": "ceiling"}}  # fmt: skip
@@ -115,6 +116,8 @@ async def fanout_ceiling(fleet: Fleet, clusters: int) -> float:
         async def target(i: int) -> None:
             async with limit:
                 root = fleet.server(i)
+                async with session.get(f"{root}/api/v1/namespaces/ceiling") as response:
+                    await response.read()
                 async with session.patch(f"{root}/api/v1/namespaces/ceiling", json=namespace,
                                          headers=apply):  # fmt: skip
                     pass
