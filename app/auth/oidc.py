@@ -27,6 +27,8 @@ STATE_TTL_SECONDS = 600
 METADATA_TTL_SECONDS = 3600
 ID_TOKEN_ALGORITHMS = ["RS256", "ES256", "PS256", "EdDSA"]
 HTTP_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+# A discovery document, a JWKS or a token answer is a few KiB; more is not read.
+MAX_ANSWER_BYTES = 1024 * 1024
 
 
 class OIDCError(Exception):
@@ -46,6 +48,28 @@ class ExternalIdentity:
     claims: dict[str, Any]
 
 
+async def _bounded_request(method: str, url: str, **kwargs: Any) -> tuple[int, bytes]:
+    """(status, body) of one request to the issuer. A redirect is an answer, not followed (as
+    httpx does by default; said here so that it stays so). A body past MAX_ANSWER_BYTES, as
+    declared or as it comes in (decompressed), is not read: OIDCError."""
+    too_large = OIDCError(
+        "temporarily_unavailable", "the identity provider's answer is larger than 1 MiB", 503
+    )
+    async with (
+        httpx.AsyncClient(timeout=HTTP_TIMEOUT, follow_redirects=False) as client,
+        client.stream(method, url, **kwargs) as response,
+    ):
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > MAX_ANSWER_BYTES:
+            raise too_large
+        answer = bytearray()
+        async for chunk in response.aiter_bytes():
+            answer += chunk
+            if len(answer) > MAX_ANSWER_BYTES:
+                raise too_large
+        return response.status_code, bytes(answer)
+
+
 class OIDCClient:
     def __init__(self, settings: Settings, redis: RedisGateway) -> None:
         assert settings.oauth_issuer is not None
@@ -60,10 +84,14 @@ class OIDCClient:
 
     async def _get_json(self, url: str) -> dict[str, Any]:
         try:
-            async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
-                response = await client.get(url)
-                response.raise_for_status()
-                data: dict[str, Any] = response.json()
+            status, answer = await _bounded_request("GET", url)
+            if not 200 <= status <= 299:
+                raise OIDCError(
+                    "temporarily_unavailable", f"the identity provider answered {status}", 503
+                )
+            data = json.loads(answer)
+            if not isinstance(data, dict):
+                raise ValueError("the answer is not a JSON object")
         except (httpx.HTTPError, ValueError) as exc:
             raise OIDCError(
                 "temporarily_unavailable", f"the identity provider did not answer: {exc}", 503
@@ -146,15 +174,18 @@ class OIDCClient:
         if self.client_secret:
             form["client_secret"] = self.client_secret
         try:
-            async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
-                response = await client.post(metadata["token_endpoint"], data=form)
+            status, answer = await _bounded_request("POST", metadata["token_endpoint"], data=form)
         except httpx.HTTPError as exc:
             raise OIDCError(
                 "temporarily_unavailable", "the identity provider did not answer", 503
             ) from exc
-        if response.status_code != 200:
+        if status != 200:
             raise OIDCError("invalid_grant", "the identity provider refused the code")
-        id_token = response.json().get("id_token")
+        try:
+            tokens = json.loads(answer)
+        except ValueError:
+            tokens = None
+        id_token = tokens.get("id_token") if isinstance(tokens, dict) else None
         if not isinstance(id_token, str):
             raise OIDCError("invalid_grant", "the identity provider returned no ID token")
         try:

@@ -1,8 +1,10 @@
 """SSRF guard for cluster API addresses.
 
-Checked when a kubeconfig is stored (literal addresses, and host names that resolve) and again
-on the resolved address each time the controller connects, so DNS cannot be used to point a
-stored name at a forbidden address later.
+Literal addresses are checked when a kubeconfig is stored and again when the controller builds
+its client. Host names are checked on what they resolve to by the resolver of the very
+connection that uses the answer (`CheckedResolver`): a check on a lookup of its own would let a
+name answer a public address to the check and a forbidden one to the connection (DNS
+rebinding), and a kept client resolves again for every new connection.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ from __future__ import annotations
 import ipaddress
 import socket
 from urllib.parse import urlsplit
+
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import ThreadedResolver
 
 # Never reachable from the management plane, whatever the settings: cloud metadata services
 # and link-local addresses.
@@ -77,22 +82,41 @@ def check_server_url(url: str, *, allow_private: bool, allow_insecure: bool) -> 
     except ValueError:
         raise EndpointRefused(f"server {url!r} has an invalid port") from None
     host = parts.hostname
-    try:
-        check_address(host, allow_private=allow_private)
-    except ValueError as exc:
-        if isinstance(exc, EndpointRefused):
-            raise
-        # A name, not an address: it is checked on what it resolves to.
+    check_host(host, allow_private=allow_private)
     return host, port
 
 
-def resolve_and_check(host: str, port: int, *, allow_private: bool) -> list[str]:
-    """Resolve `host` and refuse it if any address is forbidden (blocking; run in a thread)."""
+def check_host(host: str, *, allow_private: bool) -> None:
+    """Refuse `host` if it is a forbidden literal address; a name passes here (it is checked on
+    what it resolves to, by `CheckedResolver`)."""
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise EndpointRefused(f"cannot resolve {host!r}: {exc}") from exc
-    addresses = sorted({str(info[4][0]) for info in infos})
-    for address in addresses:
-        check_address(address, allow_private=allow_private)
-    return addresses
+        check_address(host, allow_private=allow_private)
+    except EndpointRefused:
+        raise
+    except ValueError:
+        pass  # a name, not an address
+
+
+class CheckedResolver(AbstractResolver):
+    """The resolver of the controller's connections to clusters: it resolves a name once (as
+    the system does, /etc/hosts included), refuses the name if any address it resolves to is
+    forbidden, and hands the connector exactly the addresses it checked. TLS is still verified
+    against the name in the URL: the connector takes that from the request, not from here."""
+
+    def __init__(self, *, allow_private: bool) -> None:
+        self._allow_private = allow_private
+        self._system = ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        answers = await self._system.resolve(host, port, family)
+        for answer in answers:
+            try:
+                check_address(answer["host"], allow_private=self._allow_private)
+            except ValueError as exc:  # EndpointRefused, or an address that does not parse
+                raise EndpointRefused(f"{host!r} resolves to a refused address: {exc}") from None
+        return answers
+
+    async def close(self) -> None:
+        await self._system.close()

@@ -1,36 +1,58 @@
 """All Kubernetes I/O goes through here: one client per edge cluster, built from its decrypted
-kubeconfig, cached (rebuilt when the kubeconfig changes, evicted when idle, capped in number),
-with the cluster address checked against the SSRF policy on what it resolves to when built."""
+kubeconfig, cached (rebuilt when the kubeconfig changes, evicted when idle, capped in number).
+
+Whoever answers at a cluster's address is not trusted: the address is checked against the SSRF
+policy on each connection (a literal one when the client is built), redirects are not followed,
+answers are bounded in size and time, only a Kubernetes Status message of theirs is repeated
+(cleaned and short), and the kubeconfig's credentials are loaded into memory, never written to
+a file."""
 
 from __future__ import annotations
 
 import asyncio
 import asyncio.sslproto
+import base64
 import hashlib
+import http
 import json
+import os
+import shutil
 import ssl
+import tempfile
 import time
 import weakref
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 import yaml
-from kubernetes_asyncio.client import ApiClient
-from kubernetes_asyncio.config import new_client_from_config_dict
+from kubernetes_asyncio.client import ApiClient, Configuration
 
 from app import __version__
-from app.clusters.endpoints import resolve_and_check
+from app.clusters.endpoints import CheckedResolver, EndpointRefused, check_host
 from app.crypto import Sealed, SecretBox
 
 REQUEST_TIMEOUT = (5.0, 10.0)  # (connect, read) seconds for every call to an edge cluster
-# The same bounds, as aiohttp takes them.
+# The read timeout bounds each wait for data, not the call: a server sending a byte every few
+# seconds would hold a call (and its probe or dispatch slot) forever. A call takes a few
+# hundred milliseconds; the largest answer (MAX_ANSWER_BYTES) needs 0.5 MiB/s to come in time.
+CALL_TOTAL_SECONDS = 30.0
 CALL_TIMEOUT = aiohttp.ClientTimeout(
-    connect=REQUEST_TIMEOUT[0], sock_connect=REQUEST_TIMEOUT[0], sock_read=REQUEST_TIMEOUT[1]
+    total=CALL_TOTAL_SECONDS,
+    connect=REQUEST_TIMEOUT[0],
+    sock_connect=REQUEST_TIMEOUT[0],
+    sock_read=REQUEST_TIMEOUT[1],
 )
-RESOLVE_TIMEOUT = 5.0  # seconds to resolve a cluster's API host name
+# The most of one answer read, once decompressed: past it the call fails and the connection is
+# dropped. One object is at most etcd's 1.5 MiB request limit; the largest answer asked for is
+# the node list a probe reads, 5 to 30 KiB a node (its image list is most of it): 16 MiB holds
+# several hundred nodes, more than an edge cluster has, and bounds what one call can hold.
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
+# How much of the edge's own words (a Status message) an error repeats, and of the text of an
+# exception (a connection or TLS failure, described by aiohttp or ssl, not by the edge).
+MAX_MESSAGE_CHARS = 200
+MAX_EXCEPTION_CHARS = 300
 # Each managed cluster keeps one connection open between probes, so that neither its probes
 # nor a rollout pay for a TLS handshake (a third of a probe's CPU, a fifth of a target's with
 # 1,000 clusters). Idle connections are closed after twice the probe interval, at most
@@ -41,7 +63,7 @@ IDLE_CONNECTION_MAX_SECONDS = 45.0
 # with zeros up front; a thousand kept connections held 300 KiB each. A TLS record is at most
 # 16 KiB, so 32 KiB costs no extra reads of the socket.
 TLS_READ_BUFFER_BYTES = 32 * 1024
-READ_BUFSIZE = 2**21  # what the Kubernetes client allows one response (etcd's 1.5 MiB object)
+READ_BUFSIZE = 2**21  # aiohttp's read buffer, as the Kubernetes client sets it (etcd's 1.5 MiB)
 # As client-go names its callers (kubectl/v1.30.2): the edge's audit log shows who wrote.
 USER_AGENT = f"edge-platform-controller/{__version__}"
 
@@ -73,6 +95,66 @@ class _Entry:
     fingerprint: str
     client: ApiClient
     used_at: float
+
+
+@dataclass(frozen=True)
+class _Tls:
+    """What a cluster's TLS connections take from its kubeconfig, decoded (PEM)."""
+
+    certificate_authority: bytes | None
+    client_certificate: bytes | None
+    client_key: bytes | None
+    verify: bool
+
+    @classmethod
+    def of(cls, cluster: dict[str, Any], user: dict[str, Any]) -> _Tls:
+        def decoded(value: Any) -> bytes | None:
+            return base64.b64decode(value) if value else None
+
+        return cls(
+            decoded(cluster.get("certificate-authority-data")),
+            decoded(user.get("client-certificate-data")),
+            decoded(user.get("client-key-data")),
+            # Only a boolean true turns verification off, as in client-go.
+            verify=cluster.get("insecure-skip-tls-verify") is not True,
+        )
+
+    def digest(self) -> str:
+        digest = hashlib.sha256()
+        for part in (self.certificate_authority, self.client_certificate, self.client_key):
+            digest.update(hashlib.sha256(part or b"").digest())
+        digest.update(b"verify" if self.verify else b"no-verify")
+        return digest.hexdigest()
+
+
+def _load_client_certificate(context: ssl.SSLContext, certificate: bytes, key: bytes) -> None:
+    """Load a client certificate and key held in memory. `load_cert_chain` reads only from a
+    path: it is given an anonymous in-memory file (memfd, by its /proc path), so the key never
+    reaches a disk. Where there is none, a file in a private directory removed as soon as it
+    is read. The key is never encrypted in a kubeconfig; the empty password keeps OpenSSL from
+    prompting on a terminal if one is."""
+    both = certificate + b"\n" + key
+    if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
+        try:
+            descriptor = os.memfd_create("kubeconfig-client-credentials", os.MFD_CLOEXEC)
+        except OSError:  # refused by a sandbox: the fallback below
+            pass
+        else:
+            try:
+                with open(descriptor, "wb", closefd=False) as memory:
+                    memory.write(both)
+                context.load_cert_chain(f"/proc/self/fd/{descriptor}", password=b"")
+            finally:
+                os.close(descriptor)
+            return
+    directory = tempfile.mkdtemp(prefix="edge-tls-")  # mode 0700
+    try:
+        path = os.path.join(directory, "credentials.pem")
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as file:
+            file.write(both)
+        context.load_cert_chain(path, password=b"")
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 class KubeClients:
@@ -120,61 +202,64 @@ class KubeClients:
         plain = self._secrets.open(
             Sealed(target.key_id, target.ciphertext), bound_to=f"cluster:{target.uid}"
         )
+        # The reduced kubeconfig parse_kubeconfig stored: one cluster, one user, credentials
+        # embedded (no file fields, no exec or auth-provider plugins).
         config: dict[str, Any] = yaml.safe_load(plain)
-        server = config["clusters"][0]["cluster"]["server"]
-        parts = urlsplit(server)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        # Refuses names that now resolve to metadata or (unless allowed) private addresses.
-        await asyncio.wait_for(
-            asyncio.to_thread(
-                resolve_and_check, parts.hostname or "", port, allow_private=self._allow_private
-            ),
-            RESOLVE_TIMEOUT,
-        )
-        client: ApiClient = await new_client_from_config_dict(config)
-        await self._use_own_session(client)
+        cluster: dict[str, Any] = config["clusters"][0]["cluster"]
+        user: dict[str, Any] = config["users"][0]["user"]
+        server = str(cluster["server"]).rstrip("/")
+        # A literal address never reaches the resolver (the connector uses it as written):
+        # checked here, once, as it cannot change. Names are checked on every connection.
+        check_host(urlsplit(server).hostname or "", allow_private=self._allow_private)
+        configuration = Configuration(host=server)
+        if user.get("token"):
+            configuration.api_key["BearerToken"] = f"Bearer {user['token']}"
+        elif user.get("username") and user.get("password"):
+            pair = f"{user['username']}:{user['password']}".encode()
+            configuration.api_key["BearerToken"] = f"Basic {base64.b64encode(pair).decode()}"
+        tls = _Tls.of(cluster, user)
+        configuration.verify_ssl = tls.verify
+        configuration.tls_server_name = cluster.get("tls-server-name")
+        # Built the library's way from a configuration with no file in it: the library writes
+        # none (new_client_from_config_dict wrote the CA, certificate and key to temporary
+        # files, left there until the process exits).
+        client = ApiClient(configuration)
+        await self._use_own_session(client, tls)
         return client
 
-    async def _use_own_session(self, client: ApiClient) -> None:
+    async def _use_own_session(self, client: ApiClient, tls: _Tls) -> None:
         """Give the client an HTTP session of ours: a shared SSL context, idle connections
-        closed after `keepalive_seconds`, and no proxy from the environment. The platform
-        connects to edges directly (a kubeconfig's proxy-url is refused, and the address
-        policy above checks what the name resolves to here); the Kubernetes client's
+        closed after `keepalive_seconds`, every name checked on what it resolves to for the
+        connection that uses it, and no proxy from the environment. The platform connects to
+        edges directly (a kubeconfig's proxy-url is refused); the Kubernetes client's
         trust_env also read the proxy variables and ~/.netrc in a thread on every request,
         about a third of a probe's cost."""
-        configuration = client.configuration
         rest = client.rest_client
         built = rest.pool_manager
         connector = aiohttp.TCPConnector(
-            limit=configuration.connection_pool_maxsize,
-            ssl=self._ssl_context(configuration),
+            limit=client.configuration.connection_pool_maxsize,
+            ssl=self._ssl_context(tls),
             keepalive_timeout=self._keepalive,
+            resolver=CheckedResolver(allow_private=self._allow_private),
         )
         rest.pool_manager = aiohttp.ClientSession(
             connector=connector, read_bufsize=READ_BUFSIZE, trust_env=False
         )
         await built.close()
 
-    def _ssl_context(self, configuration: Any) -> ssl.SSLContext:
-        """As the Kubernetes client builds it (kubernetes_asyncio.client.rest), shared."""
-        files = (configuration.ssl_ca_cert, configuration.cert_file, configuration.key_file)
-        digest = hashlib.sha256()
-        for name in files:
-            digest.update(hashlib.sha256(Path(name).read_bytes() if name else b"").digest())
-        digest.update(
-            f"{configuration.verify_ssl}/{configuration.disable_strict_ssl_verification}".encode()
-        )
-        key = digest.hexdigest()
+    def _ssl_context(self, tls: _Tls) -> ssl.SSLContext:
+        """As the Kubernetes client builds it (kubernetes_asyncio.client.rest), from the
+        kubeconfig's data in memory, and shared by the clusters with the same."""
+        key = tls.digest()
         context = self._contexts.get(key)
         if context is None:
-            context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
-            if configuration.cert_file:
-                context.load_cert_chain(configuration.cert_file, keyfile=configuration.key_file)
-            if not configuration.verify_ssl:
+            authority = tls.certificate_authority
+            context = ssl.create_default_context(cadata=authority.decode() if authority else None)
+            if tls.client_certificate and tls.client_key:
+                _load_client_certificate(context, tls.client_certificate, tls.client_key)
+            if not tls.verify:
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE
-            if configuration.disable_strict_ssl_verification:
-                context.verify_flags &= ~ssl.VERIFY_X509_STRICT
             self._contexts[key] = context
         return context
 
@@ -259,20 +344,91 @@ class EdgeError(Exception):
         self.status = status
 
 
-def _refusal(what: str, status: int, reason: str, answer: bytes) -> EdgeError:
-    """The edge answered other than 2xx: its Status message, and whether asking again helps."""
-    message = reason
+def _cleaned(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """Text as it may be shown: printable, on one line, at most `limit` characters (control
+    and format characters, such as terminal escapes or right-to-left overrides, become
+    spaces)."""
+    printable = "".join(c if c.isprintable() else " " for c in text)
+    words = " ".join(printable.split())
+    if len(words) > limit:
+        words = words[: limit - 1] + "…"
+    return words
+
+
+def _status_message(answer: bytes | bytearray) -> str | None:
+    """The message of a Kubernetes Status object, when that is what `answer` is."""
     try:
-        message = json.loads(answer).get("message") or message
-    except (ValueError, AttributeError):
-        message = answer[:300].decode(errors="replace") or message
+        document = json.loads(answer)
+    except ValueError:
+        return None
+    if not isinstance(document, dict) or document.get("kind") != "Status":
+        return None
+    message = document.get("message")
+    if not isinstance(message, str):
+        return None
+    return _cleaned(message) or None
+
+
+def _refusal(what: str, status: int, answer: bytes | bytearray) -> EdgeError:
+    """The edge answered other than 2xx: what it said, and whether asking again helps. Only a
+    Kubernetes Status message is repeated: whatever else answered at the address (a redirect
+    to an internal service, an error page) is not passed on to the operator."""
+    try:
+        phrase = http.HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "(unknown status)"
+    if 300 <= status <= 399:
+        # An API server does not redirect: the address is wrong (or points elsewhere on
+        # purpose). Not permanent: the object is fine, and correcting the address fixes it.
+        return EdgeError(
+            f"{what}: {status} {phrase}: the API server answered with a redirect, which is "
+            "not followed; check the cluster's address",
+            permanent=False,
+            status=status,
+        )
+    message = _status_message(answer)
     # A namespace being terminated refuses new objects for a while (403): that passes.
-    passing = status == 403 and "being terminated" in message
+    passing = status == 403 and message is not None and "being terminated" in message
+    shown = message or f"{phrase} (the answer is not a Kubernetes Status)"
     return EdgeError(
-        f"{what}: {status} {message}"[:1000],
+        f"{what}: {status} {shown}",
         permanent=status in PERMANENT_STATUSES and not passing,
         status=status,
     )
+
+
+async def _read_answer(response: aiohttp.ClientResponse, what: str) -> bytearray:
+    """The answer's body, refused past MAX_ANSWER_BYTES: at once when its declared length is
+    larger, otherwise as soon as that much has come in (the length may not be declared, and
+    counts the compressed bytes when it is compressed)."""
+    too_large = EdgeError(
+        f"{what}: the answer is larger than {MAX_ANSWER_BYTES // (1024 * 1024)} MiB",
+        permanent=False,
+    )
+    declared = response.content_length
+    if declared is not None and declared > MAX_ANSWER_BYTES:
+        raise too_large
+    answer = bytearray()
+    async for chunk in response.content.iter_any():
+        answer += chunk
+        if len(answer) > MAX_ANSWER_BYTES:
+            raise too_large
+    return answer  # not copied into bytes: json.loads reads a bytearray as well
+
+
+def _failure(what: str, exc: Exception) -> EdgeError:
+    """A call that got no usable answer, said briefly, without what the other end sent."""
+    if isinstance(exc, EndpointRefused):
+        return EdgeError(f"{what}: refused: {exc}", permanent=False)
+    if isinstance(exc, aiohttp.ClientResponseError | aiohttp.ClientPayloadError):
+        # aiohttp quotes the offending bytes (an SSH or SMTP greeting, say) in these.
+        return EdgeError(f"{what}: the answer is not valid HTTP", permanent=False)
+    if isinstance(exc, TimeoutError) and not str(exc):
+        total = CALL_TIMEOUT.total
+        within = f" within {total:g} s" if total else ""
+        return EdgeError(f"{what}: TimeoutError: no complete answer{within}", permanent=False)
+    described = _cleaned(str(exc), MAX_EXCEPTION_CHARS)
+    return EdgeError(f"{what}: {type(exc).__name__}: {described}", permanent=False)
 
 
 async def _call(
@@ -287,9 +443,9 @@ async def _call(
 ) -> Any:
     """One request to the cluster's API, its answer decoded from JSON; any failure raises
     EdgeError saying `what` failed. The client's configuration gives the address, the
-    credentials (refreshed as its kubeconfig says) and the TLS server name; the request goes
-    out on its session directly, not through `call_api`, which walks every object sent and
-    received to convert model classes the platform does not use."""
+    credentials and the TLS server name; the request goes out on its session directly, not
+    through `call_api`, which walks every object sent and received to convert model classes
+    the platform does not use. Redirects are not followed: where one leads is not checked."""
     try:
         headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
         await api.update_params_for_auth(headers, [], ["BearerToken"])
@@ -306,15 +462,18 @@ async def _call(
             headers=headers,
             timeout=CALL_TIMEOUT,
             server_hostname=rest.server_hostname,
+            allow_redirects=False,
         ) as response:
-            answer = await response.read()
-        if not 200 <= response.status <= 299:
-            raise _refusal(what, response.status, response.reason or "", answer)
+            status = response.status
+            redirected = 300 <= status <= 399
+            answer = bytearray() if redirected else await _read_answer(response, what)
+        if not 200 <= status <= 299:
+            raise _refusal(what, status, answer)
         return json.loads(answer) if answer else None
     except EdgeError:
         raise
-    except Exception as exc:  # connection refused or reset, timeouts, TLS, a garbled answer
-        raise EdgeError(f"{what}: {type(exc).__name__}: {exc}"[:1000], permanent=False) from exc
+    except Exception as exc:  # refused address, connection refused or reset, timeouts, TLS
+        raise _failure(what, exc) from exc
 
 
 async def get_json(api: ApiClient, path: str) -> Any:
