@@ -161,6 +161,10 @@ def cmd_dev(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
             updates["console_session_secret"] = settings.console_session_secret or state.secret(
                 "console-session-secret"
             )
+            # The API and the console below share it: sign-ins are counted per browser.
+            updates["console_forwarding_secret"] = (
+                settings.console_forwarding_secret or state.secret("console-forwarding-secret")
+            )
             local = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host  # noqa: S104
             updates["console_api_url"] = f"http://{local}:{args.port}"
             if settings.allow_private_cluster_endpoints is None:

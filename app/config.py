@@ -262,6 +262,13 @@ class Settings(BaseSettings):
         description="Key of the console's encrypted session cookie (>= 32 bytes in production; "
         "`dev` keeps one in the state folder).",
     )
+    console_forwarding_secret: str | None = Field(
+        None,
+        description="Shared by the API and the console (>= 32 bytes in production): the "
+        "console proves with it the browser address it signs users in from, so the API's "
+        "per-address sign-in limit counts each browser rather than the console. Unset on "
+        "either side: the console's own address. `dev` keeps one in the state folder.",
+    )
     console_cookie_secure: bool = Field(
         True,
         description="Mark the console's cookies Secure (browsers still send them to "
@@ -329,6 +336,9 @@ class Settings(BaseSettings):
         _check_production_secret("JWT_SECRET", self.jwt_secret, required=True)
         _check_production_secret("OAUTH_CLIENT_SECRET", self.oauth_client_secret, required=False)
         _check_production_secret("ENCRYPTION_KEY", self.encryption_key, required=True)
+        _check_production_secret(
+            "CONSOLE_FORWARDING_SECRET", self.console_forwarding_secret, required=False
+        )
         if self.admin_password is not None and (
             self.admin_password.lower() in WELL_KNOWN_PASSWORDS
             or len(self.admin_password) < MIN_PRODUCTION_PASSWORD
@@ -350,6 +360,16 @@ class Settings(BaseSettings):
                 "CONSOLE_SESSION_SECRET", self.console_session_secret, required=True
             )
         return self.console_session_secret or secrets.token_urlsafe(32)
+
+    def console_forwarding_key(self) -> str | None:
+        """The secret the console proves its browsers' addresses with. Production needs it:
+        without it every sign-in through the console counts against one address, and one
+        person's wrong passwords lock all console users out."""
+        if self.edge_mode is Mode.production:
+            _check_production_secret(
+                "CONSOLE_FORWARDING_SECRET", self.console_forwarding_secret, required=True
+            )
+        return self.console_forwarding_secret
 
 
 def _check_production_secret(env_name: str, value: str | None, *, required: bool) -> None:

@@ -8,6 +8,7 @@ from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.models import AuditLog
+from app.auth.client_address import client_address
 from app.observability import request_id_var
 
 
@@ -26,7 +27,7 @@ class RequestInfo:
     @classmethod
     def of(cls, request: Request) -> RequestInfo:
         return cls(
-            source_ip=request.client.host if request.client else None,
+            source_ip=client_address(request),
             user_agent=(request.headers.get("user-agent") or "")[:512] or None,
             request_id=request_id_var.get(),
         )

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from sqlalchemy import select
 
 from app.audit.service import RequestInfo
+from app.auth.client_address import client_address
 from app.auth.oidc import OIDCClient, OIDCError
 from app.auth.principal import CurrentPrincipal
 from app.auth.ratelimit import RateLimiter
@@ -126,7 +127,7 @@ OAUTH_ERRORS: dict[int | str, dict[str, Any]] = {
 async def token(request: Request, session: SessionDep) -> JSONResponse:
     """Issue tokens. Failures answer with RFC 6749 error bodies and are still audited."""
     limiter: RateLimiter = request.app.state.rate_limiter
-    client_ip = request.client.host if request.client else "unknown"
+    client_ip = client_address(request) or "unknown"
     await limiter.check(f"token-ip:{client_ip}", limiter.token_per_minute)
     service = _token_service(request, session)
     try:

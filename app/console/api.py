@@ -2,11 +2,15 @@
 
 Access tokens are refreshed shortly before they expire and once more on a 401; when the API
 refuses the refresh token too, the user must sign in again (`SignInRequired`).
+
+Every call names the browser it is made for (`on_behalf_of`), so that the API's per-address
+limits and audit records count the browser rather than the console (app/auth/client_address.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import time
 from collections.abc import AsyncIterator
@@ -16,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from app.auth.client_address import forwarding_headers
 from app.console.session import UserSession
 
 REFRESH_MARGIN = 30.0  # refresh this long before the access token expires (at most)
@@ -60,15 +65,36 @@ class _Rotation:
 
 
 class PlatformApi:
-    def __init__(self, http: httpx.AsyncClient, streams: httpx.AsyncClient, client_id: str) -> None:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        streams: httpx.AsyncClient,
+        client_id: str,
+        forwarding_secret: str | None = None,
+    ) -> None:
         self.http = http
         self.streams = streams  # long-lived event streams get their own connection pool
         self.client_id = client_id
+        self._forwarding_secret = forwarding_secret
+        self._browser_address: str | None = None
         # The API treats a refresh token presented twice as stolen and revokes the login. A
         # browser sends several requests at once (a page's calls, the live stream, another
         # tab), each with the same cookie: the first refreshes, the others reuse its result.
         self._rotations: dict[str, _Rotation] = {}
         self._rotating: dict[str, asyncio.Lock] = {}
+
+    def on_behalf_of(self, browser_address: str | None) -> PlatformApi:
+        """This API as one browser's request uses it: each call names the browser's address,
+        proven with the forwarding secret. A shallow copy: the connection pools and the
+        bookkeeping of refreshes stay shared with every other request."""
+        bound = copy.copy(self)
+        bound._browser_address = browser_address
+        return bound
+
+    def _forwarded(self) -> dict[str, str]:
+        if not self._forwarding_secret or not self._browser_address:
+            return {}  # the API counts the console's own address
+        return forwarding_headers(self._forwarding_secret, self._browser_address)
 
     async def sign_in(self, username: str, password: str) -> UserSession:
         response = await self.http.post(
@@ -79,6 +105,7 @@ class PlatformApi:
                 "password": password,
                 "client_id": self.client_id,
             },
+            headers=self._forwarded(),
         )
         if response.status_code != 200:
             raise ApiProblem.from_response(response)
@@ -93,7 +120,9 @@ class PlatformApi:
         for token in (session.refresh_token, session.access_token):
             if token:
                 await self.http.post(
-                    "/oauth/revoke", data={"token": token, "client_id": self.client_id}
+                    "/oauth/revoke",
+                    data={"token": token, "client_id": self.client_id},
+                    headers=self._forwarded(),
                 )
 
     async def _refresh(self, session: UserSession) -> None:
@@ -123,6 +152,7 @@ class PlatformApi:
                 "refresh_token": refresh_token,
                 "client_id": self.client_id,
             },
+            headers=self._forwarded(),
         )
         if response.status_code in (400, 401):
             raise SignInRequired  # invalid_grant: expired, revoked or reused
@@ -157,7 +187,7 @@ class PlatformApi:
         extra_headers = kwargs.pop("headers", {})
         for attempt in range(2):
             token = await self._fresh_token(session)
-            headers = {"Authorization": f"Bearer {token}", **extra_headers}
+            headers = {"Authorization": f"Bearer {token}", **self._forwarded(), **extra_headers}
             response = await self.http.request(method, path, headers=headers, **kwargs)
             if response.status_code == 401 and attempt == 0:
                 # Expired early (clock skew) or the login was revoked: one refresh tells which.
@@ -194,6 +224,7 @@ class PlatformApi:
         headers = {
             "Authorization": f"Bearer {await self._fresh_token(session)}",
             "Accept": "text/event-stream",
+            **self._forwarded(),
         }
         if last_event_id:
             headers["Last-Event-ID"] = last_event_id

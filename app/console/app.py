@@ -3,12 +3,13 @@ matrix, confirm dialogs); every form works without JavaScript."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hmac
+import logging
 import re
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections import Counter
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 import app as app_package
 from app.config import Settings
@@ -47,7 +49,15 @@ from app.console.views import (
 HERE = Path(__file__).parent
 API = "/api/v1"
 RECENT_EVENTS = 20  # shown on a deployment's page
-MAX_STREAMS = 200  # live pages one console process relays at once (each holds a connection)
+# Live pages one console process relays at once. Each holds a browser's socket and a
+# connection to the API, so all users' together stay within the common limit of 1024 open
+# files; one user's (a browser opens at most six over HTTP/1.1 anyway) are capped far below
+# that, so that one user's tabs or scripts cannot use up everyone's.
+STREAMS_PER_USER = 10
+MAX_STREAMS = 400
+STREAM_RETRY_AFTER = 30  # seconds; a live page frees its stream when it is closed
+
+logger = logging.getLogger(__name__)
 
 # Strict by default: no inline scripts or styles, nothing from elsewhere, no framing.
 SECURITY_HEADERS = {
@@ -98,6 +108,61 @@ def phase_class(phase: str | None) -> str:
     return (phase or "unknown").lower()
 
 
+class LiveStreams:
+    """The live pages a console process relays, counted per user and in all."""
+
+    def __init__(self, per_user: int, total: int) -> None:
+        self.per_user = per_user
+        self.total = total
+        self._held: Counter[str] = Counter()
+        self._all = 0
+
+    def take(self, user: str) -> Response | None:
+        """Count one more stream of `user`; or, when it may not have one, the refusal to send."""
+        if self._held[user] >= self.per_user:
+            return PlainTextResponse(
+                f"You have {self.per_user} live pages open: close one, or reload later.",
+                status_code=429, headers={"Retry-After": str(STREAM_RETRY_AFTER)},
+            )  # fmt: skip
+        if self._all >= self.total:
+            return PlainTextResponse(
+                "Too many live pages are open on this console: reload later.",
+                status_code=503, headers={"Retry-After": str(STREAM_RETRY_AFTER)},
+            )  # fmt: skip
+        self._held[user] += 1
+        self._all += 1
+        return None
+
+    def give_back(self, user: str) -> None:
+        self._held[user] -= 1
+        self._all -= 1
+        if self._held[user] <= 0:
+            del self._held[user]
+
+
+class RelayedStream(StreamingResponse):
+    """An event stream of the API relayed to the browser, that gives back what it holds (the
+    connection to the API, the user's live page) however it ends: Starlette never starts the
+    body of a response whose browser left before its first byte, so a `finally` in the body
+    alone would keep them for good."""
+
+    def __init__(
+        self, lines: AsyncGenerator[str, None], release: Callable[[], Awaitable[None]]
+    ) -> None:
+        super().__init__(lines, media_type="text/event-stream", headers={"X-Accel-Buffering": "no"})
+        self._lines = lines
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            try:
+                await self._lines.aclose()
+            finally:
+                await self._release()
+
+
 def create_console_app(settings: Settings, *, secret: str) -> FastAPI:
     """The console; `secret` seals session cookies (CONSOLE_SESSION_SECRET)."""
     sealer = SessionSealer(secret)
@@ -107,6 +172,13 @@ def create_console_app(settings: Settings, *, secret: str) -> FastAPI:
     templates.env.globals["version"] = app_package.__version__
     secure = settings.console_cookie_secure
     cookie_age = int(settings.refresh_token_ttl)
+    forwarding_secret = settings.console_forwarding_key()
+    if not forwarding_secret:
+        logger.warning(
+            "CONSOLE_FORWARDING_SECRET is not set: the API counts every sign-in through this "
+            "console against the console's own address, so a few dozen wrong passwords from "
+            "anyone make everyone's sign-ins wait"
+        )
 
     @asynccontextmanager
     async def lifespan(console: FastAPI) -> AsyncIterator[None]:
@@ -117,8 +189,10 @@ def create_console_app(settings: Settings, *, secret: str) -> FastAPI:
                 base_url=base, limits=httpx.Limits(max_connections=MAX_STREAMS)
             ) as streams,
         ):
-            console.state.api = PlatformApi(http, streams, settings.oauth_client_id)
-            console.state.open_streams = asyncio.Semaphore(MAX_STREAMS)
+            console.state.api = PlatformApi(
+                http, streams, settings.oauth_client_id, forwarding_secret
+            )
+            console.state.live_streams = LiveStreams(STREAMS_PER_USER, MAX_STREAMS)
             yield
 
     console = FastAPI(
@@ -131,8 +205,10 @@ def create_console_app(settings: Settings, *, secret: str) -> FastAPI:
     console.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
     def api(request: Request) -> PlatformApi:
+        """The API, called for this request's browser. Its address is the connection's, or the
+        one a proxy trusted through FORWARDED_ALLOW_IPS names (uvicorn's proxy headers)."""
         platform: PlatformApi = request.app.state.api
-        return platform
+        return platform.on_behalf_of(request.client.host if request.client else None)
 
     @console.middleware("http")
     async def security_headers_and_session(
@@ -468,31 +544,32 @@ def create_console_app(settings: Settings, *, secret: str) -> FastAPI:
         EventSource stops retrying) instead of as a stream that breaks."""
         session = user_session(request)
         path = f"{deployments_url(ws, name)}/events"
-        gate: asyncio.Semaphore = request.app.state.open_streams
-        if gate.locked():
-            raise ApiProblem(503, "Too many live pages open", "reload later", [])
-        await gate.acquire()
+        live: LiveStreams = request.app.state.live_streams
+        refusal = live.take(session.username)
+        if refusal is not None:
+            return refusal
         opened = contextlib.AsyncExitStack()
+
+        async def release() -> None:
+            try:
+                await opened.aclose()
+            finally:
+                live.give_back(session.username)
+
         try:
             upstream = await opened.enter_async_context(
                 api(request).stream(session, path, request.headers.get("last-event-id"))
             )
         except BaseException:
-            gate.release()
+            await release()
             raise
 
-        async def relay() -> AsyncIterator[str]:
-            try:
-                async for line in upstream.aiter_lines():
-                    if not line.startswith("event:"):
-                        yield line + "\n"
-            finally:
-                await opened.aclose()
-                gate.release()
+        async def relay() -> AsyncGenerator[str, None]:
+            async for line in upstream.aiter_lines():
+                if not line.startswith("event:"):
+                    yield line + "\n"
 
-        return StreamingResponse(
-            relay(), media_type="text/event-stream", headers={"X-Accel-Buffering": "no"}
-        )
+        return RelayedStream(relay(), release)
 
     @console.get("/w/{ws}/deployments/{name}/edit", response_class=HTMLResponse)
     async def edit_deployment(request: Request, ws: str, name: str) -> Response:

@@ -1,5 +1,6 @@
-"""The console's guards, over plain HTTP (no browser needed): cookies, CSRF, redirects, and
-what a user sees when the API is away."""
+"""The console's guards, over plain HTTP (no browser needed): cookies, CSRF, redirects, what a
+user sees when the API is away, and how far one user's sign-ins and live pages can get in
+another's way."""
 
 from __future__ import annotations
 
@@ -7,31 +8,45 @@ import asyncio
 import base64
 import contextlib
 import re
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 
-from app.console.app import create_console_app
+from app.console.app import STREAMS_PER_USER, create_console_app
 from app.console.session import SessionSealer
 from tests.conftest import ADMIN_PASSWORD
 from tests.console.conftest import SESSION_SECRET, Console
-from tests.deployments.conftest import BASE, WORKSPACE
+from tests.deployments.conftest import BASE, EXAMPLE_YAML, WORKSPACE
 from tests.support.servers import api_server, http_server
+from tests.support.tenancy import PASSWORD, add_member, create_user
 
 # httpx, like browsers elsewhere than localhost, sends no Secure cookie over plain HTTP: these
 # tests talk to a console whose cookies are not marked Secure, except the one about the flags.
 
 
 @contextlib.asynccontextmanager
-async def plain_client(console: Console, **updates: Any) -> AsyncIterator[httpx.AsyncClient]:
+async def console_server(console: Console, **updates: Any) -> AsyncIterator[str]:
+    """Another console process, with its cookies not marked Secure; yields its URL."""
     settings = console.platform.settings.model_copy(
         update={"console_api_url": console.api_url, "console_cookie_secure": False} | updates
     )
-    async with (
-        http_server(create_console_app(settings, secret=SESSION_SECRET)) as url,
-        httpx.AsyncClient(base_url=url) as client,
-    ):
+    async with http_server(create_console_app(settings, secret=SESSION_SECRET)) as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def plain_client(console: Console, **updates: Any) -> AsyncIterator[httpx.AsyncClient]:
+    async with console_server(console, **updates) as url, httpx.AsyncClient(base_url=url) as client:
+        yield client
+
+
+@contextlib.asynccontextmanager
+async def browser_at(url: str, address: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A browser connecting from `address` (all of 127.0.0.0/8 is this machine's loopback)."""
+    transport = httpx.AsyncHTTPTransport(local_address=address)
+    async with httpx.AsyncClient(base_url=url, transport=transport) as client:
         yield client
 
 
@@ -41,13 +56,15 @@ def hidden(page: str, name: str) -> str:
     return found.group(1)
 
 
-async def signed_in(client: httpx.AsyncClient) -> str:
-    """Sign in as admin; returns the session's CSRF token (as its forms carry it)."""
+async def signed_in(
+    client: httpx.AsyncClient, username: str = "admin", password: str = ADMIN_PASSWORD
+) -> str:
+    """Sign in (as admin unless told); returns the session's CSRF token (as its forms carry it)."""
     form = await client.get("/login")
     response = await client.post(
         "/login",
-        data={"csrf": hidden(form.text, "csrf"), "next": "/fleet", "username": "admin",
-              "password": ADMIN_PASSWORD},
+        data={"csrf": hidden(form.text, "csrf"), "next": "/fleet", "username": username,
+              "password": password},
     )  # fmt: skip
     assert response.status_code == 303, response.text
     assert response.headers["location"] == "/fleet"
@@ -221,3 +238,98 @@ async def test_odd_form_input_is_refused_not_a_crash(console: Console) -> None:
         )
         assert response.status_code == 422  # the API's answer: revision must be an integer
         assert "revision" in response.text
+
+
+FORWARDING_SECRET = "console-forwarding-test-secret-0123456789abcdef"
+
+
+async def audit_log(admin: httpx.AsyncClient) -> list[dict[str, Any]]:
+    entries: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"limit": 100}
+    while True:
+        page = (await admin.get("/api/v1/auditlogs", params=params)).json()
+        entries.extend(page["items"])
+        if not page["metadata"].get("continue"):
+            return entries
+        params["continue"] = page["metadata"]["continue"]
+
+
+async def test_wrong_passwords_from_one_browser_leave_other_browsers_signing_in(
+    console: Console,
+) -> None:
+    """The API allows 60 token requests per client address and minute. Through the console,
+    that is per browser: one browser's failed sign-ins (here past the limit) hold back that
+    browser, and the audit log names it, while a user elsewhere signs in at once."""
+    limit = 60
+    strict = console.platform.settings.model_copy(
+        update={
+            "rate_limit_token_per_minute": limit,
+            "console_forwarding_secret": FORWARDING_SECRET,
+        }
+    )
+    async with (
+        api_server(strict) as api_url,
+        console_server(
+            console, console_api_url=api_url, console_forwarding_secret=FORWARDING_SECRET
+        ) as url,
+        browser_at(url, "127.0.0.2") as guesser,
+        browser_at(url, "127.0.0.3") as colleague,
+    ):
+        page = await guesser.get("/login")
+        statuses = []
+        for _ in range(limit + 1):
+            page = await guesser.post(
+                "/login",
+                data={"csrf": hidden(page.text, "csrf"), "username": f"x-{uuid.uuid4().hex[:8]}",
+                      "password": "guess"},
+            )  # fmt: skip
+            statuses.append(page.status_code)
+        assert statuses == [401] * limit + [429]
+        assert "rate limit" in page.text
+
+        assert await signed_in(colleague)  # as admin, from another address: not held back
+
+        entries = await audit_log(console.platform.client)
+        failed = [e for e in entries if e["action"] == "login" and e["outcome"] == 401]
+        assert len(failed) == limit
+        assert {e["sourceIP"] for e in failed} == {"127.0.0.2"}
+
+
+async def test_one_user_holding_the_most_live_pages_leaves_others_theirs(
+    console: Console,
+) -> None:
+    created = await console.platform.client.post(
+        BASE, content=EXAMPLE_YAML, headers={"Content-Type": "application/yaml"}
+    )
+    assert created.status_code == 201, created.text
+    await create_user(console.platform.client, "bob")
+    await add_member(console.platform.client, WORKSPACE, "bob", "viewer")
+    live = f"/w/{WORKSPACE}/deployments/cross-region-app/stream"
+    async with (
+        console_server(console) as url,
+        browser_at(url, "127.0.0.2") as admin,
+        browser_at(url, "127.0.0.3") as bob,
+        contextlib.AsyncExitStack() as held,
+    ):
+        await signed_in(admin)
+        await signed_in(bob, "bob", PASSWORD)
+        streams = [
+            await held.enter_async_context(admin.stream("GET", live))
+            for _ in range(STREAMS_PER_USER)
+        ]
+        assert [s.status_code for s in streams] == [200] * STREAMS_PER_USER
+        refused = await admin.get(live)
+        assert refused.status_code == 429
+        assert int(refused.headers["retry-after"]) > 0
+        assert f"You have {STREAMS_PER_USER} live pages open" in refused.text
+        async with bob.stream("GET", live) as bobs:
+            assert bobs.status_code == 200
+            assert bobs.headers["content-type"].startswith("text/event-stream")
+        # Closing a page gives its stream back.
+        await streams.pop().aclose()
+        for _ in range(50):
+            async with admin.stream("GET", live) as again:
+                if again.status_code == 200:
+                    break
+            await asyncio.sleep(0.1)
+        assert again.status_code == 200

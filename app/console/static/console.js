@@ -52,8 +52,8 @@ document.querySelectorAll("[data-live-matrix]").forEach((holder) => {
   stream.addEventListener("message", soon);
   stream.addEventListener("error", () => {
     if (badge) badge.hidden = true;
-    // Closed for good (the console answered 401, 404 or 503): one redraw tells the user why,
-    // or sends them to sign in again.
+    // Closed for good (the console answered 401, 404, 429 or 503): one redraw tells the user
+    // why, or sends them to sign in again.
     if (stream.readyState === EventSource.CLOSED) redraw();
   });
 });

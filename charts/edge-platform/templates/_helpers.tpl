@@ -126,7 +126,7 @@ the values already in the cluster (upgrades keep them) or new random ones.
 {{- $existing := (lookup "v1" "Secret" .Release.Namespace (include "edge.secretName" .)) | default dict -}}
 {{- $data := $existing.data | default dict -}}
 {{- $values := dict -}}
-{{- range $key, $size := dict "jwt-secret" 48 "encryption-key" 48 "admin-password" 24 "oauth-client-secret" 40 "database-password" 32 "console-session-secret" 48 -}}
+{{- range $key, $size := dict "jwt-secret" 48 "encryption-key" 48 "admin-password" 24 "oauth-client-secret" 40 "database-password" 32 "console-session-secret" 48 "console-forwarding-secret" 48 -}}
 {{- $_ := set $values $key (index $data $key | default (randAlphaNum $size | b64enc)) -}}
 {{- end -}}
 {{- $_ := set .Values "_generated" $values -}}
