@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel, BeforeValidator
+from pydantic import AfterValidator, BaseModel, BeforeValidator
 from sqlalchemy import func, select
 
 from app.audit.models import AuditLog
@@ -20,9 +20,24 @@ router = APIRouter(prefix="/api/v1", tags=["audit"], dependencies=[Depends(authe
 
 
 def rfc3339_only(value: object) -> object:
-    """pydantic also reads a number as Unix seconds; the documented format is RFC 3339."""
-    if isinstance(value, str) and value.strip().lstrip("+-").replace(".", "", 1).isdigit():
+    """pydantic also reads a number as Unix seconds (1e-178 too); the documented format is
+    RFC 3339."""
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return value
         raise ValueError("an RFC 3339 date-time is expected, e.g. 2026-11-27T12:00:00Z")
+    return value
+
+
+def within_utc_range(value: datetime) -> datetime:
+    """The database driver converts the time to UTC, which 0001-01-01T00:00:00+01:00 and
+    9999-12-31T23:59:59-01:00 leave the range of dates Python holds."""
+    try:
+        value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ValueError("in UTC this time is outside years 1 to 9999") from None
     return value
 
 
@@ -88,7 +103,9 @@ async def list_audit_logs(
     principal: CurrentPrincipal,
     workspace: str | None = None,
     actor: str | None = None,
-    since: Annotated[datetime | None, BeforeValidator(rfc3339_only)] = None,
+    since: Annotated[
+        datetime | None, BeforeValidator(rfc3339_only), AfterValidator(within_utc_range)
+    ] = None,
     limit: Annotated[int, Query(ge=1, description=routes.LIMIT_HELP)] = 100,
     continue_: Annotated[str | None, Query(alias="continue")] = None,
 ) -> Response:

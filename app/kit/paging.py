@@ -12,7 +12,7 @@ import binascii
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeGuard, TypeVar
 
 from sqlalchemy import Row, Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,6 +23,7 @@ from app.kit.selectors import Requirement, canonical, parse_selector, selector_c
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000  # larger limits are clamped, as the Kubernetes API server does
+BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
 
 RowT = TypeVar("RowT", bound=ResourceMixin)
 ItemT = TypeVar("ItemT")
@@ -67,9 +68,7 @@ def _decode(token: str, fingerprint: str) -> str | int:
         padded = token + "=" * (-len(token) % 4)
         data = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
         after, query = data["after"], data["q"]
-        if data.get("v") != 1 or not isinstance(after, str | int) or not isinstance(query, str):
-            raise ValueError("unexpected token content")
-        if isinstance(after, str) and "\x00" in after:
+        if data.get("v") != 1 or not _is_key(after) or not isinstance(query, str):
             raise ValueError("unexpected token content")
     except (ValueError, KeyError, TypeError, binascii.Error, UnicodeError):
         raise BadRequest("invalid continue token; start the list again without it") from None
@@ -78,6 +77,20 @@ def _decode(token: str, fingerprint: str) -> str | int:
             "continue token was issued for a different query (labelSelector or filters)"
         )
     return after
+
+
+def _is_key(after: object) -> TypeGuard[str | int]:
+    """Could `after` be a key a list was paged by: a name PostgreSQL can compare, or a bigint
+    id? A token is the client's to alter; a value outside these is refused here, before the
+    database would fail on it."""
+    if isinstance(after, bool):  # JSON true/false; Python counts them as ints
+        return False
+    if isinstance(after, int):
+        return BIGINT_MIN <= after <= BIGINT_MAX
+    if isinstance(after, str):
+        # No NUL (PostgreSQL text cannot hold it) and no lone surrogate (not UTF-8).
+        return "\x00" not in after and not any("\ud800" <= c <= "\udfff" for c in after)
+    return False
 
 
 async def fetch_page(
