@@ -18,6 +18,20 @@ from app.users.models import PLATFORM_ROLES
 from app.workspaces.models import WORKSPACE_ROLES, Workspace
 
 
+def client_id_for(workspace: str | None, name: str) -> str:
+    """`sa.<workspace>.<name>`, or `sa.<name>` for a platform account.
+
+    Workspace and account names are DNS labels, which hold no dot, so the dots tell where the
+    workspace ends and how many names there are: two accounts never get one id. (The ids made
+    before, `sa-<workspace>-<name>` and `sa-platform-<name>`, could: workspace "team" with
+    account "b-deployer" and workspace "team-b" with "deployer" were both `sa-team-b-deployer`.
+    Accounts keep the id they were given; those ids hold no dot, so no new id can meet one.)
+    A dot is also safe where the id is used: in a basic-auth user name (where ':' would end
+    it), a form field, and a token claim; and chart-pull user names start `chartpull.`.
+    """
+    return f"sa.{workspace}.{name}" if workspace is not None else f"sa.{name}"
+
+
 class ServiceAccountRepository(ResourceRepository[ServiceAccount]):
     model = ServiceAccount
     kind = "ServiceAccount"
@@ -46,11 +60,10 @@ class ServiceAccountService(ResourceService[ServiceAccount, ServiceAccountIn, Se
 
     def new_row(self, name: str) -> ServiceAccount:
         self._new_secret = new_client_secret()
-        scope = self.workspace.name if self.workspace else "platform"
         return ServiceAccount(
             name=name,
             workspace_id=self.workspace.id if self.workspace else None,
-            client_id=f"sa-{scope}-{name}",
+            client_id=client_id_for(self.workspace.name if self.workspace else None, name),
             secret_hash=hash_secret(self._new_secret),  # once per account: not worth a thread
         )
 

@@ -197,7 +197,7 @@ async def test_secrets_never_appear_in_responses_or_logs(
         await api.post(
             "/oauth/token",
             data={"grant_type": "client_credentials"},
-            auth=("sa-platform-robot", secret),
+            auth=(account.json()["status"]["clientId"], secret),
         ),
         await api.get("/api/v1/auditlogs"),
     ]
