@@ -196,6 +196,23 @@ class Settings(BaseSettings):
     rate_limit_api_per_minute: int = Field(
         3000, ge=1, description="API requests per principal and minute."
     )
+    rate_limit_secret_checks_per_minute: int = Field(
+        30,
+        ge=1,
+        description="Basic-auth secret checks per client address, and per client id, and "
+        "minute; a secret verified in the last few minutes is not checked again.",
+    )
+    rate_limit_inflight_per_principal: int = Field(
+        16,
+        ge=1,
+        description="Requests of one principal handled at once by one process, until each "
+        "response starts; more wait a second for a turn, then get 429.",
+    )
+    request_body_timeout: Seconds = Field(
+        30.0,
+        description="Time to receive a whole request body; slower ones get 408. Bodies are "
+        "read before authentication, so no slow sender holds a database connection.",
+    )
     encryption_key: str | None = Field(None, description="Key for secrets at rest.")
     encryption_keys_previous: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

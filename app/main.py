@@ -15,7 +15,7 @@ import app as app_package
 from app.audit.router import router as audit_router
 from app.audit.service import RequestInfo, record
 from app.auth.oidc import OIDCClient
-from app.auth.ratelimit import RateLimiter
+from app.auth.ratelimit import PrincipalSlots, RateLimiter, ReleasePrincipalSlots
 from app.auth.router import router as auth_router
 from app.auth.tokens import TokenIssuer
 from app.bootstrap import ensure_admin
@@ -165,11 +165,15 @@ def create_app(settings: Settings | None = None, *, dev: bool = False) -> FastAP
         events_router,
     ):
         app.include_router(router, responses=COMMON_ERRORS)
-    # Outermost first: every response, errors included, gets a request id and is measured.
+    # Each added middleware wraps the ones before: the body is read whole before a principal
+    # slot is taken, and every response, errors included, gets a request id and is measured.
+    app.state.principal_slots = PrincipalSlots(settings.rate_limit_inflight_per_principal)
+    app.add_middleware(ReleasePrincipalSlots, slots=app.state.principal_slots)
     app.add_middleware(
         BodySizeLimitMiddleware,
         # Clusters may carry a kubeconfig, whose own limit (512 KiB) answers with a clear 422.
         limits={"/chartrepo/api/charts": MAX_CHART_BYTES, "/api/v1/clusters": 2 * MAX_BODY_BYTES},
+        timeout=settings.request_body_timeout,
     )
     app.add_middleware(RequestContextMiddleware)
 

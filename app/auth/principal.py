@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy import bindparam, func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.audit.service import Actor, AuditTrail, RequestInfo
 from app.auth.models import TokenFamily
-from app.auth.passwords import verify_secret_async
-from app.auth.ratelimit import RateLimiter
+from app.auth.passwords import VerifiedSecrets, verify_secret_async
+from app.auth.ratelimit import PrincipalSlots, RateLimiter
 from app.auth.tokens import InvalidToken, TokenIssuer
 from app.cache import ObjectCache
 from app.catalog.pull import pull_workspace
@@ -158,6 +159,8 @@ async def authenticate(request: Request, session: SessionDep) -> Principal:
         claims = issuer.decode_access(token.strip())
     except InvalidToken:
         raise _unauthorized("the bearer token is invalid or expired") from None
+    slots: PrincipalSlots = request.app.state.principal_slots
+    await slots.claim(request, claims.subject)  # before the first query takes a connection
     if await session_revoked(session, request.app.state.cache, claims.session_id):
         raise _unauthorized("the bearer token has been revoked")
     principal = await _load_principal(session, claims.subject, claims.session_id)
@@ -234,16 +237,51 @@ def audit_trail(request: Request, principal: Principal, workspace: str | None = 
     return AuditTrail(RequestInfo.of(request), principal.actor, workspace)
 
 
-async def _basic_principal(session: AsyncSession, client_id: str, secret: str) -> Principal:
-    account = await session.scalar(
-        select(ServiceAccount).where(ServiceAccount.client_id == client_id)
-    )
-    ok = await verify_secret_async(account.secret_hash if account else None, secret)
+# A secret Helm sends again and again is checked with argon2 once per this many seconds.
+BASIC_VERIFIED_SECONDS = 300.0
+_verified_basic = VerifiedSecrets(ttl=BASIC_VERIFIED_SECONDS, capacity=10_000)
+_ACCOUNT_BY_CLIENT_ID = select(ServiceAccount).where(
+    ServiceAccount.client_id == bindparam("client_id")
+)
+
+
+async def _limit_secret_checks(request: Request, client_id: str) -> None:
+    """Count a secret check against the caller's address and the client id it names, before
+    anything is looked up or hashed: 429 past either limit."""
+    limiter: RateLimiter = request.app.state.rate_limiter
+    limit = request.app.state.settings.rate_limit_secret_checks_per_minute
+    address = request.client.host if request.client else "unknown"
+    await limiter.check(f"secret-checks-ip:{address}", limit)
+    named = hashlib.sha256(client_id.encode()).hexdigest()[:32]  # the caller's text: keep it short
+    await limiter.check(f"secret-checks-client:{named}", limit)
+
+
+async def _basic_principal(request: Request, client_id: str, secret: str) -> Principal:
+    matched_hash = _verified_basic.matched_hash(client_id, secret)
+    if matched_hash is None:
+        await _limit_secret_checks(request, client_id)
+    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    # A session of its own, closed before the hash: its connection is back in the pool while
+    # argon2 runs (or waits for a slot).
+    async with sessionmaker() as lookup:
+        account = await lookup.scalar(_ACCOUNT_BY_CLIENT_ID, {"client_id": client_id})
+    stored_hash = account.secret_hash if account else None
+    ok = matched_hash is not None and matched_hash == stored_hash
+    if not ok:
+        # A remembered secret whose account has another hash now is checked once more, and
+        # from then on counted like any other.
+        _verified_basic.forget(client_id, secret)
+        ok = await verify_secret_async(stored_hash, secret)
+        if ok and stored_hash is not None:
+            _verified_basic.remember(client_id, secret, stored_hash)
     if account is None or not ok or account.disabled:
         raise Unauthorized(
             "invalid service account credentials",
             headers={"WWW-Authenticate": 'Basic realm="edge-platform"'},
         )
+    # The account's own slots, shared with its bearer tokens; guesses take none of them.
+    slots: PrincipalSlots = request.app.state.principal_slots
+    await slots.claim(request, service_account_subject(account))
     return service_account_principal(account)
 
 
@@ -263,7 +301,7 @@ async def authenticate_bearer_or_basic(request: Request, session: SessionDep) ->
     if workspace is not None:  # an edge cluster's helm-controller fetching a chart: read only
         principal = Principal(kind="chartpull", id=0, name=client_id, platform_role=None)
     else:
-        principal = await _basic_principal(session, client_id, secret)
+        principal = await _basic_principal(request, client_id, secret)
     request.state.principal = principal
     return principal
 

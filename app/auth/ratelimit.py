@@ -8,13 +8,21 @@ waits is admitted again.
 
 When Redis is unavailable requests are not limited: the limits protect capacity, and the
 login lockout, which protects passwords, is counted in PostgreSQL.
+
+`PrincipalSlots` is the other limit: how many requests of one principal a process handles at
+once, counted in memory.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import AppError
 from app.redis import RedisClient, RedisGateway, RedisUnavailable
@@ -92,3 +100,83 @@ def _retry_after(elapsed_ms: int, current: int, previous: int, limit: int) -> in
         remaining_ms = (limit - 1) * _WINDOW_MS // current
         wait_ms = _WINDOW_MS - elapsed_ms + _WINDOW_MS - remaining_ms
     return max(1, math.ceil(wait_ms / 1000))
+
+
+SLOT_WAIT_SECONDS = 1.0
+
+
+@dataclass
+class _Turns:
+    free: asyncio.Semaphore
+    users: int = 0  # holders and waiters: the entry goes when the last one leaves
+
+
+class PrincipalSlots:
+    """At most `per_principal` requests of one principal handled at once in this process, so
+    one caller cannot hold the whole connection pool. A request holds its slot from the moment
+    it is authenticated (for a bearer token, before its first query) until its response
+    starts: the request's session has committed by then (and an event stream holds no
+    connection while it waits). Past the cap a request waits a second for a slot, then gets
+    429."""
+
+    def __init__(self, per_principal: int) -> None:
+        self.per_principal = per_principal
+        self._turns: dict[str, _Turns] = {}
+
+    async def claim(self, request: Request, principal: str) -> None:
+        """Take a slot for `principal` (a token subject), released by
+        `ReleasePrincipalSlots` when the response starts."""
+        if getattr(request.state, "principal_slot", None) is not None:
+            return  # a second authentication of the same request
+        turns = self._turns.get(principal)
+        if turns is None:
+            turns = self._turns[principal] = _Turns(asyncio.Semaphore(self.per_principal))
+        turns.users += 1
+        try:
+            async with asyncio.timeout(SLOT_WAIT_SECONDS):
+                await turns.free.acquire()
+        except BaseException as exc:
+            self._leave(principal, turns)
+            if isinstance(exc, TimeoutError):
+                raise RateLimited(
+                    f"more than {self.per_principal} requests of this caller at once; retry in 1s",
+                    headers={"Retry-After": "1"},
+                ) from None
+            raise
+        request.state.principal_slot = principal
+
+    def release(self, scope: Scope) -> None:
+        principal = scope.get("state", {}).pop("principal_slot", None)
+        if principal is not None:
+            turns = self._turns[principal]
+            turns.free.release()
+            self._leave(principal, turns)
+
+    def _leave(self, principal: str, turns: _Turns) -> None:
+        turns.users -= 1
+        if turns.users == 0:
+            del self._turns[principal]
+
+
+class ReleasePrincipalSlots:
+    """Frees the request's principal slot when its response starts, or when it ends without
+    one."""
+
+    def __init__(self, app: ASGIApp, slots: PrincipalSlots) -> None:
+        self.app = app
+        self.slots = slots
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_releasing(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.slots.release(scope)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_releasing)
+        finally:
+            self.slots.release(scope)

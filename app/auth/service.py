@@ -16,7 +16,7 @@ from app.audit.models import AuditLog
 from app.audit.service import Actor, RequestInfo, record
 from app.auth.models import RefreshToken, TokenFamily
 from app.auth.oidc import ExternalIdentity
-from app.auth.passwords import MAX_PASSWORD_LENGTH, verify_secret_async
+from app.auth.passwords import MAX_PASSWORD_LENGTH, hashing_slot, verify_secret_async
 from app.auth.principal import mark_session_revoked, service_account_subject, user_subject
 from app.auth.tokens import (
     REFRESH_PREFIX,
@@ -145,14 +145,7 @@ class TokenService:
             detail=detail,
         )
 
-    async def password_grant(self, username: str, password: str, client_id: str) -> TokenResponse:
-        if client_id not in self.public_clients:
-            raise OAuthError("invalid_client", f"unknown client {client_id!r}", 401)
-        if not username or not password or len(password) > MAX_PASSWORD_LENGTH:
-            raise OAuthError("invalid_request", "username and password are required")
-        # One login attempt per user name at a time, so parallel guesses cannot all slip under
-        # the lockout threshold (the lock ends with the transaction).
-        await self.session.execute(select(func.pg_advisory_xact_lock(func.hashtext(username))))
+    async def _refuse_locked_out(self, username: str) -> None:
         failures, oldest = await self._recent_failures(username)
         if failures >= self.settings.login_lockout_failures and oldest is not None:
             unlock = oldest + timedelta(seconds=self.settings.login_lockout_window)
@@ -164,8 +157,22 @@ class TokenService:
                 429,
                 {"Retry-After": str(retry_after)},
             )
-        user = await self.session.scalar(select(User).where(User.name == username))
-        password_ok = await verify_secret_async(user.password_hash if user else None, password)
+
+    async def password_grant(self, username: str, password: str, client_id: str) -> TokenResponse:
+        if client_id not in self.public_clients:
+            raise OAuthError("invalid_client", f"unknown client {client_id!r}", 401)
+        if not username or not password or len(password) > MAX_PASSWORD_LENGTH:
+            raise OAuthError("invalid_request", "username and password are required")
+        # The hashing slot before the first query: a login waiting for one holds no database
+        # connection, and every login takes slot, then lock, in that order.
+        async with hashing_slot():
+            # One login attempt per user name at a time, so parallel guesses cannot all slip
+            # under the lockout threshold (the lock ends with the transaction).
+            await self.session.execute(select(func.pg_advisory_xact_lock(func.hashtext(username))))
+            await self._refuse_locked_out(username)
+            user = await self.session.scalar(select(User).where(User.name == username))
+            stored_hash = user.password_hash if user else None
+            password_ok = await verify_secret_async(stored_hash, password)
         if user is None or not password_ok or user.disabled:
             self._login_record(username, 401, "bad credentials or disabled user")
             raise OAuthError("invalid_grant", "invalid username or password")
@@ -262,10 +269,11 @@ class TokenService:
     # client_credentials ----------------------------------------------------------------------
 
     async def client_credentials_grant(self, client_id: str, secret: str) -> TokenResponse:
-        account = await self.session.scalar(
-            select(ServiceAccount).where(ServiceAccount.client_id == client_id)
-        )
-        ok = await verify_secret_async(account.secret_hash if account else None, secret)
+        async with hashing_slot():  # before the lookup, as for a password
+            account = await self.session.scalar(
+                select(ServiceAccount).where(ServiceAccount.client_id == client_id)
+            )
+            ok = await verify_secret_async(account.secret_hash if account else None, secret)
         if account is None or not ok or account.disabled:
             record(
                 self.session, self.info, Actor(client_id[:255], "serviceaccount"),

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Any
+from collections.abc import Hashable
+from typing import Any, NoReturn
 
 import yaml
 from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from app.errors import BadRequest, PayloadTooLarge, ServiceUnavailable, UnsupportedMediaType
 
 MAX_BODY_BYTES = 1 << 20  # API.md: 1 MiB by default
 MAX_CHART_BYTES = 20 << 20  # chart archives
+MAX_YAML_BYTES = MAX_BODY_BYTES  # also where JSON may be larger (clusters)
+MAX_YAML_NODES = 50_000  # a YAML body's scalars and collections; about 0.3 s to build
+YAML_DECODE_SECONDS = 5.0
+MAX_DEPTH = 100  # objects and arrays within each other, in any body
+NESTED_TOO_DEEPLY = f"nested too deeply (more than {MAX_DEPTH} levels)"
 
 JSON_TYPES = frozenset({"application/json"})
 YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml"})
@@ -23,7 +30,24 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-class NoAliasLoader(yaml.SafeLoader):
+class _UniqueKeys(yaml.constructor.SafeConstructor):
+    """Refuses a mapping that names a key twice (YAML would keep the last one, silently)."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                continue  # the mapping itself refuses it: "found unhashable key"
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+class NoAliasLoader(_UniqueKeys, yaml.SafeLoader):
     """SafeLoader that refuses anchors and aliases: they are how "billion laughs" bombs work,
     and an API object never needs them."""
 
@@ -40,16 +64,38 @@ class NoAliasLoader(yaml.SafeLoader):
             )
         return super().compose_node(parent, index)
 
-    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
+
+class _BodyLoader(_UniqueKeys, yaml.CSafeLoader):
+    """libyaml's parser and composer, several times faster than PyYAML's own. Its composer is
+    C, so anchors and aliases are refused before, by `_check_events`."""
+
+
+def _check_events(raw: bytes) -> None:
+    """One pass of libyaml's parser before anything is built: refuses anchors and aliases,
+    and more than MAX_YAML_NODES values (building each costs microseconds of Python, so a
+    megabyte of one-character items took seconds). libyaml itself refuses nesting deeper than
+    1000; `read_object` then refuses more than MAX_DEPTH, as for JSON."""
+    nodes = 0
+    for event in yaml.parse(raw, Loader=yaml.CSafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            _refuse("YAML aliases are not accepted", event)
+        if isinstance(event, yaml.NodeEvent):
+            if event.anchor is not None:
+                _refuse("YAML anchors are not accepted", event)
+            nodes += 1
+            if nodes > MAX_YAML_NODES:
+                raise PayloadTooLarge(
+                    f"a YAML body may hold at most {MAX_YAML_NODES} values; send larger "
+                    "objects as JSON"
                 )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
+
+
+def _refuse(problem: str, event: yaml.Event) -> NoReturn:
+    mark = event.start_mark  # libyaml's: made PyYAML's, which the error's type expects
+    where = (
+        yaml.error.Mark(mark.name, mark.index, mark.line, mark.column, None, 0) if mark else None
+    )
+    raise yaml.constructor.ConstructorError(None, None, problem, where)
 
 
 def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -65,16 +111,20 @@ def decode_json(raw: bytes) -> Any:
     try:
         return json.loads(raw, object_pairs_hook=_reject_duplicate_keys)
     except RecursionError:
-        raise BadRequest("malformed JSON body: nested too deeply") from None
+        raise BadRequest(f"malformed JSON body: {NESTED_TOO_DEEPLY}") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"malformed JSON body: {exc}") from None
 
 
 def decode_yaml(raw: bytes) -> Any:
+    """Blocking (a megabyte takes up to a few tenths of a second): see `_decode_yaml_in_thread`."""
+    if len(raw) > MAX_YAML_BYTES:
+        raise PayloadTooLarge(
+            f"a YAML body may be at most {MAX_YAML_BYTES} bytes; send larger objects as JSON"
+        )
     try:
-        documents = list(yaml.load_all(raw, Loader=NoAliasLoader))
-    except RecursionError:
-        raise BadRequest("malformed YAML body: nested too deeply") from None
+        _check_events(raw)
+        documents = list(yaml.load_all(raw, Loader=_BodyLoader))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise BadRequest(f"malformed YAML body: {_one_line(exc)}") from None
     documents = [d for d in documents if d is not None]
@@ -101,26 +151,46 @@ async def read_object(
     raw = await request.body()  # size already bounded by BodySizeLimitMiddleware
     if not raw.strip():
         raise BadRequest("request body is empty")
-    data = decode_yaml(raw) if kind in YAML_TYPES else decode_json(raw)
-    if _has_nul(data):
-        raise BadRequest("NUL characters are not accepted")
+    data = await _decode_yaml_in_thread(raw) if kind in YAML_TYPES else decode_json(raw)
+    _check_decoded(data)
     if not isinstance(data, dict):
         raise BadRequest(f"request body must be an object, not {type(data).__name__}")
     return data
 
 
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(item) for item in value)
-    return False
+async def _decode_yaml_in_thread(raw: bytes) -> Any:
+    """Off the event loop, and waited for at most YAML_DECODE_SECONDS. The size and value
+    limits keep a parse to tenths of a second, so a longer one means the process is starved of
+    CPU: the request stops waiting (the thread finishes its bounded work on its own)."""
+    try:
+        async with asyncio.timeout(YAML_DECODE_SECONDS):
+            return await asyncio.to_thread(decode_yaml, raw)
+    except TimeoutError:
+        raise ServiceUnavailable(
+            f"the YAML body was not parsed within {YAML_DECODE_SECONDS:g}s: the server is "
+            "busy; retry, or send JSON"
+        ) from None
+
+
+def _check_decoded(data: Any) -> None:
+    """Refuse NUL characters anywhere, and nesting deeper than MAX_DEPTH, in one walk without
+    recursion, before anything that recurses (merge patch, validation, storage) sees it."""
+    pending: list[tuple[Any, int]] = [(data, 1)]
+    while pending:
+        value, level = pending.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise BadRequest("NUL characters are not accepted")
+        elif isinstance(value, dict | list):
+            if level > MAX_DEPTH:
+                raise BadRequest(f"request body is {NESTED_TOO_DEEPLY}")
+            items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+            pending.extend((item, level + 1) for item in items)
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch."""
+    """RFC 7386 JSON merge patch. Recurses as deep as `patch` is nested: bodies come through
+    `read_object`, which bounds that to MAX_DEPTH."""
     if not isinstance(patch, dict):
         return patch
     result = dict(target) if isinstance(target, dict) else {}
@@ -133,12 +203,18 @@ def merge_patch(target: Any, patch: Any) -> Any:
 
 
 class BodySizeLimitMiddleware:
-    """Refuse oversized bodies for every route, including ones that never call `read_raw`
-    (form posts): 413 from the declared length, or once the streamed bytes pass the limit."""
+    """Every request body is read whole, within its path's size limit and `timeout` seconds,
+    before the application sees the request, which then reads it from memory: 413 past the
+    limit (from the declared length, or once the bytes received pass it), 408 past the
+    deadline. Authentication takes a database connection, so no slow or endless body can
+    hold one; this covers routes that never call `read_object` too (form posts, uploads)."""
 
-    def __init__(self, app: ASGIApp, limits: dict[str, int] | None = None) -> None:
+    def __init__(
+        self, app: ASGIApp, limits: dict[str, int] | None = None, *, timeout: float
+    ) -> None:
         self.app = app
         self.limits = limits or {}
+        self.timeout = timeout
 
     def _limit_for(self, path: str) -> int:
         for prefix, limit in self.limits.items():
@@ -159,18 +235,45 @@ class BodySizeLimitMiddleware:
                 detail = f"request body exceeds the limit of {limit} bytes"
                 await _send_problem(scope, send, 413, "PayloadTooLarge", detail)
                 return
-        received = 0
+        try:
+            async with asyncio.timeout(self.timeout):
+                body = await _read_whole(receive, limit)
+        except TimeoutError:
+            detail = f"the request body did not arrive within {self.timeout:g}s"
+            await _send_problem(scope, send, 408, "RequestTimeout", detail)
+            return
+        except PayloadTooLarge as exc:
+            await _send_problem(scope, send, 413, exc.code, exc.detail)
+            return
+        if body is None:
+            return  # the client went away: nobody to answer
+        delivered = False
 
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-            return message
+        async def replay() -> Message:
+            nonlocal delivered
+            if delivered:
+                return await receive()  # what comes after the body: the disconnect
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
 
-        await self.app(scope, limited_receive, send)
+        await self.app(scope, replay, send)
+
+
+async def _read_whole(receive: Receive, limit: int) -> bytes | None:
+    """The request body, or None if the client disconnected before sending all of it."""
+    chunks: list[bytes] = []
+    received = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        received += len(chunk)
+        if received > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 async def _send_problem(scope: Scope, send: Send, status: int, code: str, detail: str) -> None:
