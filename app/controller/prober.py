@@ -47,7 +47,7 @@ from app.controller.claims import (
     row_arrays,
     unnest_rows,
 )
-from app.controller.dispatcher import nudge_cluster_targets
+from app.controller.dispatch import nudge_cluster_targets
 from app.controller.kube import REQUEST_TIMEOUT, ClusterTarget, KubeClients, get_json
 from app.db.base import resource_version_seq
 from app.redis import key as redis_key

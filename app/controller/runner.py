@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.auth.models import TokenFamily
 from app.cache import ObjectCache
 from app.config import Settings
-from app.controller.dispatcher import Dispatcher
+from app.controller.dispatch import Dispatcher
 from app.controller.kube import KubeClients, keepalive_for
 from app.controller.leader import Fenced, LeaderElector
 from app.controller.prober import ClusterProber

@@ -2,7 +2,7 @@
 dispatch row per (rollout, cluster), and the events people watch.
 
 A rollout is an ApplicationDeployment or a ConfigSync (`kind`): both are rendered into
-Kubernetes objects per cluster and dispatched by the same engine (app.controller.dispatcher).
+Kubernetes objects per cluster and dispatched by the same engine (app.controller.dispatch).
 The dispatch rows are the controller's work queue and the per-cluster truth the API shows:
 what should be at that edge (`desired_revision` and the target's parameters), what was last
 applied there (`applied_revision`, `applied_hash`, `applied_objects`), and what was seen.

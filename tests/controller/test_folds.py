@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from app.controller.dispatcher import Coalesced
+from app.controller.dispatch.folding import Coalesced
 
 
 async def test_a_burst_of_rollouts_is_folded_a_few_at_a_time_and_none_is_left_out() -> None:
