@@ -256,6 +256,24 @@ class Settings(BaseSettings):
         4, ge=1, le=1000, description="Targets of one edge cluster worked on at once."
     )
     charts_dir: Path | None = Field(None, description="Built-in charts loaded at start.")
+    agent_join_token_ttl: Seconds = Field(
+        24 * 3600.0, gt=0, description="How long a cluster's join token can be used."
+    )
+    agent_credential_rotation: Seconds = Field(
+        24 * 3600.0,
+        gt=0,
+        description="Age after which an edge agent replaces its credential with a new one.",
+    )
+    agent_proxy_url: str | None = Field(
+        None,
+        description="Where the controller reaches the API's agent tunnels (any API replica "
+        "forwards to the one holding an agent's connection); default PUBLIC_URL.",
+    )
+    tunnel_advertise_url: str | None = Field(
+        None,
+        description="This API replica's own address as the other replicas reach it, for "
+        "requests to agents connected here (the chart: the pod's IP); default PUBLIC_URL.",
+    )
 
     api_server_args: str = Field("", description="Command-line flags given through the env.")
     log_level: str = Field("info", description="debug | info | warning | error.")
@@ -321,6 +339,11 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("must be an absolute http(s) URL")
         return value.rstrip("/")
+
+    @field_validator("agent_proxy_url", "tunnel_advertise_url")
+    @classmethod
+    def _internal_url(cls, value: str | None) -> str | None:
+        return None if value is None else cls._public_url(value)
 
     @field_validator("oauth_issuer")
     @classmethod

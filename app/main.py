@@ -43,6 +43,10 @@ from app.redis import RedisGateway
 from app.regions.router import router as regions_router
 from app.serviceaccounts.router import platform_router as platform_accounts_router
 from app.serviceaccounts.router import workspace_router as workspace_accounts_router
+from app.tunnel.hub import TunnelHub
+from app.tunnel.proxy import TunnelProxy
+from app.tunnel.router import TunnelRoutes
+from app.tunnel.router import router as agent_router
 from app.users.router import router as users_router
 from app.vclusters.router import router as vclusters_router
 from app.workspaces.router import router as workspaces_router
@@ -95,6 +99,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     controller_stop = asyncio.Event()
     app.state.events = EventHub(app.state.redis)
     event_hub = asyncio.create_task(app.state.events.run(controller_stop))
+    app.state.tunnel_hub = TunnelHub(
+        app.state.sessionmaker,
+        app.state.redis,
+        app.state.cache,
+        advertise_url=settings.tunnel_advertise_url or settings.public_url,
+    )
+    app.state.tunnel_proxy = TunnelProxy(app.state.tunnel_hub, app.state.secrets)
+    tunnels = asyncio.create_task(app.state.tunnel_hub.run(controller_stop))
     controller = None
     if app.state.dev:  # `edge-platform dev` runs the controller in the same process
         controller = asyncio.create_task(
@@ -110,6 +122,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if controller is not None:
             await controller
         await event_hub
+        await tunnels  # the agents connected here are let go: they reconnect elsewhere
+        await app.state.tunnel_proxy.close()
         POOL_COLLECTOR.engines.remove(engine)
         await app.state.redis.close()
         await engine.dispose()
@@ -163,6 +177,7 @@ def create_app(settings: Settings | None = None, *, dev: bool = False) -> FastAP
         configsyncs_router,
         vclusters_router,
         events_router,
+        agent_router,
     ):
         app.include_router(router, responses=COMMON_ERRORS)
     # Each added middleware wraps the ones before: the body is read whole before a principal
@@ -176,6 +191,8 @@ def create_app(settings: Settings | None = None, *, dev: bool = False) -> FastAP
         timeout=settings.request_body_timeout,
     )
     app.add_middleware(RequestContextMiddleware)
+    # Outermost: the agents' tunnels and the controller's calls through them (app.tunnel).
+    app.add_middleware(TunnelRoutes)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -135,17 +135,20 @@ class ChartStore:
         ).one()
         return f'"{count}-{newest}"'
 
-    async def index_yaml(self, etag: str) -> bytes:
-        """index.yaml for the repository at `etag`, from Redis when another request built it."""
+    async def index_yaml(self, etag: str, *, only: str | None = None) -> bytes:
+        """index.yaml for the repository at `etag`, from Redis when another request built it;
+        `only`: the index of that one chart (not cached: seldom asked)."""
         cache_key = redis_key("chartrepo", "index", etag.strip('"'), tag="chartrepo")
-        try:
-            cached = await self.redis.run(lambda c: c.get(cache_key))
-        except RedisUnavailable:
-            cached = None
+        cached = None
+        if only is None:
+            try:
+                cached = await self.redis.run(lambda c: c.get(cache_key))
+            except RedisUnavailable:
+                cached = None
         if isinstance(cached, bytes):
             return cached
         entries: dict[str, list[dict[str, Any]]] = {}
-        for row in await self.versions():
+        for row in await self.versions(only):
             entries.setdefault(row.name, []).append(chart_version_entry(row))
         for versions in entries.values():
             versions.sort(key=lambda e: semver_key(str(e["version"])), reverse=True)
@@ -156,6 +159,8 @@ class ChartStore:
             "serverInfo": {},
         }
         rendered = yaml.safe_dump(document, sort_keys=False).encode()
+        if only is not None:
+            return rendered
         with contextlib.suppress(RedisUnavailable):
             await self.redis.run(lambda c: c.set(cache_key, rendered, ex=INDEX_CACHE_SECONDS))
         return rendered

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from app.audit.service import AuditTrail, RequestInfo
+from app.auth.client_address import client_address
 from app.auth.principal import (
     CurrentPrincipal,
     HelmClient,
     Principal,
     audit_trail,
     authenticate,
+    authenticate_bearer_or_basic,
     require_helm_admin,
     require_platform_admin,
 )
+from app.auth.ratelimit import RateLimiter
 from app.catalog.chartrepo import ChartStore, chart_version_entry
 from app.catalog.charts import InvalidChart, inspect_chart
 from app.catalog.schemas import (
@@ -33,8 +38,9 @@ from app.catalog.service import (
     ApplicationVersionRepository,
     ApplicationVersionService,
 )
+from app.clusters import agents
 from app.db.session import SessionDep
-from app.errors import NotFound, UnsupportedMediaType, invalid_field
+from app.errors import NotFound, Unauthorized, UnsupportedMediaType, invalid_field
 from app.kit.body import media_type
 from app.kit.crud import add_resource_routes
 
@@ -109,18 +115,60 @@ async def upload_chart(
     return JSONResponse({"saved": True}, status_code=201)
 
 
+async def _joining_agent(request: Request) -> Principal | None:
+    """Helm installing the agent's chart with a cluster's join token (the join command): it
+    may read that chart and nothing else. The token is not used up by this."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, _, token = base64.b64decode(value, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None  # refused by the usual path, with its message
+    if user != agents.JOIN_CHART_USERNAME:
+        return None
+    limiter: RateLimiter = request.app.state.rate_limiter
+    address = client_address(request) or "unknown"
+    await limiter.check(f"agent-join-chart:{address}", limiter.token_per_minute)
+    async with request.app.state.sessionmaker() as session:
+        cluster = await agents.join_token_cluster(session, token)
+    if cluster is None:
+        raise Unauthorized(
+            "the join token is not valid: wrong, expired or used already",
+            headers={"WWW-Authenticate": 'Basic realm="edge-platform"'},
+        )
+    principal = Principal(kind="agentjoin", id=0, name=f"agent-join:{cluster}", platform_role=None)
+    request.state.principal = principal
+    return principal
+
+
+async def chart_reader(request: Request, session: SessionDep) -> Principal:
+    """Who reads charts: Helm with a service account's Basic credentials or a bearer token,
+    an edge's helm-controller, or Helm joining a cluster (the agent's chart only)."""
+    joining = await _joining_agent(request)
+    if joining is not None:
+        return joining
+    return await authenticate_bearer_or_basic(request, session)
+
+
+ChartReader = Annotated[Principal, Depends(chart_reader)]
+
+
 @router.get("/index.yaml", operation_id="getChartIndex", response_class=Response)
-async def index(request: Request, store: Store, _: HelmClient) -> Response:
+async def index(request: Request, store: Store, reader: ChartReader) -> Response:
     etag = await store.index_etag()
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
     if etag in (request.headers.get("if-none-match") or "").split(", "):
         return Response(status_code=304, headers=headers)
-    return Response(await store.index_yaml(etag), media_type="application/x-yaml", headers=headers)
+    only = agents.AGENT_CHART if reader.kind == "agentjoin" else None
+    document = await store.index_yaml(etag, only=only)
+    return Response(document, media_type="application/x-yaml", headers=headers)
 
 
 @router.get("/charts/{filename}", operation_id="downloadChart", response_class=Response)
-async def download(filename: str, store: Store, _: HelmClient) -> Response:
-    row = await store.archive(filename)
+async def download(filename: str, store: Store, reader: ChartReader) -> Response:
+    agent_chart = filename.startswith(f"{agents.AGENT_CHART}-")
+    row = None if reader.kind == "agentjoin" and not agent_chart else await store.archive(filename)
     if row is None:
         raise NotFound(f"chart archive {filename!r} not found")
     return Response(

@@ -30,6 +30,13 @@ class Cluster(ResourceMixin, Base):
         Index("ix_clusters_region", "region"),
         Index("ix_clusters_phase", "phase"),
         Index("ix_clusters_next_probe_at", "next_probe_at"),
+        Index("ix_clusters_agent_credential_hash", "agent_credential_hash", unique=True),
+        Index(
+            "ix_clusters_agent_credential_previous_hash",
+            "agent_credential_previous_hash",
+            unique=True,
+        ),
+        Index("ix_clusters_agent_join_token_hash", "agent_join_token_hash", unique=True),
     )
 
     # spec
@@ -55,6 +62,21 @@ class Cluster(ResourceMixin, Base):
     last_probe_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_ready_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     status_message: Mapped[str | None] = mapped_column(String(1024))
+    # An edge behind NAT (`connection_type` agent) is reached through the agent it runs, which
+    # dials out to the platform (app.tunnel). Its join token and credentials are stored as
+    # SHA-256 digests (random 256-bit secrets: a slow hash would add nothing); the previous
+    # credential is accepted until the agent first connects with the one that replaced it.
+    agent_join_token_hash: Mapped[str | None] = mapped_column(String(64))
+    agent_join_token_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    agent_credential_hash: Mapped[str | None] = mapped_column(String(64))
+    agent_credential_previous_hash: Mapped[str | None] = mapped_column(String(64))
+    agent_credential_issued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The agent's connection, as the API replica holding it writes it (session: which one).
+    agent_session: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    agent_connected_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    agent_last_heartbeat: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    agent_version: Mapped[str | None] = mapped_column(String(64))
+    agent_remote_address: Mapped[str | None] = mapped_column(String(64))
     # prober bookkeeping: when the next probe is due, and the lease of the replica probing it
     next_probe_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
 
 from app.auth.principal import CurrentPrincipal, audit_trail, authenticate, require_platform_admin
 from app.clusters.models import Cluster
@@ -8,6 +10,7 @@ from app.clusters.schemas import (
     ClusterIn,
     ClusterList,
     ClusterOut,
+    JoinToken,
     NodeGroupIn,
     NodeGroupList,
     NodeGroupOut,
@@ -20,6 +23,7 @@ from app.clusters.service import (
 )
 from app.db.session import SessionDep
 from app.errors import NotFound
+from app.kit import routes
 from app.kit.crud import add_resource_routes
 
 router = APIRouter(
@@ -82,3 +86,23 @@ add_resource_routes(
     read_access=[],
     write_access=[Depends(require_platform_admin)],
 )
+
+
+@router.post(
+    "/{name}/join-token",
+    operation_id="issueClusterJoinToken",
+    response_model=JoinToken,
+    status_code=201,
+    responses={409: routes.WRITE_ERRORS[409]},
+    dependencies=[Depends(require_platform_admin)],
+)
+async def issue_join_token(
+    name: str,
+    response: Response,
+    service: Annotated[ClusterService, Depends(cluster_service)],
+) -> JoinToken:
+    """A join token for a cluster of connection type agent, shown once, with the command that
+    joins the cluster; it expires (AGENT_JOIN_TOKEN_TTL) and works once. Issuing one cuts off
+    the agent the cluster had: it must join again."""
+    response.headers["Cache-Control"] = "no-store"
+    return await service.issue_join_token(name)

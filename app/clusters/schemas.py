@@ -66,6 +66,23 @@ class Condition(BaseModel):
     lastTransitionTime: datetime | None = None
 
 
+class AgentStatus(BaseModel):
+    """The cluster's agent and its tunnel (clusters reached through an agent only)."""
+
+    joined: bool = Field(False, description="An agent has joined: it holds a credential.")
+    connected: bool = False
+    connectedSince: datetime | None = None
+    lastHeartbeatTime: datetime | None = None
+    version: str | None = None
+    remoteAddress: str | None = Field(None, description="Where the agent connects from.")
+
+
+class JoinToken(BaseModel):
+    token: str = Field(description="Shown once: stored hashed; single use.")
+    expiresAt: datetime
+    command: str = Field(description="The command that joins the cluster (run with helm).")
+
+
 class ClusterStatus(BaseModel):
     phase: Phase = "Pending"
     kubernetesVersion: str | None = None
@@ -76,6 +93,7 @@ class ClusterStatus(BaseModel):
     lastProbeTime: datetime | None = None
     lastReadyTime: datetime | None = None
     message: str | None = None
+    agent: AgentStatus | None = None
 
 
 class ClusterIn(ResourceIn[ClusterSpecIn]):
@@ -133,7 +151,19 @@ def cluster_document(row: Cluster) -> dict[str, Any]:
             "lastProbeTime": json_time(row.last_probe_time),
             "lastReadyTime": json_time(row.last_ready_time),
             "message": row.status_message,
+            "agent": _agent_document(row) if row.connection_type == "agent" else None,
         },
+    }
+
+
+def _agent_document(row: Cluster) -> dict[str, Any]:
+    return {
+        "joined": row.agent_credential_hash is not None,
+        "connected": row.agent_session is not None,
+        "connectedSince": json_time(row.agent_connected_since),
+        "lastHeartbeatTime": json_time(row.agent_last_heartbeat),
+        "version": row.agent_version,
+        "remoteAddress": row.agent_remote_address,
     }
 
 

@@ -10,12 +10,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.audit.service import AuditTrail
 from app.auth.principal import Principal
 from app.cache import ObjectCache
+from app.clusters.agents import issue_join_token, revoke_credentials
 from app.clusters.endpoints import EndpointRefused, check_server_url
 from app.clusters.kubeconfig import InvalidKubeconfig, parse_kubeconfig
 from app.clusters.models import Cluster, NodeGroup
 from app.clusters.schemas import (
     ClusterIn,
     ClusterOut,
+    JoinToken,
     NodeGroupIn,
     NodeGroupOut,
     cluster_document,
@@ -28,7 +30,7 @@ from app.crypto import Sealed, SecretBox
 from app.db.repository import ResourceRepository
 from app.deployments.models import RolloutTarget
 from app.deployments.references import refuse_if_used
-from app.errors import invalid_field
+from app.errors import Conflict, invalid_field
 from app.kit.paging import Page, PageRequest
 from app.kit.resource import Documents
 from app.kit.selectors import Requirement, selector_clause
@@ -138,6 +140,15 @@ class ClusterService(ResourceService[Cluster, ClusterIn, ClusterOut]):
         if region is None:
             raise invalid_field("spec.region", f"region {body.spec.region!r} does not exist")
         connection = body.spec.connection
+        if connection.type == "agent":
+            # Reached through the agent it runs: no address of the platform's choosing.
+            for field in ("kubeconfig", "endpoint"):
+                if getattr(connection, field) is not None:
+                    raise invalid_field(
+                        f"spec.connection.{field}",
+                        "a cluster of connection type agent is reached through its agent: "
+                        "leave it out (join the cluster with POST …/join-token)",
+                    )
         if connection.endpoint is not None:
             try:
                 check_server_url(
@@ -167,6 +178,10 @@ class ClusterService(ResourceService[Cluster, ClusterIn, ClusterOut]):
         row.provider = spec.provider
         row.display_name = spec.displayName
         row.enabled = spec.enabled
+        if row.connection_type == "agent" and spec.connection.type != "agent":
+            # Reached directly from now on: its agent's credential and join token end here.
+            revoke_credentials(row)
+            row.agent_join_token_hash = row.agent_join_token_expires_at = None
         row.connection_type = spec.connection.type
         row.endpoint = spec.connection.endpoint
         if spec.connection.kubeconfig is not None:
@@ -181,6 +196,23 @@ class ClusterService(ResourceService[Cluster, ClusterIn, ClusterOut]):
 
     def render(self, row: Cluster) -> ClusterOut:
         return cluster_out(row)
+
+    async def issue_join_token(self, name: str) -> JoinToken:
+        """A join token for an agent cluster (shown once); the agent holding the cluster's
+        current credential is cut off."""
+        row = await self._locked(name)
+        if row.connection_type != "agent":
+            raise Conflict(
+                f"cluster {name!r} is reached directly (spec.connection.type direct); set it "
+                "to agent to join it through an agent"
+            )
+        issued = issue_join_token(
+            row, public_url=self.settings.public_url, ttl_seconds=self.settings.agent_join_token_ttl
+        )
+        row = await self.repository.touch(row, spec_changed=False)
+        self._cache_after_commit(self.render(row))
+        self._audit("issue-join-token", name)
+        return JoinToken(token=issued.token, expiresAt=issued.expires_at, command=issued.command)
 
     def document(self, row: Cluster) -> dict[str, Any]:
         return cluster_document(row)

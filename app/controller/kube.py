@@ -31,7 +31,9 @@ from kubernetes_asyncio.client import ApiClient, Configuration
 
 from app import __version__
 from app.clusters.endpoints import CheckedResolver, EndpointRefused, check_host
+from app.clusters.models import Cluster
 from app.crypto import Sealed, SecretBox
+from app.tunnel.proxy import PROXY_PREFIX, proxy_token
 
 REQUEST_TIMEOUT = (5.0, 10.0)  # (connect, read) seconds for every call to an edge cluster
 # The read timeout bounds each wait for data, not the call: a server sending a byte every few
@@ -81,13 +83,36 @@ def small_tls_read_buffers() -> None:
 
 @dataclass(frozen=True)
 class ClusterTarget:
-    """What the controller needs to reach one cluster (read from its row)."""
+    """What the controller needs to reach one cluster (read from its row): its kubeconfig,
+    or, for a cluster behind NAT, only that it is reached through its agent's tunnel."""
 
     id: int
     uid: str
     name: str
-    key_id: str
-    ciphertext: bytes
+    key_id: str | None
+    ciphertext: bytes | None
+    agent: bool = False
+
+    @classmethod
+    def of(cls, row: Cluster) -> ClusterTarget:
+        agent = row.connection_type == "agent"
+        if agent:
+            return cls(row.id, str(row.uid), row.name, None, None, agent=True)
+        return cls(row.id, str(row.uid), row.name, row.kubeconfig_key_id, row.kubeconfig_ciphertext)
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes when the way to the cluster does (a client is then built anew)."""
+        if self.agent:
+            return "agent"
+        return hashlib.sha256(self.ciphertext or b"").hexdigest()
+
+
+def reachable(row: Cluster) -> str | None:
+    """Why the controller cannot reach the cluster at all (None: it can try)."""
+    if row.connection_type == "agent":
+        return None if row.agent_credential_hash is not None else "has not joined yet"
+    return None if row.kubeconfig_ciphertext is not None else "has no kubeconfig"
 
 
 @dataclass
@@ -166,8 +191,11 @@ class KubeClients:
         keepalive_seconds: float = IDLE_CONNECTION_MAX_SECONDS,
         max_clients: int = 1000,
         idle_seconds: float = 600.0,
+        agent_proxy_url: str | None = None,
     ) -> None:
         self._secrets = secrets
+        self._agent_proxy_url = agent_proxy_url
+        self._agent_session: aiohttp.ClientSession | None = None
         self._allow_private = allow_private
         self._keepalive = keepalive_seconds
         self._max = max_clients
@@ -182,7 +210,7 @@ class KubeClients:
         )
 
     async def client_for(self, target: ClusterTarget) -> ApiClient:
-        fingerprint = hashlib.sha256(target.ciphertext).hexdigest()
+        fingerprint = target.fingerprint
         entry = self._entries.get(target.id)
         if entry is not None and entry.fingerprint == fingerprint:
             entry.used_at = time.monotonic()
@@ -199,6 +227,10 @@ class KubeClients:
         return client
 
     async def _build(self, target: ClusterTarget) -> ApiClient:
+        if target.agent:
+            return await self._agent_client(target)
+        assert target.key_id is not None
+        assert target.ciphertext is not None
         plain = self._secrets.open(
             Sealed(target.key_id, target.ciphertext), bound_to=f"cluster:{target.uid}"
         )
@@ -225,6 +257,30 @@ class KubeClients:
         # files, left there until the process exits).
         client = ApiClient(configuration)
         await self._use_own_session(client, tls)
+        return client
+
+    async def _agent_client(self, target: ClusterTarget) -> ApiClient:
+        """A client for a cluster behind NAT: its calls go to the platform's API, which relays
+        them over the agent's tunnel (app.tunnel.proxy). All agent clusters share one HTTP
+        session to the API (one host), never closed with a client."""
+        if self._agent_proxy_url is None:
+            raise EdgeError(
+                f"cluster {target.name} is reached through its agent, and this process has "
+                "no AGENT_PROXY_URL to reach the agents' tunnels",
+                permanent=False,
+            )
+        configuration = Configuration(host=f"{self._agent_proxy_url}{PROXY_PREFIX}{target.uid}")
+        configuration.api_key["BearerToken"] = f"Bearer {proxy_token(self._secrets)}"
+        client = ApiClient(configuration)
+        if self._agent_session is None or self._agent_session.closed:
+            self._agent_session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=self._keepalive),
+                read_bufsize=READ_BUFSIZE,
+                trust_env=False,
+            )
+        built = client.rest_client.pool_manager
+        client.rest_client.pool_manager = self._agent_session
+        await built.close()
         return client
 
     async def _use_own_session(self, client: ApiClient, tls: _Tls) -> None:
@@ -265,7 +321,7 @@ class KubeClients:
 
     async def _close(self, cluster_id: int) -> None:
         entry = self._entries.pop(cluster_id, None)
-        if entry is not None:
+        if entry is not None and entry.client.rest_client.pool_manager is not self._agent_session:
             await entry.client.close()
 
     async def _evict(self) -> None:
@@ -283,6 +339,8 @@ class KubeClients:
     async def close(self) -> None:
         for cluster_id in list(self._entries):
             await self._close(cluster_id)
+        if self._agent_session is not None:
+            await self._agent_session.close()
 
 
 # Objects at the edge --------------------------------------------------------------------------

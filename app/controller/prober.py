@@ -199,6 +199,14 @@ _STATUS = _write_statement(
 )
 
 
+def _reached_the_same_way(target: ClusterTarget, connection: str, fingerprint: bytes) -> bool:
+    """Whether the cluster is still reached as it was probed (same kubeconfig, or still
+    through its agent): if not, the probe describes something else."""
+    if target.agent or connection == "agent":
+        return target.agent and connection == "agent"
+    return fingerprint == hashlib.sha256(target.ciphertext or b"").digest()
+
+
 class ClusterProber:
     def __init__(
         self,
@@ -221,11 +229,11 @@ class ClusterProber:
 
     async def run_once(self) -> int:
         """Claim the clusters whose probe is due, probe them concurrently, write back."""
-        ready = (
-            Cluster.enabled.is_(True)
-            & Cluster.kubeconfig_ciphertext.is_not(None)
-            & (Cluster.next_probe_at <= func.now())
-        )
+        agent = Cluster.connection_type == "agent"
+        reachable = (agent & Cluster.agent_credential_hash.is_not(None)) | (
+            ~agent & Cluster.kubeconfig_ciphertext.is_not(None)
+        )  # a cluster behind NAT is probed once an agent has joined (Pending until then)
+        ready = Cluster.enabled.is_(True) & reachable & (Cluster.next_probe_at <= func.now())
         started = time.perf_counter()
         async with self._sessionmaker.begin() as session:
             if time.monotonic() - self._gauges_at >= QUEUE_GAUGE_SECONDS:
@@ -241,15 +249,22 @@ class ClusterProber:
             )
             if not ids:
                 return 0
-            rows = (await session.execute(
-                select(Cluster.id, Cluster.uid, Cluster.name, Cluster.kubeconfig_key_id,
-                       Cluster.kubeconfig_ciphertext).where(Cluster.id.in_(ids))
-            )).all()  # fmt: skip
+            rows = (
+                await session.execute(
+                    select(
+                        Cluster.id,
+                        Cluster.uid,
+                        Cluster.name,
+                        Cluster.kubeconfig_key_id,
+                        Cluster.kubeconfig_ciphertext,
+                        Cluster.connection_type,
+                    ).where(Cluster.id.in_(ids))
+                )
+            ).all()
         CLAIM_SECONDS.observe(time.perf_counter() - started)
         targets = [
-            ClusterTarget(r[0], str(r[1]), r[2], r[3], r[4])
-            for r in rows
-            if r[3] is not None and r[4] is not None  # claimed only with a kubeconfig
+            ClusterTarget(id, str(uid), name, key_id, ciphertext, agent=connection == "agent")
+            for id, uid, name, key_id, ciphertext, connection in rows
         ]
         results: asyncio.Queue[Probe | None] = asyncio.Queue()
         writer = asyncio.create_task(self._write_back(token, results))
@@ -313,7 +328,8 @@ class ClusterProber:
         async with self._sessionmaker.begin() as session:
             current = (
                 await session.execute(
-                    select(Cluster.id, func.sha256(Cluster.kubeconfig_ciphertext),
+                    select(Cluster.id, Cluster.connection_type,
+                           func.sha256(Cluster.kubeconfig_ciphertext),
                            *(getattr(Cluster, key) for key in STATUS))
                     .where(Cluster.id == any_(bindparam("ids", list(by_id), ARRAY(BigInteger))),
                            Cluster.lock_token == token, Cluster.enabled.is_(True))
@@ -324,9 +340,9 @@ class ClusterProber:
                     .with_for_update(key_share=True)
                 )
             ).all()  # fmt: skip
-            for cluster_id, fingerprint, *before in current:
+            for cluster_id, connection, fingerprint, *before in current:
                 probe = by_id.pop(cluster_id)
-                if fingerprint != hashlib.sha256(probe.target.ciphertext).digest():
+                if not _reached_the_same_way(probe.target, connection, fingerprint):
                     by_id[cluster_id] = probe  # re-pointed meanwhile: it describes another
                     continue
                 previous = dict(zip(STATUS, before, strict=True))

@@ -57,6 +57,7 @@ class Controller:
             secrets,
             allow_private=bool(settings.allow_private_cluster_endpoints),
             keepalive_seconds=keepalive_for(settings.cluster_probe_interval),
+            agent_proxy_url=settings.agent_proxy_url or settings.public_url,
         )
         self.prober = ClusterProber(
             sessionmaker,

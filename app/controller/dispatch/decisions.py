@@ -16,6 +16,7 @@ from typing import Any
 
 from app.controller.dispatch.context import Context, Observed, Outcome
 from app.controller.dispatch.metrics import FAILURES, RETRIES
+from app.controller.kube import reachable
 from app.deployments.models import RolloutTarget
 from app.deployments.schemas import Strategy
 
@@ -30,8 +31,8 @@ class Timing:
 def cluster_unusable(ctx: Context, timing: Timing) -> Outcome | None:
     """The cluster cannot be worked on now (disabled, no credentials, unreachable)."""
     cluster = ctx.cluster
-    if not cluster.enabled or cluster.kubeconfig_ciphertext is None:
-        why = "disabled" if not cluster.enabled else "has no kubeconfig"
+    why = "disabled" if not cluster.enabled else reachable(cluster)
+    if why is not None:
         return Outcome({"message": f"cluster {cluster.name} {why}"}, delay=timing.drift_interval)
     if cluster.phase == "Unreachable":
         return unreachable(ctx, timing)

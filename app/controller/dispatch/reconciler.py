@@ -76,17 +76,7 @@ class Reconciler:
         return outcome
 
     async def _client(self, cluster: Cluster) -> Any:
-        assert cluster.kubeconfig_key_id is not None
-        assert cluster.kubeconfig_ciphertext is not None
-        return await self._clients.client_for(
-            ClusterTarget(
-                cluster.id,
-                str(cluster.uid),
-                cluster.name,
-                cluster.kubeconfig_key_id,
-                cluster.kubeconfig_ciphertext,
-            )
-        )
+        return await self._clients.client_for(ClusterTarget.of(cluster))
 
     async def _converge(self, ctx: Context, kind: RolloutKind, rendered: Rendered) -> Outcome:
         target = ctx.target
