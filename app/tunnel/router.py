@@ -15,13 +15,18 @@ from starlette.websockets import WebSocket
 from app.audit.service import Actor, RequestInfo, record
 from app.auth.client_address import client_address
 from app.auth.ratelimit import RateLimiter
+from app.cache import ObjectCache
 from app.clusters import agents
+from app.clusters.models import Cluster
+from app.clusters.schemas import cluster_document
 from app.config import Settings
-from app.db.session import SessionDep
+from app.db.base import resource_version_seq
+from app.db.session import SessionDep, after_commit
 from app.errors import Unauthorized
 from app.kit import routes
 from app.tunnel.hub import TUNNEL_PATH
 from app.tunnel.proxy import PROXY_PREFIX
+from app.vclusters.registration import cluster_cache_key
 
 router = APIRouter(prefix="/api/v1/agent", tags=["agents"])
 
@@ -63,6 +68,7 @@ async def join(
         await _record_refusal(request, "join")
         raise Unauthorized("the join token is not valid: wrong, expired or used already")
     row, credential = joined
+    await _changed(request, session, row)  # status.agent.joined
     _record(session, request, "join", row.name)
     response.headers["Cache-Control"] = "no-store"
     return AgentCredential(
@@ -101,6 +107,18 @@ async def rotate(
     return AgentCredential(
         cluster=row.name, credential=new, rotateAfterSeconds=int(settings.agent_credential_rotation)
     )
+
+
+async def _changed(request: Request, session: AsyncSession, row: Cluster) -> None:
+    """A new resourceVersion for the cluster, and its cached copy replaced once committed."""
+    row.resource_version = int(await session.scalar(resource_version_seq.next_value()))
+    version, document = row.resource_version, cluster_document(row)
+    cache: ObjectCache = request.app.state.cache
+
+    async def publish() -> None:
+        await cache.put(cluster_cache_key(row.name), version, document)
+
+    after_commit(session, publish)
 
 
 def _record(session: AsyncSession, request: Request, action: str, cluster: str) -> None:
