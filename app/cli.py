@@ -1,4 +1,4 @@
-"""`edge-platform`: serve, controller, console, migrate, dev, version."""
+"""`edge-platform`: serve, controller, console, migrate, dev, agent, version."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import uvicorn
 
 import app as app_package
+from app.agent.settings import add_agent_flags
 from app.config import (
     ConfigError,
     Settings,
@@ -167,6 +168,8 @@ def cmd_dev(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
             )
             local = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host  # noqa: S104
             updates["console_api_url"] = f"http://{local}:{args.port}"
+            # The controller runs in this process: agents' tunnels are this API's own.
+            updates["agent_proxy_url"] = settings.agent_proxy_url or updates["console_api_url"]
             if settings.allow_private_cluster_endpoints is None:
                 updates["allow_private_cluster_endpoints"] = True
             settings = settings.model_copy(update=updates)
@@ -253,6 +256,17 @@ def cmd_charts(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
     return 0
 
 
+def cmd_agent(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
+    """The edge agent, run in an edge cluster: none of the platform's settings are read."""
+    from app.agent.run import run_command
+    from app.agent.settings import load_agent_settings
+
+    settings = load_agent_settings(args)
+    configure_logging(settings.log_level)
+    run_command(settings)
+    return 0
+
+
 def cmd_version(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
     print(f"edge-platform {app_package.__version__}")
     return 0
@@ -316,6 +330,14 @@ def build_parser() -> argparse.ArgumentParser:
     load = charts_commands.add_parser("load", help="load every .tgz of a folder when absent")
     load.add_argument("folder", help="folder of chart archives")
     load.set_defaults(handler=cmd_charts)
+
+    agent = commands.add_parser(
+        "agent",
+        help="run the edge agent in an edge cluster: it dials out to the platform and serves "
+        "the platform's Kubernetes requests",
+    )
+    add_agent_flags(agent)
+    agent.set_defaults(handler=cmd_agent)
 
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(handler=cmd_version)

@@ -173,6 +173,8 @@ class Stream:
         elif frame is Frame.END:
             self._incoming.put_nowait(b"")
         elif frame is Frame.WINDOW:
+            if len(payload) != 4:
+                raise ProtocolError(f"stream {self.id}: a WINDOW frame of {len(payload)} bytes")
             (credit,) = struct.unpack("!I", payload)
             self._credit += credit
             self._credit_changed.set()

@@ -30,7 +30,7 @@ PROXY_TOKEN_PURPOSE = "agent-tunnel-proxy"  # noqa: S105 (what the token is deri
 FORWARDED_HEADER = "x-edge-tunnel-forwarded"
 # Headers that travel to the agent and back; the agent authenticates with its own credentials.
 REQUEST_HEADERS = ("accept", "content-type", "user-agent")
-RESPONSE_HEADERS = ("content-type",)
+RESPONSE_HEADERS = ("content-type", "content-encoding")
 MAX_REQUEST_BYTES = 16 * 1024 * 1024  # as the controller's own bound on an answer
 HEAD_TIMEOUT_SECONDS = 30.0  # for the answer's status line; its body may stream for ever
 

@@ -8,7 +8,8 @@ the dispatcher depends on, and says so here:
 - `metadata.uid`, `resourceVersion`, `creationTimestamp`, and `generation` bumped on spec
   changes;
 - Namespace objects (kmock's path parser cannot address `/api/v1/namespaces/{name}`);
-- fault injection (an edge answering 422, 500 or 429) and a count of applies per object.
+- fault injection (an edge answering 422, 500 or 429) and a count of applies per object;
+- watches (`?watch=true`) of the collections it stores, streamed as JSON lines.
 Objects of the kinds the platform writes live in `EdgeCluster.store`; tests edit or delete
 them there to play the edge's controllers (readiness) or an operator (drift).
 
@@ -43,6 +44,10 @@ NODEGROUP = "theriseunion.io/nodegroup"
 STORED = {"namespaces", "deployments", "helmcharts", "jobs", "configmaps", "secrets"}
 OBJECT_PATH = re.compile(
     r"^/(?:api/v1|apis/[^/]+/[^/]+)(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>[^/]+)/(?P<name>[^/]+)$"
+)
+
+COLLECTION_PATH = re.compile(
+    r"^/(?:api/v1|apis/[^/]+/[^/]+)(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>[^/]+)$"
 )
 
 Key = tuple[str, str | None, str]  # (plural, namespace, name)
@@ -225,6 +230,9 @@ class EdgeCluster:
             code = self._chance.choice((409, 429, 500))
             self.injected[code] += 1
             return _status(code, "injected flakiness")
+        listed = COLLECTION_PATH.match(request.path)
+        if listed and listed["plural"] in STORED and request.query.get("watch") in ("1", "true"):
+            return await self._watch(request, listed["plural"], listed["ns"])
         match = OBJECT_PATH.match(request.path)
         plural = match["plural"] if match else None
         fault = self._fault_for(request.method, plural, match["name"] if match else None)
@@ -250,6 +258,27 @@ class EdgeCluster:
                 await asyncio.sleep(self.apply_delay)
             return self._apply(key, body)
         return _status(405, f"{request.method} is not served by the adapter")
+
+    async def _watch(
+        self, request: web.BaseRequest, plural: str, namespace: str | None
+    ) -> web.StreamResponse:
+        """A watch of a collection the adapter stores: an ADDED or MODIFIED event (one JSON
+        line, as the API server streams them) for each object as it is first seen or changed,
+        for as long as the client stays."""
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        seen: dict[Key, str] = {}
+        while True:
+            for key, obj in list(self.store.items()):
+                if key[0] != plural or (namespace is not None and key[1] != namespace):
+                    continue
+                version = obj["metadata"].get("resourceVersion", "")
+                if seen.get(key) != version:
+                    kind = "MODIFIED" if key in seen else "ADDED"
+                    seen[key] = version
+                    event = {"type": kind, "object": obj}
+                    await response.write(json.dumps(event).encode() + b"\n")
+            await asyncio.sleep(0.05)
 
     def _apply(self, key: Key, body: dict[str, Any]) -> web.Response:
         self.applies[key] += 1

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from websockets.asyncio.client import ClientConnection, connect
@@ -255,3 +256,35 @@ async def test_the_controllers_door_to_the_tunnels_is_closed_to_others(
         assert answer.status_code == 503
         assert answer.json()["kind"] == "Status"
         assert "not connected" in answer.json()["message"]
+
+
+async def test_the_join_command_can_fetch_the_agents_chart_and_nothing_else(
+    standalone_settings: Settings,
+) -> None:
+    async with platform(standalone_settings) as (_, client):
+        await client.post("/api/v1/clusters", json=agent_cluster())
+        token = (await join_token(client))["token"]
+        helm = httpx.BasicAuth("agent-join", token)  # as the command's --username/--password
+        anonymous = {"Authorization": ""}
+
+        index = await client.get("/chartrepo/index.yaml", auth=helm, headers=anonymous)
+        assert index.status_code == 200, index.text
+        entries = yaml.safe_load(index.text)["entries"]
+        assert list(entries) == ["edge-agent"]  # hello-edge is in the repository too
+        archive = entries["edge-agent"][0]["urls"][0].rsplit("/", 1)[-1]
+        fetched = await client.get(f"/chartrepo/charts/{archive}", auth=helm, headers=anonymous)
+        assert fetched.status_code == 200
+        other = await client.get(
+            "/chartrepo/charts/hello-edge-0.1.0.tgz", auth=helm, headers=anonymous
+        )
+        assert other.status_code == 404
+        listing = await client.get("/chartrepo/api/charts", auth=helm, headers=anonymous)
+        assert listing.status_code == 401
+
+        wrong = httpx.BasicAuth("agent-join", token[:-2] + "xx")
+        refused = await client.get("/chartrepo/index.yaml", auth=wrong, headers=anonymous)
+        assert refused.status_code == 401
+        # Reading the chart does not use the token up; joining does, and then the chart is shut.
+        assert (await join(client, token)).status_code == 200
+        used = await client.get("/chartrepo/index.yaml", auth=helm, headers=anonymous)
+        assert used.status_code == 401

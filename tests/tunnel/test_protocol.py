@@ -19,6 +19,7 @@ from app.tunnel.protocol import (
     CHUNK_BYTES,
     MAX_FRAME_BYTES,
     WINDOW_BYTES,
+    Frame,
     Mux,
     Stream,
     StreamReset,
@@ -192,3 +193,12 @@ async def test_hello_reaches_the_platform() -> None:
                 break
             await asyncio.sleep(0.02)
     assert seen["hello"] == {"version": "0.1.0"}
+
+
+async def test_a_malformed_frame_closes_the_connection_as_a_protocol_error() -> None:
+    async with tunnel(echo) as (platform, seen):
+        stream = await platform.open({"method": "GET", "path": "/", "query": "", "headers": {}})
+        await platform.send(Frame.WINDOW, stream.id, b"\x00\x01\x02")  # credit is 4 bytes
+        with pytest.raises(TunnelClosed):
+            await asyncio.wait_for(stream.read(), 5)
+        assert seen["mux"].closed
