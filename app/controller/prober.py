@@ -47,9 +47,10 @@ from app.controller.claims import (
     row_arrays,
     unnest_rows,
 )
-from app.controller.dispatch import nudge_cluster_targets
 from app.controller.kube import REQUEST_TIMEOUT, ClusterTarget, KubeClients, get_json
 from app.db.base import resource_version_seq
+from app.deployments import target_rows
+from app.deployments.models import RolloutTarget
 from app.redis import key as redis_key
 from app.workspaces.schemas import LabelSelector
 
@@ -375,7 +376,7 @@ class ClusterProber:
             # Each in a transaction of its own: several clusters' targets locked in one would
             # not be in id order, and could deadlock with a rollout locking its targets.
             async with self._sessionmaker.begin() as session:
-                await nudge_cluster_targets(session, cluster_id)
+                await target_rows.nudge(session, RolloutTarget.cluster_id == cluster_id)
         return len(written)
 
     def _status_after(

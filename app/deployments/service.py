@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
-from sqlalchemy import Row, String, func, literal, or_, select, text, union_all, update
+from sqlalchemy import Row, String, literal, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import AuditTrail
@@ -18,8 +18,8 @@ from app.catalog.models import ApplicationVersion
 from app.clusters.models import Cluster, NodeGroup
 from app.clusters.service import granted_clause
 from app.db.session import after_commit
+from app.deployments import target_rows
 from app.deployments.models import (
-    DISPATCH_CHANNEL,
     Rollout,
     RolloutRevision,
     RolloutTarget,
@@ -73,11 +73,6 @@ class Resolved:
             nodeGroup=self.node_group,
             replicas=self.replicas,
         )
-
-
-async def notify_dispatch(session: AsyncSession) -> None:
-    """Wake the controllers; PostgreSQL delivers it when (and only if) the transaction commits."""
-    await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": DISPATCH_CHANNEL})
 
 
 async def resolve_targets(
@@ -331,7 +326,7 @@ class DeploymentService(
             await self._new_revision(row, "Upgrade", before.get("applicationVersionRef"))
             await self._event(row, "Updated", f"revision {row.revision}: {self.describe(row)}")
         elif spec_changed:  # paused or strategy: let the controller look again now
-            await self._nudge(row)
+            await target_rows.nudge(self.session, RolloutTarget.rollout_id == row.id)
             await self._event(row, "Updated", "paused" if row.paused else "strategy or resumed")
 
     async def _event(self, row: Rollout, reason: str, message: str) -> None:
@@ -483,17 +478,14 @@ class DeploymentService(
         marked for removal (the controller deletes their objects, then the row). A row just
         inserted has no targets yet: nothing to read or lock."""
         now = _now()
-        existing = {} if new else {
-            t.cluster_id: t
-            for t in (
-                await self.session.scalars(
-                    select(RolloutTarget)
-                    .where(RolloutTarget.rollout_id == row.id)
-                    .order_by(RolloutTarget.id)
-                    .with_for_update()
-                )
-            ).all()
-        }  # fmt: skip
+        existing = (
+            {}
+            if new
+            else {
+                t.cluster_id: t
+                for t in await target_rows.lock(self.session, RolloutTarget.rollout_id == row.id)
+            }
+        )
         for resolved in self._resolved:
             target = existing.pop(resolved.cluster_id, None)
             if target is None:
@@ -518,21 +510,7 @@ class DeploymentService(
             target.next_attempt_at = now
         for target in existing.values():
             _mark_removing(target, now)
-        await notify_dispatch(self.session)
-
-    async def _nudge(self, row: Rollout) -> None:
-        ids = (
-            select(RolloutTarget.id)
-            .where(RolloutTarget.rollout_id == row.id)
-            .order_by(RolloutTarget.id)
-            .with_for_update()
-        )  # locked in id order, as every multi-row update of targets does
-        await self.session.execute(
-            update(RolloutTarget)
-            .where(RolloutTarget.id.in_(ids.scalar_subquery()))
-            .values(next_attempt_at=func.now(), attempts=0)
-        )
-        await notify_dispatch(self.session)
+        await target_rows.notify_dispatch(self.session)
 
     async def revisions(self, name: str) -> list[RevisionOut]:
         row = await self.repository.get(name)
@@ -602,29 +580,22 @@ class DeploymentService(
         """Removes the deployment's objects from every edge first (targets go Deleting and the
         record disappears once all confirmed); `orphan` leaves them and removes it at once."""
         row = await self._locked(name)
-        targets = (
-            await self.session.scalars(
-                select(RolloutTarget)
-                .where(RolloutTarget.rollout_id == row.id)
-                .order_by(RolloutTarget.id)  # in id order, as every multi-row lock of targets
-                .with_for_update()
-            )
-        ).all()
-        if orphan or not targets:
+        locked = await target_rows.lock(self.session, RolloutTarget.rollout_id == row.id)
+        if orphan or not locked:
             out = await super().delete(name, if_match)
-            why = "orphaned: its objects stay on the clusters" if targets else "it had no targets"
+            why = "orphaned: its objects stay on the clusters" if locked else "it had no targets"
             await self._event(row, "Deleted", f"deleted; {why}")
             return out
         check_write_preconditions(if_match, row.resource_version)
         now = _now()
         if row.deletion_timestamp is None:
             row.deletion_timestamp = now
-            for target in targets:
+            for target in locked:
                 _mark_removing(target, now)
             row = await self.repository.touch(row, spec_changed=False)
-            await notify_dispatch(self.session)
+            await target_rows.notify_dispatch(self.session)
             self._audit("delete", name)
-            await self._event(row, "Deleting", f"removing it from {len(targets)} clusters")
+            await self._event(row, "Deleting", f"removing it from {len(locked)} clusters")
         return self.render(row)
 
     async def resolve(self, spec: DeploymentSpec) -> list[ResolvedTarget]:

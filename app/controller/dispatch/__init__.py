@@ -13,6 +13,6 @@ concern, in the order a row goes through:
 - `folding`: each rollout's phase folded from its targets after their write-backs.
 """
 
-from app.controller.dispatch.scheduler import Dispatcher, nudge_cluster_targets
+from app.controller.dispatch.scheduler import Dispatcher
 
-__all__ = ["Dispatcher", "nudge_cluster_targets"]
+__all__ = ["Dispatcher"]

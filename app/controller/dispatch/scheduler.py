@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable
 from datetime import timedelta
 
-from sqlalchemy import func, select, text, tuple_, update
+from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.cache import ObjectCache
@@ -31,28 +31,10 @@ from app.controller.dispatch.reconciler import Reconciler
 from app.controller.dispatch.writeback import WriteBack
 from app.controller.kube import KubeClients
 from app.crypto import SecretBox
-from app.deployments.models import DISPATCH_CHANNEL, RolloutTarget
+from app.deployments.models import RolloutTarget
 from app.redis import RedisGateway
 
 logger = logging.getLogger(__name__)
-
-
-async def nudge_cluster_targets(session: AsyncSession, cluster_id: int) -> None:
-    """A cluster changed phase (went away, came back): look at its targets now, not after
-    their backoff."""
-    # Rows locked in id order, as every multi-row update of targets does: no deadlocks.
-    ids = (
-        select(RolloutTarget.id)
-        .where(RolloutTarget.cluster_id == cluster_id)
-        .order_by(RolloutTarget.id)
-        .with_for_update()
-    )
-    await session.execute(
-        update(RolloutTarget)
-        .where(RolloutTarget.id.in_(ids.scalar_subquery()))
-        .values(next_attempt_at=func.now(), attempts=0)
-    )
-    await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": DISPATCH_CHANNEL})
 
 
 class Dispatcher:

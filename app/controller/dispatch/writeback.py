@@ -26,7 +26,6 @@ from sqlalchemy import (
     delete,
     func,
     null,
-    select,
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -37,6 +36,7 @@ from app.controller.claims import TIMESTAMP, held, row_arrays, unnest_rows
 from app.controller.dispatch.context import Context, Outcome, now
 from app.controller.dispatch.kinds import RolloutKind
 from app.controller.dispatch.metrics import LOST_LEASES, TIME_TO_READY
+from app.deployments import target_rows
 from app.deployments.models import Rollout, RolloutTarget
 from app.events.service import NewEvent, announce, record
 from app.redis import RedisGateway
@@ -129,14 +129,7 @@ class WriteBack:
         events: dict[int, list[NewEvent]] = {}
         async with self._sessionmaker.begin() as session:
             ordered = sorted(batch, key=lambda r: r.row_id)
-            # Locked in id order, as every multi-row update of targets is (no deadlocks): an
-            # UPDATE over a join would lock in whatever order its plan reads the rows.
-            await session.execute(
-                select(RolloutTarget.id)
-                .where(RolloutTarget.id.in_([r.row_id for r in ordered]))
-                .order_by(RolloutTarget.id)
-                .with_for_update()
-            )
+            await target_rows.lock_ids(session, [r.row_id for r in ordered])
             updated = await self._update_rows(
                 session, [r for r in ordered if not r.outcome.remove_row], at
             )
