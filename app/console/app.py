@@ -8,6 +8,7 @@ import hmac
 import logging
 import re
 import secrets
+import time
 from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -32,18 +33,23 @@ from app.config import Settings
 from app.console.api import ApiProblem, PlatformApi, SignInRequired
 from app.console.session import (
     COOKIE,
+    ISSUED_COOKIE,
     LOGIN_CSRF_COOKIE,
     WORKSPACE_COOKIE,
     SessionSealer,
     UserSession,
 )
 from app.console.views import (
+    agent_view,
     deployment_form,
+    duration,
     fleet_view,
     is_number,
     matrix_rows,
     parse_configsync_form,
     parse_deployment_form,
+    time_left,
+    timestamp,
 )
 
 HERE = Path(__file__).parent
@@ -56,6 +62,11 @@ RECENT_EVENTS = 20  # shown on a deployment's page
 STREAMS_PER_USER = 10
 MAX_STREAMS = 400
 STREAM_RETRY_AFTER = 30  # seconds; a live page frees its stream when it is closed
+# A join-token form is good for this long and once (its ticket is then remembered in a cookie
+# of the browser for as long): a reload of the page that showed the token sends the form again,
+# and is answered with the cluster's page, not with a second token.
+JOIN_FORM_TTL = 3600
+JOIN_FORMS_REMEMBERED = 8
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +180,10 @@ def create_console_app(settings: Settings, *, secret: str) -> FastAPI:
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.filters["age"] = age
     templates.env.filters["phase_class"] = phase_class
+    templates.env.filters["agent"] = agent_view
+    templates.env.filters["duration"] = duration
+    templates.env.filters["time_left"] = time_left
+    templates.env.filters["timestamp"] = timestamp
     templates.env.globals["version"] = app_package.__version__
     secure = settings.console_cookie_secure
     cookie_age = int(settings.refresh_token_ttl)
@@ -427,6 +442,82 @@ def create_console_app(settings: Settings, *, secret: str) -> FastAPI:
         regions, clusters = await fleet_view(api(request), seen.session)
         return page(request, seen, "fleet.html", regions=regions, clusters=clusters)
 
+    # -- a cluster, and joining it through an agent ---------------------------------------
+
+    def cluster_url(name: str) -> str:
+        return f"{API}/clusters/{segment(name)}"
+
+    async def cluster_page(
+        request: Request, seen: Viewer, name: str, status: int = 200,
+        cluster: dict[str, Any] | None = None, **context: Any,
+    ) -> Response:  # fmt: skip
+        platform = api(request)
+        if cluster is None:
+            cluster = await platform.get(seen.session, cluster_url(name))
+        groups = await platform.items(seen.session, f"{cluster_url(name)}/nodegroups")
+        # Each drawing of the join form gets a ticket of its own: the form works once.
+        ticket = f"{int(time.time())}x{secrets.token_hex(12)}"
+        return page(
+            request, seen, "cluster.html", status, c=cluster, agent=agent_view(cluster),
+            node_groups=groups, ticket=ticket, **context,
+        )  # fmt: skip
+
+    @console.get("/clusters/{name}", response_class=HTMLResponse)
+    async def cluster(request: Request, name: str) -> Response:
+        seen = await viewer(request)
+        return await cluster_page(request, seen, name)
+
+    def used_tickets(request: Request) -> list[str]:
+        return [t for t in request.cookies.get(ISSUED_COOKIE, "").split(".") if t]
+
+    def fresh_ticket(ticket: str) -> bool:
+        issued, _, rest = ticket.partition("x")
+        return is_number(issued) and bool(rest) and 0 <= time.time() - int(issued) < JOIN_FORM_TTL
+
+    @console.post("/clusters/{name}/join-token", response_class=HTMLResponse)
+    async def issue_join_token(request: Request, name: str) -> Response:
+        """The join token and its command, in the answer to this POST and nowhere else: not
+        behind a redirect (a GET would have to find it again), not in a URL or a cookie, and
+        the page is no-store. A reload makes the browser send the form again; its ticket is
+        spent by then, so the answer is the cluster's page saying why nothing is shown, with a
+        fresh form: a second token (which would cut off the first) is always asked for."""
+        seen = await viewer(request)
+        form = await checked_form(request, seen.session)
+        ticket = str(form.get("ticket", ""))
+        spent = used_tickets(request)
+        if ticket in spent or not fresh_ticket(ticket):
+            return await cluster_page(
+                request, seen, name, 409, repeated="spent" if ticket in spent else "stale"
+            )
+        platform = api(request)
+        found = await platform.get(seen.session, cluster_url(name))
+        agent = found["status"].get("agent") or {}
+        if agent.get("joined") or agent.get("connected"):
+            asked = confirm(
+                request, seen, form, title="Issue a join token", section="fleet",
+                action=f"/clusters/{segment(name)}/join-token", cancel=f"/clusters/{segment(name)}",
+                question=f"Issue a new join token for {name}? This cuts off its current agent "
+                "at once: it stops working until it joins again with the new token.",
+            )  # fmt: skip
+            if asked is not None:
+                return asked
+        try:
+            answer = await platform.request(seen.session, "POST", f"{cluster_url(name)}/join-token")
+        except ApiProblem as problem:
+            if problem.status >= 500:
+                raise
+            return await cluster_page(
+                request, seen, name, problem.status, cluster=found, problem=problem
+            )
+        response = page(request, seen, "join_token.html", c=found, issued=answer.json())
+        response.headers["Cache-Control"] = "no-store"
+        remembered = [t for t in spent if fresh_ticket(t)][-(JOIN_FORMS_REMEMBERED - 1) :]
+        response.set_cookie(
+            ISSUED_COOKIE, ".".join([*remembered, ticket]), max_age=JOIN_FORM_TTL,
+            httponly=True, secure=secure, samesite="strict", path="/clusters/",
+        )  # fmt: skip
+        return response
+
     # -- deployments --------------------------------------------------------------------------
 
     def deployments_url(ws: str, name: str | None = None) -> str:
@@ -589,7 +680,7 @@ def create_console_app(settings: Settings, *, secret: str) -> FastAPI:
 
     def confirm(
         request: Request, seen: Viewer, form: FormData, *, title: str, question: str,
-        action: str, cancel: str,
+        action: str, cancel: str, section: str = "deployments",
     ) -> Response | None:  # fmt: skip
         """Without JavaScript a destructive button lands here first and asks; with it, the
         page's dialog asks and sends confirmed=yes."""
@@ -598,7 +689,7 @@ def create_console_app(settings: Settings, *, secret: str) -> FastAPI:
         hidden = {k: str(v) for k, v in form.items() if k not in ("csrf", "confirmed")}
         return page(
             request, seen, "confirm.html", title=title, question=question, action=action,
-            hidden=hidden, cancel=cancel,
+            hidden=hidden, cancel=cancel, section=section,
         )  # fmt: skip
 
     @console.post("/w/{ws}/deployments/{name}/rollback")

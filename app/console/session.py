@@ -19,6 +19,9 @@ from app.crypto import DecryptionError, Sealed, SecretBox
 COOKIE = "edge_console"
 LOGIN_CSRF_COOKIE = "edge_console_login"  # double-submit token of the sign-in form
 WORKSPACE_COOKIE = "edge_console_ws"  # the workspace last chosen (a preference, not a secret)
+# The join-token forms this browser has used (random tickets, never a token): a reload that
+# sends one again is not a second join token (app.py, issue_join_token).
+ISSUED_COOKIE = "edge_console_issued"
 _PURPOSE = "console-session/v1"
 
 

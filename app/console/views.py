@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.datastructures import FormData
@@ -200,3 +201,56 @@ def parse_configsync_form(form: FormData) -> dict[str, Any]:
     if form.get("namespace"):
         spec["namespace"] = str(form["namespace"]).strip()
     return {"metadata": {"name": str(form.get("name", "")).strip()}, "spec": spec}
+
+
+def agent_view(cluster: dict[str, Any]) -> dict[str, Any] | None:
+    """How a cluster's agent stands, in words: None for a cluster the platform dials itself.
+
+    `state` is connected | disconnected (joined, no tunnel now) | cut-off (its credential was
+    revoked by a new join token: it must join again) | never (no agent has joined yet)."""
+    agent = cluster["status"].get("agent")
+    if cluster["spec"]["connection"].get("type") != "agent" or agent is None:
+        return None
+    if agent.get("connected"):
+        since = agent.get("connectedSince")
+        state, words = "connected", f"connected {duration(since)}" if since else "connected"
+    elif agent.get("joined"):
+        state, words = "disconnected", "agent not connected"
+    elif agent.get("lastHeartbeatTime") or agent.get("version"):
+        state, words = "cut-off", "agent not connected: it must join again"
+    else:
+        state, words = "never", "agent never joined"
+    return {**agent, "state": state, "words": words}
+
+
+def duration(since: str | None) -> str:
+    """How long since an RFC 3339 time, in one unit: 40 s, 5 min, 3 h, 2 d."""
+    if not since:
+        return "—"
+    return _span((datetime.now(UTC) - datetime.fromisoformat(since)).total_seconds())
+
+
+def time_left(until: str | None) -> str:
+    """How long from now until an RFC 3339 time (rounded up to the minute): 24 h, 5 min."""
+    if not until:
+        return "—"
+    left = (datetime.fromisoformat(until) - datetime.now(UTC)).total_seconds()
+    return "no time" if left <= 0 else _span(left + 59)
+
+
+def _span(seconds: float) -> str:
+    whole = max(int(seconds), 0)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min"
+    if whole < 86400:
+        return f"{whole // 3600} h"
+    return f"{whole // 86400} d"
+
+
+def timestamp(value: str | None) -> str:
+    """An RFC 3339 time as people read it, in UTC: 2025-06-01 14:05:09 UTC."""
+    if not value:
+        return "—"
+    return datetime.fromisoformat(value).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

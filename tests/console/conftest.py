@@ -38,9 +38,10 @@ async def console(platform: Platform) -> AsyncIterator[Console]:  # noqa: F811 -
             yield Console(url, api_url, platform)
 
 
-@pytest.fixture
-def browser() -> Iterator[webdriver.Chrome]:
-    """Headless Chromium from the distribution (`.ci/run` installs it); nothing downloads one."""
+def chromium(*, network_log: bool = False) -> webdriver.Chrome:
+    """Headless Chromium from the distribution (`.ci/run` installs it); nothing downloads one.
+    With `network_log`, the responses it receives can be read back (their headers included)
+    from `driver.get_log("performance")`."""
     for path in (CHROMIUM, CHROMEDRIVER):
         assert shutil.which(path), f"{path} is missing: apt-get install chromium chromium-driver"
     options = webdriver.ChromeOptions()
@@ -50,9 +51,28 @@ def browser() -> Iterator[webdriver.Chrome]:
         "--window-size=1400,1000", "--no-first-run", "--disable-extensions",
     ):  # fmt: skip
         options.add_argument(argument)
+    if network_log:
+        options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+        options.add_experimental_option("perfLoggingPrefs", {"enableNetwork": True})
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
     driver.set_page_load_timeout(30)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return driver
+
+
+@pytest.fixture
+def browser() -> Iterator[webdriver.Chrome]:
+    driver = chromium()
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def logged_browser() -> Iterator[webdriver.Chrome]:
+    """A browser whose network log the test reads (to see a response's headers)."""
+    driver = chromium(network_log=True)
     try:
         yield driver
     finally:

@@ -276,22 +276,27 @@ async def test_wrong_passwords_from_one_browser_leave_other_browsers_signing_in(
         browser_at(url, "127.0.0.3") as colleague,
     ):
         page = await guesser.get("/login")
-        statuses = []
-        for _ in range(limit + 1):
+        statuses: list[int] = []
+        # Until the first refusal. The window slides: when the guesses straddle a minute's
+        # boundary, the last minute's share of the earlier ones shrinks as they go on, and a
+        # few more than `limit` may get through before the first 429.
+        while 429 not in statuses and len(statuses) < 2 * limit:
             page = await guesser.post(
                 "/login",
                 data={"csrf": hidden(page.text, "csrf"), "username": f"x-{uuid.uuid4().hex[:8]}",
                       "password": "guess"},
             )  # fmt: skip
             statuses.append(page.status_code)
-        assert statuses == [401] * limit + [429]
+        failures = len(statuses) - 1
+        assert statuses == [401] * failures + [429]
+        assert limit <= failures < 2 * limit
         assert "rate limit" in page.text
 
         assert await signed_in(colleague)  # as admin, from another address: not held back
 
         entries = await audit_log(console.platform.client)
         failed = [e for e in entries if e["action"] == "login" and e["outcome"] == 401]
-        assert len(failed) == limit
+        assert len(failed) == failures
         assert {e["sourceIP"] for e in failed} == {"127.0.0.2"}
 
 

@@ -57,3 +57,31 @@ document.querySelectorAll("[data-live-matrix]").forEach((holder) => {
     if (stream.readyState === EventSource.CLOSED) redraw();
   });
 });
+
+// A command shown once: a button copies it (Clipboard API); without this script, or when the
+// browser refuses, the field is selected for the user to copy. The page forgets it on leaving,
+// so that a page restored from the back/forward cache does not show it again.
+document.querySelectorAll("button[data-copy]").forEach((button) => {
+  const field = document.getElementById(button.dataset.copy);
+  const status = document.getElementById("copy-status");
+  if (!field) return;
+  const say = (words) => { if (status) status.textContent = words; };
+  button.hidden = false;
+  say("");
+  field.addEventListener("focus", () => field.select());
+  button.addEventListener("click", async () => {
+    try {
+      await navigator.clipboard.writeText(field.value);
+      say("Copied.");
+    } catch {
+      field.focus();
+      field.select();
+      say("Selected: press Ctrl+C (⌘C) to copy.");
+    }
+  });
+  window.addEventListener("pagehide", () => {
+    field.value = "";
+    button.disabled = true;
+    say("Not shown again.");
+  });
+});
