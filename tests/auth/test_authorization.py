@@ -23,6 +23,7 @@ PUBLIC = {
     "/oauth/authorize",  # starts a login
     "/oauth/callback",  # completes a login
     "/.well-known/openid-configuration",
+    "/api/v1/agent/join",  # an edge agent's first call: the join token in its body is the proof
     "/openapi.json",
     "/docs",
     "/docs/oauth2-redirect",
