@@ -7,10 +7,12 @@ beside it) and every target is a ratio to a baseline measured in the same run, o
 bound from the issue. `--quick` is a small, fast pass that CI runs so the suite cannot rot
 (its fleet-scale figures are single runs at a tenth of the sizes).
 
-Two passes, each on a platform of its own: this module's (a small fleet; the API's read and
-write paths against bare FastAPI and pgbench) and `tests.perf.scale` (a thousand managed
+Three passes, each on a platform of its own: this module's (a small fleet; the API's read and
+write paths against bare FastAPI and pgbench), `tests.perf.scale` (a thousand managed
 clusters among ten thousand registered: listing, distribution, the controller's memory and
-CPU, status reads while clusters change state).
+CPU, status reads while clusters change state) and `tests.perf.tunnel` (edges reached through
+agents: distribution against direct clusters, the API's memory and CPU per connected agent,
+reconnection after the API holding them restarts).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pathlib import Path
 import aiohttp
 
 from app.embedded import free_port
-from tests.perf import scale
+from tests.perf import scale, tunnel
 from tests.perf.dispatch import distribution, fanout, seed_version
 from tests.perf.fleet import Fleet
 from tests.perf.harness import (
@@ -230,6 +232,7 @@ def main() -> int:
         ):
             asyncio.run(run(suite, admin_url, redis_url, Path(tmp)))
             asyncio.run(scale.run(suite, admin_url, redis_url))
+            asyncio.run(tunnel.run(suite, admin_url, redis_url))
     except BaseException:
         print_log_tails()
         raise

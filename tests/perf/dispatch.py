@@ -68,6 +68,21 @@ async def deploy_and_wait(platform: Platform, session: aiohttp.ClientSession, wo
         await conn.close()
 
 
+async def distribution_run(platform: Platform, session: aiohttp.ClientSession, *, workspace: str,
+                           name: str, targets: list[dict[str, Any]],
+                           clusters: int) -> tuple[float, float]:  # fmt: skip
+    """One deployment written and waited for until every target is applied: (P99 over the
+    targets of write → Applied in seconds, targets/s from the write to the last one)."""
+    rows = await deploy_and_wait(platform, session, workspace, name, targets,
+                                 within=60 + clusters / 5)  # fmt: skip
+    if len(rows) < clusters:
+        raise RuntimeError(f"only {len(rows)} of {clusters} targets applied")
+    latencies = sorted(float(r["latency"]) for r in rows)
+    p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
+    span = max(float(r["at"]) for r in rows) - float(rows[0]["written"])
+    return p99, clusters / span
+
+
 def _replicas(what: str, replicas: int) -> str:
     """A figure measured with more than one controller is a reference beside the target's."""
     return what if replicas == 1 else f"reference: {what}, {replicas} controller replicas"
@@ -83,14 +98,11 @@ async def distribution(suite: Suite, platform: Platform, *, workspace: str,
     async with platform.session() as session:
         for run in range(runs):
             name = f"spread-{clusters}-{replicas}-{run}"
-            rows = await deploy_and_wait(platform, session, workspace, name, targets,
-                                         within=60 + clusters / 5)  # fmt: skip
-            if len(rows) < clusters:
-                raise RuntimeError(f"only {len(rows)} of {clusters} targets applied")
-            latencies = sorted(float(r["latency"]) for r in rows)
-            p99s.append(latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))])
-            span = max(float(r["at"]) for r in rows) - float(rows[0]["written"])
-            rates.append(clusters / span)
+            p99, rate = await distribution_run(platform, session, workspace=workspace,
+                                               name=name, targets=targets,
+                                               clusters=clusters)  # fmt: skip
+            p99s.append(p99)
+            rates.append(rate)
             if cleanup:
                 path = f"/api/v1/workspaces/{workspace}/applicationdeployments/{name}"
                 await delete_and_wait(session, path, within=60 + clusters / 5)

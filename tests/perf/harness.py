@@ -175,18 +175,39 @@ class Controller:
 
 @dataclass
 class Platform:
-    """A fresh database, migrated, and the API (2 workers) serving it; controllers on demand."""
+    """A fresh database, migrated, and the API (2 workers unless said) serving it; controllers
+    on demand."""
 
     database: str
     env: dict[str, str]
     base: str
     headers: dict[str, str] = field(default_factory=dict)
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    api_args: list[str] = field(default_factory=list)  # the API's command line
+    api: subprocess.Popen[bytes] | None = None
 
     def start(self, args: list[str], name: str, **env: str) -> subprocess.Popen[bytes]:
         process = spawn(args, self.env | env, name)
         self.processes.append(process)
         return process
+
+    async def start_api(self) -> None:
+        """Start the API (again, on the same port), returned once /readyz answers. Its own
+        address is the one it advertises to other replicas for the agents it holds."""
+        self.api = self.start(self.api_args, "api", TUNNEL_ADVERTISE_URL=self.base)
+        await wait_ready(f"{self.base}/readyz")
+
+    def stop_api(self, *, crash: bool = False) -> None:
+        """Stop the API: SIGTERM (it lets its agents go and finishes what it serves), or with
+        `crash` SIGKILL, as a replica that dies."""
+        assert self.api is not None
+        if crash:
+            self.api.kill()
+            self.api.wait()
+            self.processes.remove(self.api)
+        else:
+            self.stop(self.api)
+        self.api = None
 
     async def controller(self, **env: str) -> Controller:
         """A controller, returned once its health listener answers (database and Redis up)."""
@@ -210,7 +231,7 @@ class Platform:
 
 @asynccontextmanager
 async def platform(
-    admin_url: str, redis_url: str, name: str, **env: str
+    admin_url: str, redis_url: str, name: str, *, workers: int = 2, **env: str
 ) -> AsyncIterator[Platform]:
     database = await fresh_database(admin_url, name)
     settings = platform_env(database, redis_url, **env)
@@ -218,10 +239,10 @@ async def platform(
     await asyncio.to_thread(subprocess.run, migrate, env=settings, check=True, capture_output=True)
     port = free_port()
     running = Platform(database, settings, f"http://127.0.0.1:{port}")
-    running.start([sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port",
-                   str(port), "--workers", "2"], "api")  # fmt: skip
+    running.api_args = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1",
+                        "--port", str(port), "--workers", str(workers)]  # fmt: skip
     try:
-        await wait_ready(f"{running.base}/readyz")
+        await running.start_api()
         running.headers["Authorization"] = f"Bearer {await login(running.base)}"
         yield running
     finally:
