@@ -70,13 +70,40 @@ class ObjectCache:
             await self._flush_unsent()  # what failed before goes first
             await self._send(key, version, payload, ttl_ms)
         except RedisUnavailable:
-            previous = self._unsent.get(key)
-            if previous is None or previous[0] <= version:
-                self._unsent[key] = (version, payload, ttl_ms)
+            self._defer(key, version, payload, ttl_ms)
             logger.debug("cache store for %s deferred: redis unavailable", key)
+
+    def _defer(self, key: str, version: int, payload: str, ttl_ms: int) -> None:
+        previous = self._unsent.get(key)
+        if previous is None or previous[0] <= version:
+            self._unsent[key] = (version, payload, ttl_ms)
 
     async def put(self, key: str, version: int, obj: dict[str, Any]) -> None:
         await self._store(key, version, json.dumps(obj, separators=(",", ":")), self._ttl_ms)
+
+    async def put_many(self, entries: list[tuple[str, int, dict[str, Any]]]) -> None:
+        """`put` for many objects in one round trip (a pipeline: in a cluster, one per node),
+        for writers of many rows at once (the agents' heartbeats)."""
+        if not entries:
+            return
+        ttl_ms = self._ttl_ms
+        stores = [
+            (key, version, json.dumps(obj, separators=(",", ":"))) for key, version, obj in entries
+        ]
+
+        async def store(client: RedisClient) -> Any:
+            pipeline = client.pipeline(transaction=False)
+            for key, version, payload in stores:
+                pipeline.eval(_SET_IF_NOT_OLDER, 1, key, str(version), payload, ttl_ms)
+            return await pipeline.execute()
+
+        try:
+            await self._flush_unsent()
+            await self._gateway.run(store)
+        except RedisUnavailable:
+            for key, version, payload in stores:
+                self._defer(key, version, payload, ttl_ms)
+            logger.debug("cache stores of %d objects deferred: redis unavailable", len(stores))
 
     async def forget(self, key: str, version: int) -> None:
         """Mark `key` deleted at `version` so no older copy can be cached after it."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -68,6 +69,7 @@ def _settings(args: argparse.Namespace, flag_argv: Sequence[str]) -> Settings:
 def cmd_serve(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
     from app.auth.tokens import load_signing_key
     from app.crypto import secret_box
+    from app.tunnel.workers import RELAY_HOST_ENV
 
     settings = _settings(args, flag_argv)
     settings.check_production_secrets()
@@ -82,6 +84,8 @@ def cmd_serve(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
                 "(scale with replicas instead); /metrics and the health paths are always "
                 "served on the main port"
             )
+        # Each worker serves relayed calls to the agents it holds on a port of its own.
+        os.environ[RELAY_HOST_ENV] = args.host
         uvicorn.run(
             "app.main:create_app",
             factory=True,

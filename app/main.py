@@ -47,6 +47,7 @@ from app.tunnel.hub import TunnelHub
 from app.tunnel.proxy import TunnelProxy
 from app.tunnel.router import TunnelRoutes
 from app.tunnel.router import router as agent_router
+from app.tunnel.workers import WorkerRelay, relay_host
 from app.users.router import router as users_router
 from app.vclusters.router import router as vclusters_router
 from app.workspaces.router import router as workspaces_router
@@ -99,13 +100,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     controller_stop = asyncio.Event()
     app.state.events = EventHub(app.state.redis)
     event_hub = asyncio.create_task(app.state.events.run(controller_stop))
+    advertise_url = settings.tunnel_advertise_url or settings.public_url
+    worker_relay = None
+    if (host := relay_host()) is not None:  # one of several workers: a port of its own
+        worker_relay = WorkerRelay(host)
+        advertise_url = worker_relay.advertise_url(settings.tunnel_advertise_url)
     app.state.tunnel_hub = TunnelHub(
-        app.state.sessionmaker,
-        app.state.redis,
-        app.state.cache,
-        advertise_url=settings.tunnel_advertise_url or settings.public_url,
+        app.state.sessionmaker, app.state.redis, app.state.cache, advertise_url=advertise_url
     )
     app.state.tunnel_proxy = TunnelProxy(app.state.tunnel_hub, app.state.secrets)
+    if worker_relay is not None:
+        worker_relay.start(app.state.tunnel_proxy)
     tunnels = asyncio.create_task(app.state.tunnel_hub.run(controller_stop))
     controller = None
     if app.state.dev:  # `edge-platform dev` runs the controller in the same process
@@ -123,6 +128,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await controller
         await event_hub
         await tunnels  # the agents connected here are let go: they reconnect elsewhere
+        if worker_relay is not None:
+            await worker_relay.stop()
         await app.state.tunnel_proxy.close()
         POOL_COLLECTOR.engines.remove(engine)
         await app.state.redis.close()

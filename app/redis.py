@@ -10,6 +10,7 @@ each request nothing instead of a socket timeout.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -27,6 +28,10 @@ T = TypeVar("T")
 # What a Redis call can fail with. redis-py raises RedisClusterException, which is not a
 # RedisError, when a cluster client finds none of its nodes (as during a master's failover).
 FAILURES = (RedisError, RedisClusterException, OSError)
+# Operations in flight at once per process, below redis-py's pool of 100 connections (per node
+# in a cluster): past it redis-py raises instead of waiting, which is no sign of Redis being
+# down. A burst (a thousand agents reconnecting at once) waits here for its turn instead.
+MAX_IN_FLIGHT = 64
 
 KEY_PREFIX = "edge:"
 
@@ -61,6 +66,8 @@ class RedisGateway:
         self._retry_interval = retry_interval
         self._client: RedisClient | None = None
         self._down_until = 0.0
+        self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self._connecting = asyncio.Lock()
         self.mode: Literal["standalone", "cluster"] | None = None
         self.last_error: str | None = None
 
@@ -120,14 +127,19 @@ class RedisGateway:
     async def client(self) -> RedisClient:
         if self._client is not None:
             return self._client
-        if time.monotonic() < self._down_until:
-            raise RedisUnavailable(self.last_error or "Redis is unavailable")
-        try:
-            self._client = await self._connect()
-        except (*FAILURES, RedisUnavailable) as exc:
-            self._mark_down(exc)
-            raise RedisUnavailable(str(exc)) from exc
-        return self._client
+        # One connects; callers that come meanwhile wait for it (a burst at start-up made as
+        # many cluster clients, each discovering the slots, until connecting timed out).
+        async with self._connecting:
+            if self._client is not None:
+                return self._client
+            if time.monotonic() < self._down_until:
+                raise RedisUnavailable(self.last_error or "Redis is unavailable")
+            try:
+                self._client = await self._connect()
+            except (*FAILURES, RedisUnavailable) as exc:
+                self._mark_down(exc)
+                raise RedisUnavailable(str(exc)) from exc
+            return self._client
 
     def _mark_down(self, exc: BaseException) -> None:
         self.last_error = f"{type(exc).__name__}: {exc}"
@@ -144,7 +156,8 @@ class RedisGateway:
             raise RedisUnavailable(self.last_error or "Redis is unavailable")
         client = await self.client()
         try:
-            result = await operation(client)
+            async with self._in_flight:
+                result = await operation(client)
         except FAILURES as exc:
             self._mark_down(exc)
             raise RedisUnavailable(str(exc)) from exc

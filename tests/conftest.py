@@ -7,10 +7,12 @@ every test starts from empty tables.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -72,8 +74,6 @@ async def fresh_database(admin_url: str, *, migrated: bool = True) -> AsyncItera
     url = _with_database(admin_url, name)
     try:
         if migrated:
-            import asyncio
-
             await asyncio.to_thread(migrate.upgrade, url)
         yield url
     finally:
@@ -84,6 +84,16 @@ async def fresh_database(admin_url: str, *, migrated: bool = True) -> AsyncItera
 async def database_url(postgres_admin_url: str) -> AsyncIterator[str]:
     async with fresh_database(postgres_admin_url) as url:
         yield url
+
+
+@pytest.fixture
+async def own_postgres(workdir: Path) -> AsyncIterator[PostgresProcess]:
+    """A PostgreSQL server this test may stop and kill."""
+    server = PostgresProcess(workdir / f"pg-{time.monotonic_ns()}").init()
+    await asyncio.to_thread(server.start)
+    await asyncio.to_thread(migrate.upgrade, server.url)
+    yield server
+    await asyncio.to_thread(server.stop, "immediate")
 
 
 @pytest.fixture(scope="session")

@@ -54,3 +54,17 @@ async def test_an_older_copy_never_replaces_a_newer_one(
     assert deleted.status_code == 200
     await cache.put(cache_key, int(v2["metadata"]["resourceVersion"]), v2)
     assert (await client.get(f"{API}/east-china")).status_code == 404
+
+
+async def test_many_objects_are_cached_at_once_and_never_over_a_newer_copy(
+    settings: Settings,
+) -> None:
+    """put_many (the agents' heartbeats publish hundreds of clusters at once): keys in many
+    slots (several nodes of a cluster), each stored as put stores it."""
+    async with running_app(settings) as (app, _):
+        cache: ObjectCache = app.state.cache
+        keys = [key(f"clusters/c{i}", tag=f"clusters/c{i}") for i in range(50)]
+        await cache.put(keys[0], 10, {"seen": "newer"})
+        await cache.put_many([(k, 5, {"seen": i}) for i, k in enumerate(keys)])
+        assert await cache.get(keys[0]) == {"seen": "newer"}
+        assert [await cache.get(k) for k in keys[1:]] == [{"seen": i} for i in range(1, 50)]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -24,18 +23,6 @@ async def wait_for(predicate, within: float = 30.0) -> None:  # type: ignore[no-
             return
         await asyncio.sleep(0.2)
     raise AssertionError("condition not reached in time")
-
-
-@pytest.fixture
-async def own_postgres(workdir: Path) -> AsyncIterator[PostgresProcess]:
-    """A PostgreSQL server this test may stop and kill."""
-    from app.db import migrate
-
-    server = PostgresProcess(workdir / f"pg-{time.monotonic_ns()}").init()
-    await asyncio.to_thread(server.start)
-    await asyncio.to_thread(migrate.upgrade, server.url)
-    yield server
-    await asyncio.to_thread(server.stop, "immediate")
 
 
 @pytest.mark.parametrize("outage", ["stop", "kill -9"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,26 @@ async def test_single_server(redis_server: RedisProcess) -> None:
 def test_hash_tags_put_related_keys_in_one_slot() -> None:
     assert key("lock", tag="cluster/a") == "edge:{cluster/a}:lock"
     assert key("regions/x") == "edge:regions/x"
+
+
+@pytest.mark.parametrize("mode", ["standalone", "cluster"])
+async def test_a_burst_larger_than_the_connection_pool_waits_its_turn(
+    mode: str, request: pytest.FixtureRequest
+) -> None:
+    """A thousand agents reconnecting at once each write to Redis: redis-py's pool holds 100
+    connections and raises past that, which must not be taken for Redis being down (the
+    gateway would then skip every Redis write for a while)."""
+    if mode == "cluster":
+        nodes: list[RedisProcess] = request.getfixturevalue("redis_cluster")
+        gateway = RedisGateway(url=nodes[0].url)
+    else:
+        gateway = RedisGateway(url=request.getfixturevalue("redis_server").url)
+    try:
+        # All in one slot in a cluster: one node's pool takes the whole burst. Each operation
+        # holds its connection 200 ms (a busy event loop reads answers late just the same).
+        keys = [key("burst", str(i), tag="burst") for i in range(1000)]
+        await asyncio.gather(*(gateway.run(lambda c, k=k: c.blpop([k], 0.2)) for k in keys))
+        assert gateway.available
+        assert gateway.last_error is None
+    finally:
+        await gateway.close()

@@ -121,7 +121,9 @@ class PlatformClient:
                 f"POST {url}: HTTP {status}: a redirect, not followed; is the platform's "
                 "address right (https, path)?"
             )
-        raise PlatformUnavailable(f"POST {url}: HTTP {status}{said}", _retry_after(retry_after))
+        raise PlatformUnavailable(
+            f"POST {url}: HTTP {status}{said}", retry_after_seconds(retry_after)
+        )
 
 
 def _issued(url: str, answer: bytes) -> Issued:
@@ -156,7 +158,7 @@ def _problem(answer: bytes) -> str:
     return f": {cleaned(text)}" if text else ""
 
 
-def _retry_after(value: str | None) -> float | None:
+def retry_after_seconds(value: str | None) -> float | None:
     """Retry-After in seconds (the HTTP-date form is not used by the platform), bounded."""
     if value is None:
         return None

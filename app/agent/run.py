@@ -38,6 +38,7 @@ from app.agent.platform import (
     PlatformRefused,
     PlatformUnavailable,
     platform_ssl_context,
+    retry_after_seconds,
 )
 from app.agent.settings import AGENT_VERSION, AgentSettings, token_digest
 from app.agent.store import (
@@ -278,6 +279,9 @@ class Agent:
             if status in (401, 403):
                 self._revoked = stored
                 raise CredentialRevoked(status) from None
+            if status == 429 or status >= 500:  # busy (a fleet reconnecting): as it says
+                retry_after = retry_after_seconds(exc.response.headers.get("Retry-After"))
+                raise PlatformUnavailable(f"the tunnel: HTTP {status}", retry_after) from None
             raise
         self._revoked = None
         connected_at = time.monotonic()

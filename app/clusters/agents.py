@@ -12,6 +12,7 @@ import secrets
 import shlex
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -150,7 +151,16 @@ async def authenticate(session: AsyncSession, credential: str) -> tuple[Cluster,
     return row, hashed
 
 
-def still_valid(row: Cluster, hashed: str) -> bool:
+class CredentialState(Protocol):
+    """What decides whether an agent's connection may go on: a cluster row, or those columns."""
+
+    enabled: bool
+    connection_type: str
+    agent_credential_hash: str | None
+    agent_credential_previous_hash: str | None
+
+
+def still_valid(row: CredentialState, hashed: str) -> bool:
     """Whether a connection made with the credential `hashed` may go on."""
     return (
         row.enabled

@@ -16,6 +16,7 @@ from app.kit.resource import (
     object_meta,
     object_meta_document,
 )
+from app.redis import key as redis_key
 from app.workspaces.schemas import LabelSelector
 
 Phase = Literal["Pending", "Ready", "NotReady", "Unreachable", "Disabled"]
@@ -119,6 +120,11 @@ def _condition_document(stored: dict[str, Any]) -> dict[str, Any]:
         # Stored as the prober wrote it (isoformat): answered as pydantic writes timestamps.
         "lastTransitionTime": json_time(datetime.fromisoformat(changed)) if changed else None,
     }
+
+
+def cluster_cache_key(name: str) -> str:
+    """Where the API caches a Cluster's document (the namespace of app.clusters.service)."""
+    return redis_key(f"clusters/{name}", tag=f"clusters/{name}")
 
 
 def cluster_document(row: Cluster) -> dict[str, Any]:

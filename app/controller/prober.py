@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.cache import ObjectCache
 from app.clusters.models import Cluster, NodeGroup
-from app.clusters.schemas import cluster_document, effective_selector
+from app.clusters.schemas import cluster_cache_key, cluster_document, effective_selector
 from app.controller.claims import (
     QUEUE_GAUGE_SECONDS,
     TIMESTAMP,
@@ -51,7 +51,6 @@ from app.controller.kube import REQUEST_TIMEOUT, ClusterTarget, KubeClients, get
 from app.db.base import resource_version_seq
 from app.deployments import target_rows
 from app.deployments.models import RolloutTarget
-from app.redis import key as redis_key
 from app.workspaces.schemas import LabelSelector
 
 logger = logging.getLogger(__name__)
@@ -460,9 +459,6 @@ class ClusterProber:
                 )
 
     async def _publish(self, row: Cluster) -> None:
-        name = row.name
         await self._cache.put(
-            redis_key(f"clusters/{name}", tag=f"clusters/{name}"),
-            row.resource_version,
-            cluster_document(row),
+            cluster_cache_key(row.name), row.resource_version, cluster_document(row)
         )

@@ -34,7 +34,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from app.cache import ObjectCache
 from app.clusters import agents
 from app.clusters.models import Cluster
-from app.clusters.schemas import cluster_document
+from app.clusters.schemas import cluster_cache_key, cluster_document
 from app.db.base import resource_version_seq
 from app.redis import RedisClient, RedisGateway, RedisUnavailable
 from app.redis import key as redis_key
@@ -46,6 +46,8 @@ TUNNEL_PATH = "/api/v1/agent/tunnel"
 CHECK_SECONDS = 5.0  # connections checked against their clusters' rows this often
 HEARTBEAT_SECONDS = 30.0  # status.agent.lastHeartbeatTime and the registry renewed this often
 REGISTRY_TTL_MS = 90_000  # a dead replica's entries go after this (agents reconnect sooner)
+HANDSHAKES_AT_ONCE = 8  # connections admitted (a read and a write of the row) at once
+RETRY_AFTER_SECONDS = 5  # said to an agent that could not be admitted now
 
 CONNECTED = Gauge("edge_tunnel_agents_connected", "Agents connected to this API replica.")
 CONNECTS = Counter(
@@ -108,6 +110,7 @@ class TunnelHub:
         self._cache = cache
         self.advertise_url = advertise_url.rstrip("/")
         self._connections: dict[str, AgentConnection] = {}
+        self._handshakes = asyncio.Semaphore(HANDSHAKES_AT_ONCE)
 
     def local(self, uid: str) -> AgentConnection | None:
         connection = self._connections.get(uid)
@@ -133,18 +136,58 @@ class TunnelHub:
     # the WebSocket endpoint --------------------------------------------------------------------
 
     async def serve(self, websocket: WebSocket) -> None:
-        scheme, _, credential = (websocket.headers.get("authorization") or "").partition(" ")
-        found = None
-        if scheme.lower() == "bearer" and credential:
-            async with self._sessionmaker() as session:
-                found = await agents.authenticate(session, credential.strip())
-        if found is None:
+        # The handshake's database work, a few at a time: a fleet reconnecting at once (a
+        # replica restarted) queues here instead of taking the connection pool from the API.
+        async with self._handshakes:
+            try:
+                connection = await self._admit(websocket)
+            except Exception as exc:
+                CONNECTS.labels("unavailable").inc()
+                logger.warning("an agent's connection could not be admitted: %s", exc)
+                await _deny(
+                    websocket, 503, "the platform cannot take the connection now; try again"
+                )
+                return
+        if connection is None:
             CONNECTS.labels("refused").inc()
             await _deny(websocket, 401, "the agent credential is not valid (revoked or wrong)")
             return
-        row, hashed = found
         await websocket.accept()
         CONNECTS.labels("accepted").inc()
+        replaced = self._connections.get(connection.uid)
+        self._connections[connection.uid] = connection
+        CONNECTED.set(len(self._connections))
+        if replaced is not None:
+            await self._close(replaced, "replaced by a newer connection of the same cluster")
+        logger.info("agent of cluster %s connected from %s", connection.name, connection.remote)
+        try:
+            await self._register(connection)
+            await connection.mux.run()
+        except ProtocolError as exc:
+            logger.warning("agent of cluster %s broke the protocol: %s", connection.name, exc)
+        except Exception:
+            logger.warning("agent connection of cluster %s failed", connection.name, exc_info=True)
+        finally:
+            connection.mux.close(TunnelClosed("the agent's connection ended"))
+            if self._connections.get(connection.uid) is connection:
+                del self._connections[connection.uid]
+                CONNECTED.set(len(self._connections))
+            with contextlib.suppress(Exception):
+                await websocket.close()
+            await self._unregister(connection)
+            logger.info("agent of cluster %s disconnected", connection.name)
+
+    async def _admit(self, websocket: WebSocket) -> AgentConnection | None:
+        """The connection of the cluster whose credential the agent presents, recorded on the
+        cluster's row (status.agent); None when the credential is not valid."""
+        scheme, _, credential = (websocket.headers.get("authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not credential:
+            return None
+        async with self._sessionmaker() as session:
+            found = await agents.authenticate(session, credential.strip())
+        if found is None:
+            return None
+        row, hashed = found
         connection = AgentConnection(
             cluster_id=row.id,
             uid=str(row.uid),
@@ -159,34 +202,17 @@ class TunnelHub:
             websocket=websocket,
             since=datetime.now(UTC),
             remote=websocket.client.host if websocket.client else None,
+            version=_agent_version(websocket.headers.get("user-agent")),
         )
-        replaced = self._connections.get(connection.uid)
-        self._connections[connection.uid] = connection
-        CONNECTED.set(len(self._connections))
-        if replaced is not None:
-            await self._close(replaced, "replaced by a newer connection of the same cluster")
-        logger.info("agent of cluster %s connected from %s", row.name, connection.remote)
-        try:
-            await self._register(connection)
-            await self._record_connected(connection, rotated=hashed == row.agent_credential_hash)
-            await connection.mux.run()
-        except ProtocolError as exc:
-            logger.warning("agent of cluster %s broke the protocol: %s", row.name, exc)
-        except Exception:
-            logger.warning("agent connection of cluster %s failed", row.name, exc_info=True)
-        finally:
-            connection.mux.close(TunnelClosed("the agent's connection ended"))
-            if self._connections.get(connection.uid) is connection:
-                del self._connections[connection.uid]
-                CONNECTED.set(len(self._connections))
-            with contextlib.suppress(Exception):
-                await websocket.close()
-            await self._unregister(connection)
-            logger.info("agent of cluster %s disconnected", row.name)
+        await self._record_connected(connection, rotated=hashed == row.agent_credential_hash)
+        return connection
 
     def _hello(self, connection: AgentConnection, info: dict[str, Any]) -> None:
         version = info.get("version")
-        connection.version = str(version)[:64] if version is not None else None
+        version = str(version)[:64] if version is not None else None
+        if version == connection.version:  # as its User-Agent said: recorded already
+            return
+        connection.version = version
         task = asyncio.create_task(self._record_version(connection))
         task.add_done_callback(_log_failure)
 
@@ -200,11 +226,15 @@ class TunnelHub:
 
     # the registry --------------------------------------------------------------------------
 
-    async def _register(self, connection: AgentConnection) -> None:
-        value = f"{self.advertise_url} {connection.session}"
+    async def _register(self, *connections: AgentConnection) -> None:
+        """Say in the registry that this replica holds these connections (one round trip)."""
 
         async def write(client: RedisClient) -> None:
-            await client.set(registry_key(connection.uid), value, px=REGISTRY_TTL_MS)
+            pipeline = client.pipeline(transaction=False)
+            for connection in connections:
+                value = f"{self.advertise_url} {connection.session}"
+                pipeline.set(registry_key(connection.uid), value, px=REGISTRY_TTL_MS)
+            await pipeline.execute()
 
         with contextlib.suppress(RedisUnavailable):
             await self._redis.run(write)
@@ -237,6 +267,7 @@ class TunnelHub:
             "agent_connected_since": connection.since,
             "agent_last_heartbeat": connection.since,
             "agent_remote_address": (connection.remote or "")[:64] or None,
+            "agent_version": connection.version,
             # Probe it now, not after an Unreachable spell's backoff: what waited converges.
             "next_probe_at": func.now(),
         }
@@ -268,10 +299,12 @@ class TunnelHub:
                     .execution_options(synchronize_session=False)
                 )
             ).all()
-        for row in rows:
-            name = row.name
-            key = redis_key(f"clusters/{name}", tag=f"clusters/{name}")
-            await self._cache.put(key, row.resource_version, cluster_document(row))
+        await self._cache.put_many(
+            [
+                (cluster_cache_key(row.name), row.resource_version, cluster_document(row))
+                for row in rows
+            ]
+        )
 
     # the periodic work ---------------------------------------------------------------------
 
@@ -298,16 +331,18 @@ class TunnelHub:
             return
         ids = [c.cluster_id for c in connections]
         async with self._sessionmaker() as session:
-            rows = {
-                row.id: row
-                for row in (
-                    await session.scalars(
-                        select(Cluster).where(
-                            Cluster.id == any_(bindparam("ids", ids, ARRAY(BigInteger)))
-                        )
-                    )
-                ).all()
-            }
+            # Only what decides whether a connection may go on: a thousand full rows every
+            # few seconds were a fifth of the API's CPU with its agents idle.
+            found = await session.execute(
+                select(
+                    Cluster.id,
+                    Cluster.enabled,
+                    Cluster.connection_type,
+                    Cluster.agent_credential_hash,
+                    Cluster.agent_credential_previous_hash,
+                ).where(Cluster.id == any_(bindparam("ids", ids, ARRAY(BigInteger))))
+            )
+            rows = {row.id: row for row in found}
         for connection in connections:
             row = rows.get(connection.cluster_id)
             if row is None or not agents.still_valid(row, connection.credential):
@@ -316,10 +351,9 @@ class TunnelHub:
 
     async def _heartbeat(self) -> None:
         connections = [c for c in self._connections.values() if not c.closing]
-        for connection in connections:
-            await self._register(connection)
         if not connections:
             return
+        await self._register(*connections)
         sessions = [c.session for c in connections]
         await self._write(
             update(Cluster)
@@ -334,7 +368,15 @@ class TunnelHub:
             await self._close(connection, "the platform's API replica is stopping")
 
 
-def _revoked_why(row: Cluster) -> str:
+def _agent_version(user_agent: str | None) -> str | None:
+    """The version in the agent's User-Agent (`edge-agent/<version>`), when it is one."""
+    product, _, version = (user_agent or "").partition("/")
+    if product != "edge-agent" or not version:
+        return None
+    return version.split(" ", 1)[0][:64] or None
+
+
+def _revoked_why(row: agents.CredentialState) -> str:
     if not row.enabled:
         return "the cluster was disabled"
     if row.connection_type != "agent":
@@ -344,10 +386,15 @@ def _revoked_why(row: Cluster) -> str:
 
 async def _deny(websocket: WebSocket, status: int, message: str) -> None:
     """Refuse the WebSocket handshake with an HTTP status where the server allows it (the
-    agent then knows not to retry with the same credential), else with a close."""
+    agent then knows not to retry with the same credential, or when to retry), else with a
+    close."""
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        body = json.dumps({"title": "Unauthorized", "status": status, "detail": message})
-        response = Response(body, status_code=status, media_type="application/problem+json")
+        title = "Unauthorized" if status == 401 else "Service Unavailable"
+        body = json.dumps({"title": title, "status": status, "detail": message})
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 503 else None
+        response = Response(
+            body, status_code=status, headers=headers, media_type="application/problem+json"
+        )
         await websocket.send_denial_response(response)
     else:
         await websocket.close(code=1008, reason=message[:120])

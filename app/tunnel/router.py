@@ -18,7 +18,7 @@ from app.auth.ratelimit import RateLimiter
 from app.cache import ObjectCache
 from app.clusters import agents
 from app.clusters.models import Cluster
-from app.clusters.schemas import cluster_document
+from app.clusters.schemas import cluster_cache_key, cluster_document
 from app.config import Settings
 from app.db.base import resource_version_seq
 from app.db.session import SessionDep, after_commit
@@ -26,7 +26,6 @@ from app.errors import Unauthorized
 from app.kit import routes
 from app.tunnel.hub import TUNNEL_PATH
 from app.tunnel.proxy import PROXY_PREFIX
-from app.vclusters.registration import cluster_cache_key
 
 router = APIRouter(prefix="/api/v1/agent", tags=["agents"])
 

@@ -18,7 +18,6 @@ from app.clusters.service import VCLUSTER_WORKSPACE_LABEL
 from app.crypto import SecretBox
 from app.db.base import resource_version_seq
 from app.deployments.models import Rollout, RolloutTarget
-from app.redis import key as redis_key
 from app.workspaces.models import Workspace
 
 HOST_LABEL = "edge.theriseunion.io/vcluster-host"
@@ -127,8 +126,3 @@ async def unregister(
         await session.execute(delete(RolloutTarget).where(RolloutTarget.cluster_id == row.id))
         await session.execute(delete(Cluster).where(Cluster.id == row.id))
     return name, version
-
-
-def cluster_cache_key(name: str) -> str:
-    """Where the API caches a Cluster (app.clusters.service uses the same namespace)."""
-    return redis_key(f"clusters/{name}", tag=f"clusters/{name}")

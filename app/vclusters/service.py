@@ -14,6 +14,7 @@ from app.cache import ObjectCache
 from app.catalog.models import ChartArchive
 from app.clusters.endpoints import EndpointRefused, check_server_url
 from app.clusters.models import Cluster
+from app.clusters.schemas import cluster_cache_key
 from app.crypto import Sealed, SecretBox
 from app.db.session import after_commit
 from app.deployments.models import Rollout, RolloutTarget
@@ -22,7 +23,6 @@ from app.deployments.service import DeploymentService, resolve_targets
 from app.errors import Conflict, Forbidden, invalid_field
 from app.kit.resource import object_meta
 from app.vclusters.registration import (
-    cluster_cache_key,
     cluster_name,
     owned_by,
     unregister,

@@ -193,6 +193,7 @@ class TestPlatform:
         self.joins: list[dict[str, Any]] = []
         self.join_times: list[float] = []
         self.busy: list[web.Response] = []  # answers to the next joins, before any is served
+        self.busy_tunnel: list[web.Response] = []  # likewise for the next tunnel handshakes
         self.rotations: list[str] = []
         self.handshakes: list[Handshake] = []
         self.connections: asyncio.Queue[PlatformConnection] = asyncio.Queue()
@@ -274,6 +275,8 @@ class TestPlatform:
         )
         if not accepted or credential is None:
             return _problem(401, "the agent credential is not valid (revoked or wrong)")
+        if self.busy_tunnel:
+            return self.busy_tunnel.pop(0)
         retired = self.replaced.pop(credential, None)
         if retired is not None:  # the new credential connected: the old one stops working
             self.credentials.pop(retired, None)

@@ -172,6 +172,25 @@ async def test_a_busy_platform_is_asked_again_no_sooner_than_it_said(
     assert connection.credential in platform.credentials
 
 
+async def test_a_tunnel_handshake_turned_away_is_tried_again_no_sooner_than_it_said(
+    platform: TestPlatform, settings_for: Callable[..., AgentSettings]
+) -> None:
+    """The platform's replica could not admit the connection now (its database is out of
+    reach, or a whole fleet is reconnecting): 503 with Retry-After, not a refused credential."""
+    platform.busy_tunnel = [
+        web.json_response(
+            {"title": "Service Unavailable"}, status=503, headers={"Retry-After": "1"}
+        )
+    ]
+    async with running(settings_for()):
+        connection = await platform.next_connection(within=5)
+    first, second = platform.handshakes
+    assert second.at - first.at >= 0.95  # Retry-After: 1, although the backoff was at 0.05 s
+    assert [h.accepted for h in platform.handshakes] == [True, True]  # the credential kept
+    assert len(platform.joins) == 1
+    assert connection.credential in platform.credentials
+
+
 async def test_reconnects_after_the_platform_drops_the_connection(
     platform: TestPlatform, settings_for: Callable[..., AgentSettings]
 ) -> None:

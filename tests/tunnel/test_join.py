@@ -22,8 +22,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from app.config import Settings
 from app.main import create_app
 from app.tunnel.protocol import MAX_FRAME_BYTES
-from tests.conftest import authenticated
+from tests.conftest import authenticated, flush_redis, make_settings
 from tests.support.servers import http_server
+from tests.support.services import PostgresProcess, RedisProcess
 
 REGION = {"metadata": {"name": "east-china"}, "spec": {"displayName": "East China"}}
 
@@ -189,6 +190,34 @@ async def test_the_tunnel_admits_only_a_valid_credential_and_reports_the_connect
                 break
             await asyncio.sleep(0.1)
         assert (await agent_status(client))["connected"] is False
+
+
+async def test_agents_are_told_to_come_back_later_while_the_database_is_down(
+    own_postgres: PostgresProcess, redis_server: RedisProcess
+) -> None:
+    """The handshake cannot check the credential: 503 with Retry-After (the agent waits and
+    keeps its credential), not a 500 and not a 401 (which would make it join again)."""
+    settings = make_settings(own_postgres.url, redis_url=redis_server.url, database_pool_timeout=2)
+    await flush_redis(settings)  # a database of its own: no cached copies of other tests' rows
+    async with platform(settings) as (url, client):
+        await client.post("/api/v1/clusters", json=agent_cluster())
+        credential = (await join(client, (await join_token(client))["token"])).json()["credential"]
+        await asyncio.to_thread(own_postgres.stop, "immediate")
+        with pytest.raises(InvalidStatus) as refused:
+            async with tunnel(url, credential):
+                pass
+        assert refused.value.response.status_code == 503
+        assert refused.value.response.headers["Retry-After"] == "5"
+
+        await asyncio.to_thread(own_postgres.start)
+        for _ in range(100):  # admitted again once the database is back
+            with contextlib.suppress(InvalidStatus):
+                async with tunnel(url, credential):
+                    await asyncio.sleep(0.3)
+                    assert (await agent_status(client))["connected"] is True
+                    return
+            await asyncio.sleep(0.2)
+        raise AssertionError("the agent was never admitted after the database came back")
 
 
 async def test_a_rotated_credential_replaces_the_old_one_once_used(

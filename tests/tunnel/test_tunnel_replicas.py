@@ -17,7 +17,9 @@ from typing import Any
 import httpx
 
 from app.config import Settings
+from app.crypto import secret_box
 from app.embedded import free_port
+from app.tunnel.proxy import proxy_token
 from tests.conftest import ADMIN_PASSWORD, ENCRYPTION_KEY, JWT_SECRET, authenticated
 from tests.support.edge import EdgeCluster, node
 from tests.test_cli import clean_env
@@ -27,7 +29,8 @@ NAME = "factory-7"
 
 
 class Replica:
-    def __init__(self, settings: Settings, workdir: Path, index: int) -> None:
+    def __init__(self, settings: Settings, workdir: Path, index: int, *, workers: int = 1) -> None:
+        self.workers = workers
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = workdir / f"replica-{index}.log"
@@ -45,6 +48,7 @@ class Replica:
 
     def start(self) -> None:
         command = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1"]
+        command += ["--workers", str(self.workers)]
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [*command, "--port", str(self.port)],
@@ -190,4 +194,56 @@ async def test_the_agent_moves_when_its_replica_dies_and_the_controller_follows(
         stop.set()
         if agent is not None:
             agent.stop()
+        await edge.stop()
+
+
+async def test_every_worker_of_one_replica_reaches_the_agent_another_worker_holds(
+    standalone_settings: Settings, tmp_path: Path
+) -> None:
+    """`serve --workers 2`: the workers share one port, so the agent's tunnel is held by one of
+    them and the controller's calls land on either; each must be answered through the tunnel
+    (the other worker forwards to the holder's own port), none with 503."""
+    edge = await EdgeCluster(nodes=[node("f7-1", zone="f7")], auto_ready=True).start()
+    replica = Replica(standalone_settings, tmp_path, 0, workers=2)
+    agent: AgentProcess | None = None
+    try:
+        await asyncio.to_thread(replica.start)
+        async with httpx.AsyncClient(base_url=replica.url, timeout=30) as client:
+            await authenticated(client)
+            await client.post("/api/v1/regions", json={"metadata": {"name": "east-china"}})
+            cluster = {
+                "metadata": {"name": NAME},
+                "spec": {"region": "east-china", "connection": {"type": "agent"}},
+            }
+            created = await client.post("/api/v1/clusters", json=cluster)
+            uid = created.json()["metadata"]["uid"]
+            token = (await client.post(f"/api/v1/clusters/{NAME}/join-token")).json()["token"]
+            agent = AgentProcess(tmp_path, NAME, replica.url, edge)
+            agent.start(token)
+            await wait_for(
+                client, f"/api/v1/clusters/{NAME}", lambda c: c["status"]["agent"]["connected"]
+            )
+
+            relay_token = proxy_token(secret_box(standalone_settings))
+            headers = {"Authorization": f"Bearer {relay_token}"}
+            statuses = []
+            for _ in range(3):  # new connections each round: the kernel spreads them over both
+                async with httpx.AsyncClient(base_url=replica.url, timeout=30) as caller:
+                    answers = await asyncio.gather(
+                        *(
+                            caller.get(f"/internal/tunnel/{uid}/version", headers=headers)
+                            for _ in range(20)
+                        )
+                    )
+                statuses += [answer.status_code for answer in answers]
+                assert all(
+                    answer.json().get("gitVersion")
+                    for answer in answers
+                    if answer.status_code == 200
+                )
+            assert statuses == [200] * 60, statuses
+    finally:
+        if agent is not None:
+            agent.stop()
+        replica.kill()
         await edge.stop()

@@ -13,12 +13,12 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.cache import ObjectCache
+from app.clusters.schemas import cluster_cache_key
 from app.controller.dispatch.kinds import RolloutKind
 from app.deployments.models import Rollout, RolloutTarget
 from app.deployments.service import TargetCounts, fold_phase
 from app.events.service import NewEvent, announce, record
 from app.redis import RedisGateway
-from app.vclusters.registration import cluster_cache_key
 
 logger = logging.getLogger(__name__)
 
