@@ -223,6 +223,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.perf", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a small, fast pass (CI)")
     parser.add_argument("--json", type=Path, default=Path("perf-results.json"))
+    parser.add_argument(
+        "--only",
+        choices=["small", "scale", "tunnel"],
+        action="append",
+        help="run only this pass (repeatable); default all three",
+    )
     args = parser.parse_args()
     suite = Suite(args.quick)
     try:
@@ -230,9 +236,13 @@ def main() -> int:
             tempfile.TemporaryDirectory(prefix="edge-perf-") as tmp,
             services(Path(tmp)) as (admin_url, redis_url),
         ):
-            asyncio.run(run(suite, admin_url, redis_url, Path(tmp)))
-            asyncio.run(scale.run(suite, admin_url, redis_url))
-            asyncio.run(tunnel.run(suite, admin_url, redis_url))
+            passes = args.only or ["small", "scale", "tunnel"]
+            if "small" in passes:
+                asyncio.run(run(suite, admin_url, redis_url, Path(tmp)))
+            if "scale" in passes:
+                asyncio.run(scale.run(suite, admin_url, redis_url))
+            if "tunnel" in passes:
+                asyncio.run(tunnel.run(suite, admin_url, redis_url))
     except BaseException:
         print_log_tails()
         raise

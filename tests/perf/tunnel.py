@@ -1,11 +1,9 @@
 """The agent tunnel's figures, on a platform of their own.
 
-Its API runs one worker, unlike the other passes' two: uvicorn's workers share one port and
-one advertised address, so a worker that gets a call for an agent connected to the other
-finds its own address in the registry and answers 503 (app.tunnel.proxy forwards between
-replicas, which have addresses of their own, never between workers of one). One worker is
-one replica as the chart runs it, and the figures below are those of the process that holds
-the connections.
+Its API runs one worker, unlike the other passes' two: one worker is one replica as the chart
+runs it, and the memory and CPU figures below are then those of the one process that holds
+every connection (with several workers the connections spread over them, each relaying to
+the others through a port of its own: app.tunnel.workers).
 
 Clusters, all served by the fleet emulator (its own process) and registered through the API:
 `direct-*` (reached with their kubeconfigs), `agent-*` (`connection.type: agent`, reached
