@@ -71,6 +71,7 @@ class AgentConnection:
     since: datetime
     remote: str | None
     version: str | None = None
+    newest_credential: bool = False  # connected with the credential issued last
     closing: bool = field(default=False)
 
 
@@ -161,7 +162,20 @@ class TunnelHub:
             await self._close(replaced, "replaced by a newer connection of the same cluster")
         logger.info("agent of cluster %s connected from %s", connection.name, connection.remote)
         try:
+            # Registered before the row says so: recording it asks for a probe at once, which
+            # must find the connection wherever it lands.
             await self._register(connection)
+            try:
+                async with self._handshakes:
+                    await self._record_connected(connection)
+            except Exception as exc:
+                logger.warning(
+                    "recording cluster %s's agent connection failed: %s", connection.name, exc
+                )
+                await self._close(
+                    connection, "the platform could not record the connection; try again", code=1013
+                )
+                return
             await connection.mux.run()
         except ProtocolError as exc:
             logger.warning("agent of cluster %s broke the protocol: %s", connection.name, exc)
@@ -178,8 +192,8 @@ class TunnelHub:
             logger.info("agent of cluster %s disconnected", connection.name)
 
     async def _admit(self, websocket: WebSocket) -> AgentConnection | None:
-        """The connection of the cluster whose credential the agent presents, recorded on the
-        cluster's row (status.agent); None when the credential is not valid."""
+        """The connection of the cluster whose credential the agent presents; None when the
+        credential is not valid."""
         scheme, _, credential = (websocket.headers.get("authorization") or "").partition(" ")
         if scheme.lower() != "bearer" or not credential:
             return None
@@ -203,8 +217,8 @@ class TunnelHub:
             since=datetime.now(UTC),
             remote=websocket.client.host if websocket.client else None,
             version=_agent_version(websocket.headers.get("user-agent")),
+            newest_credential=hashed == row.agent_credential_hash,
         )
-        await self._record_connected(connection, rotated=hashed == row.agent_credential_hash)
         return connection
 
     def _hello(self, connection: AgentConnection, info: dict[str, Any]) -> None:
@@ -216,13 +230,14 @@ class TunnelHub:
         task = asyncio.create_task(self._record_version(connection))
         task.add_done_callback(_log_failure)
 
-    async def _close(self, connection: AgentConnection, why: str) -> None:
-        """Drop a connection (the agent reconnects, or cannot when it was cut off)."""
+    async def _close(self, connection: AgentConnection, why: str, *, code: int = 1008) -> None:
+        """Drop a connection (the agent reconnects, or cannot when it was cut off). `code`:
+        1008 (policy violation) when it was cut off, 1013 (try again later) when not."""
         connection.closing = True
         logger.info("dropping the agent connection of cluster %s: %s", connection.name, why)
         connection.mux.close(TunnelClosed(why))
         with contextlib.suppress(Exception):
-            await connection.websocket.close(code=1008, reason=why[:120])
+            await connection.websocket.close(code=code, reason=why[:120])
 
     # the registry --------------------------------------------------------------------------
 
@@ -261,7 +276,7 @@ class TunnelHub:
 
     # the rows ------------------------------------------------------------------------------
 
-    async def _record_connected(self, connection: AgentConnection, *, rotated: bool) -> None:
+    async def _record_connected(self, connection: AgentConnection) -> None:
         values: dict[str, Any] = {
             "agent_session": connection.session,
             "agent_connected_since": connection.since,
@@ -271,7 +286,7 @@ class TunnelHub:
             # Probe it now, not after an Unreachable spell's backoff: what waited converges.
             "next_probe_at": func.now(),
         }
-        if rotated:  # connected with its newest credential: the one before is retired
+        if connection.newest_credential:  # the credential before it is retired
             values["agent_credential_previous_hash"] = None
         await self._write(
             update(Cluster).where(Cluster.id == connection.cluster_id).values(**values)

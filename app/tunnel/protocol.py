@@ -85,7 +85,8 @@ class Stream:
         self._credit_changed = asyncio.Event()
         self.response: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._sent_end = False
-        self._received_end = False
+        self._received_end = False  # read to the end here
+        self._end_arrived = False  # the other side's END has come (perhaps not read yet)
         self._failed: BaseException | None = None
 
     # sending -----------------------------------------------------------------------------
@@ -141,9 +142,11 @@ class Stream:
             self._mux.finished(self)
             return b""
         self._queued -= len(item)
-        # Read: the other side may send as much again.
-        with contextlib.suppress(TunnelClosed):
-            await self._mux.send(Frame.WINDOW, self.id, struct.pack("!I", len(item)))
+        # Read: the other side may send as much again — unless it has ended its body, as a
+        # small answer's END comes right behind its one DATA (a message saved per exchange).
+        if not self._end_arrived:
+            with contextlib.suppress(TunnelClosed):
+                await self._mux.send(Frame.WINDOW, self.id, struct.pack("!I", len(item)))
         return item
 
     async def chunks(self) -> AsyncIterator[bytes]:
@@ -171,6 +174,7 @@ class Stream:
             if payload:
                 self._incoming.put_nowait(payload)
         elif frame is Frame.END:
+            self._end_arrived = True
             self._incoming.put_nowait(b"")
         elif frame is Frame.WINDOW:
             if len(payload) != 4:

@@ -32,8 +32,10 @@ class Socket:
 
     def __init__(self, connection: ClientConnection | ServerConnection) -> None:
         self.connection = connection
+        self.sent: list[Frame] = []  # the type of each message sent
 
     async def send(self, message: bytes) -> None:
+        self.sent.append(Frame(message[0]))
         try:
             await self.connection.send(message)
         except ConnectionClosed as exc:
@@ -60,7 +62,8 @@ async def tunnel(handler: Handler) -> AsyncIterator[tuple[Mux, dict[str, Any]]]:
 
     async def answering_side(connection: ServerConnection) -> None:
         seen["connection"] = connection
-        mux = Mux(Socket(connection), on_open=handler)
+        seen["socket"] = Socket(connection)
+        mux = Mux(seen["socket"], on_open=handler)
         seen["mux"] = mux
         ready.set()
         with contextlib.suppress(TunnelClosed):
@@ -69,7 +72,10 @@ async def tunnel(handler: Handler) -> AsyncIterator[tuple[Mux, dict[str, Any]]]:
     async with serve(answering_side, "127.0.0.1", 0, max_size=MAX_FRAME_BYTES) as server:
         port = next(iter(server.sockets)).getsockname()[1]
         async with connect(f"ws://127.0.0.1:{port}", max_size=MAX_FRAME_BYTES) as client:
-            platform = Mux(Socket(client), on_hello=lambda info: seen.setdefault("hello", info))
+            seen["platform_socket"] = Socket(client)
+            platform = Mux(
+                seen["platform_socket"], on_hello=lambda info: seen.setdefault("hello", info)
+            )
             reader = asyncio.create_task(platform.run())
             await ready.wait()
             try:
@@ -202,3 +208,23 @@ async def test_a_malformed_frame_closes_the_connection_as_a_protocol_error() -> 
         with pytest.raises(TunnelClosed):
             await asyncio.wait_for(stream.read(), 5)
         assert seen["mux"].closed
+
+
+async def test_a_small_exchange_sends_no_credit_back_for_a_body_that_has_ended() -> None:
+    """A GET answered with a small body: the request's head and its end, the answer's head,
+    body and end — and no WINDOW frames, as neither side has anything more to send."""
+
+    async def answer(stream: Stream) -> None:
+        assert await stream.body(1024) == b""
+        await stream.respond(200, {"content-type": "application/json"})
+        await stream.send(b'{"gitVersion":"v1.30.0"}')
+        await stream.end()
+
+    async with tunnel(answer) as (platform, seen):
+        stream = await platform.open({"method": "GET", "path": "/version"})
+        await stream.end()
+        assert (await stream.response)["status"] == 200
+        assert await stream.body(1024) == b'{"gitVersion":"v1.30.0"}'
+        await asyncio.sleep(0.05)  # anything more either side would send
+        assert seen["platform_socket"].sent == [Frame.OPEN, Frame.END]
+        assert seen["socket"].sent == [Frame.RESPONSE, Frame.DATA, Frame.END]
