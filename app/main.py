@@ -36,7 +36,7 @@ from app.events.hub import EventHub
 from app.events.router import router as events_router
 from app.kit.body import MAX_BODY_BYTES, MAX_CHART_BYTES, BodySizeLimitMiddleware
 from app.kit.openapi import add_body_schemas
-from app.kit.routes import COMMON_ERRORS
+from app.kit.responses import COMMON_ERRORS
 from app.observability import POOL_COLLECTOR, RequestContextMiddleware
 from app.ops.router import router as ops_router
 from app.redis import RedisGateway

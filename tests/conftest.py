@@ -8,16 +8,13 @@ every test starts from empty tables.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
+import subprocess
 import tempfile
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -26,7 +23,13 @@ from fastapi import FastAPI
 
 from app.config import Settings
 from app.db import migrate
-from app.main import create_app
+from tests.support.platform import (
+    authenticated,
+    flush_redis,
+    fresh_database,
+    make_settings,
+    running_app,
+)
 from tests.support.services import PostgresProcess, RedisProcess, start_redis_cluster
 
 TABLES_KEPT = {"alembic_version"}
@@ -52,32 +55,6 @@ def postgres_admin_url(workdir: Path) -> Iterator[str]:
     server.start()
     yield server.url
     server.stop("immediate")
-
-
-def _with_database(url: str, database: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, parts.fragment))
-
-
-async def _admin(url: str, sql: str) -> None:
-    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-@contextlib.asynccontextmanager
-async def fresh_database(admin_url: str, *, migrated: bool = True) -> AsyncIterator[str]:
-    name = f"edge_test_{uuid.uuid4().hex[:12]}"
-    await _admin(admin_url, f'CREATE DATABASE "{name}"')
-    url = _with_database(admin_url, name)
-    try:
-        if migrated:
-            await asyncio.to_thread(migrate.upgrade, url)
-        yield url
-    finally:
-        await _admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
@@ -123,71 +100,6 @@ async def _truncate(url: str) -> None:
             await conn.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
     finally:
         await conn.close()
-
-
-ADMIN_PASSWORD = "admin-test-password"
-JWT_SECRET = "test-jwt-secret-that-is-long-enough-0123456789"
-ENCRYPTION_KEY = "test-encryption-key-that-is-long-enough-0123456789"
-
-
-def make_settings(database_url: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "database_url": database_url,
-        "database_connect_timeout": 2.0,
-        "jwt_secret": JWT_SECRET,
-        "encryption_key": ENCRYPTION_KEY,
-        "allow_private_cluster_endpoints": True,  # edge clusters are emulated on loopback
-        "admin_password": ADMIN_PASSWORD,
-        # Tests log in far more often than people do; the limit itself has its own test.
-        "rate_limit_token_per_minute": 100_000,
-    }
-    values.update(overrides)
-    return Settings(**values)
-
-
-async def login(
-    client: httpx.AsyncClient, username: str = "admin", password: str = ADMIN_PASSWORD
-) -> str:
-    response = await client.post(
-        "/oauth/token",
-        data={
-            "grant_type": "password",
-            "username": username,
-            "password": password,
-            "client_id": "edge-console",
-        },
-    )
-    assert response.status_code == 200, response.text
-    token: str = response.json()["access_token"]
-    return token
-
-
-async def authenticated(client: httpx.AsyncClient, *args: str) -> httpx.AsyncClient:
-    client.headers["Authorization"] = f"Bearer {await login(client, *args)}"
-    return client
-
-
-@contextlib.asynccontextmanager
-async def running_app(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    """The app with its lifespan running, and an httpx client speaking ASGI to it."""
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield app, client
-
-
-async def flush_redis(settings: Settings) -> None:
-    from app.redis import RedisGateway
-
-    gateway = RedisGateway(url=settings.redis_url, addresses=settings.redis_addresses)
-    with contextlib.suppress(Exception):
-        client = await gateway.client()
-        if gateway.mode == "cluster":
-            await client.flushall(target_nodes="all")  # type: ignore[call-arg]
-        else:
-            await client.flushall()
-    await gateway.close()
 
 
 @pytest.fixture
@@ -240,3 +152,13 @@ async def api(standalone_settings: Settings) -> AsyncIterator[httpx.AsyncClient]
     """A client against the app with standalone Redis (tests that do not depend on the mode)."""
     async with running_app(standalone_settings) as (_, client):
         yield await authenticated(client)
+
+
+@pytest.fixture
+def process_cleanup() -> Iterator[list[subprocess.Popen[str]]]:
+    processes: list[subprocess.Popen[str]] = []
+    yield processes
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

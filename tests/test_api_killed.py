@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from app.embedded import free_port
-from tests.conftest import ADMIN_PASSWORD, ENCRYPTION_KEY, JWT_SECRET
+from tests.support.platform import ADMIN_PASSWORD, ENCRYPTION_KEY, JWT_SECRET
+from tests.support.processes import clean_env
 from tests.support.services import RedisProcess
-from tests.test_cli import clean_env
 
 # Seconds into the request: from before it is read to after it is answered, through the
 # windows between (written but not yet answered).

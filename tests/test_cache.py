@@ -8,8 +8,8 @@ from fastapi import FastAPI
 from app.cache import ObjectCache
 from app.config import Settings
 from app.redis import key
-from tests.conftest import authenticated, running_app
-from tests.regions.test_regions_api import API, region
+from tests.support.platform import authenticated, running_app
+from tests.support.regions import API, region
 
 
 async def test_read_after_update_on_another_replica_is_fresh(settings: Settings) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from app.embedded import free_port
-from tests.test_cli import Output, clean_env, process_cleanup, run_cli, wait_ready  # noqa: F401
+from tests.support.processes import Output, clean_env, run_cli, wait_ready
 
 SESSION_SECRET = "production-console-session-secret-0123456789"
 
@@ -35,7 +35,7 @@ def test_a_production_console_needs_its_forwarding_secret() -> None:
 
 def test_dev_audits_console_sign_ins_under_the_browsers_address(
     workdir: Path,
-    process_cleanup: list[subprocess.Popen[str]],  # noqa: F811 - the fixture
+    process_cleanup: list[subprocess.Popen[str]],
 ) -> None:
     state = workdir / f"dev-state-{time.monotonic_ns()}"
     port, console_port = free_port(), free_port()

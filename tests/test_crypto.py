@@ -9,9 +9,9 @@ import yaml
 from fastapi import FastAPI
 
 from app.crypto import DecryptionError, Sealed, SecretBox
-from tests.clusters.test_clusters_api import TOKEN_VALUE, cluster_body
-from tests.conftest import ENCRYPTION_KEY
-from tests.test_cli import clean_env, run_cli
+from tests.support.clusters import TOKEN_VALUE, cluster_body
+from tests.support.platform import ENCRYPTION_KEY
+from tests.support.processes import clean_env, run_cli
 
 
 def test_seal_and_open() -> None:

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from app.config import Settings
-from tests.conftest import authenticated, make_settings, running_app
-from tests.regions.test_regions_api import API, assert_problem, region
+from tests.support.platform import authenticated, make_settings, running_app
+from tests.support.problems import assert_problem
+from tests.support.regions import API, region
 from tests.support.services import PostgresProcess, RedisProcess, start_redis_cluster
 
 

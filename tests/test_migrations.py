@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.db import migrate
 from app.models import Base
-from tests.conftest import fresh_database
+from tests.support.platform import fresh_database
 
 
 async def _tables(url: str) -> set[str]:

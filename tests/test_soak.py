@@ -45,11 +45,11 @@ import redis.asyncio as aioredis
 
 from app.config import Settings
 from app.embedded import free_port
-from tests.conftest import fresh_database
 from tests.perf.__main__ import login, platform_env, seed, wait_ready
 from tests.perf.fleet import Fleet
 from tests.perf.harness import stop as stop_processes
 from tests.perf.load import closed_loop, open_loop
+from tests.support.platform import fresh_database
 from tests.support.services import RedisProcess
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "60"))

@@ -11,7 +11,7 @@ from app.audit.models import AuditLog
 from app.auth.principal import CurrentPrincipal, authenticate
 from app.db.session import SessionDep
 from app.errors import BadRequest, Forbidden, NotFound
-from app.kit import routes
+from app.kit import responses
 from app.kit.paging import encode_token, page_request
 from app.kit.resource import API_VERSION, ListMeta, render
 from app.workspaces.models import Workspace, WorkspaceMember
@@ -106,7 +106,7 @@ async def list_audit_logs(
     since: Annotated[
         datetime | None, BeforeValidator(rfc3339_only), AfterValidator(within_utc_range)
     ] = None,
-    limit: Annotated[int, Query(ge=1, description=routes.LIMIT_HELP)] = 100,
+    limit: Annotated[int, Query(ge=1, description=responses.LIMIT_HELP)] = 100,
     continue_: Annotated[str | None, Query(alias="continue")] = None,
 ) -> Response:
     """Newest first. Platform admins see everything; workspace admins pass ?workspace=."""

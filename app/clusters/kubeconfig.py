@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from app.clusters.endpoints import EndpointRefused, check_server_url
+from app.clusters.address_guard import EndpointRefused, check_server_url
 from app.kit.body import NoAliasLoader
 
 MAX_KUBECONFIG_BYTES = 512 * 1024

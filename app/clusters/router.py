@@ -23,7 +23,7 @@ from app.clusters.service import (
 )
 from app.db.session import SessionDep
 from app.errors import NotFound
-from app.kit import routes
+from app.kit import responses
 from app.kit.crud import add_resource_routes
 
 router = APIRouter(
@@ -93,7 +93,7 @@ add_resource_routes(
     operation_id="issueClusterJoinToken",
     response_model=JoinToken,
     status_code=201,
-    responses={409: routes.WRITE_ERRORS[409]},
+    responses={409: responses.WRITE_ERRORS[409]},
     dependencies=[Depends(require_platform_admin)],
 )
 async def issue_join_token(

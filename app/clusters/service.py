@@ -10,8 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.audit.service import AuditTrail
 from app.auth.principal import Principal
 from app.cache import ObjectCache
+from app.clusters.address_guard import EndpointRefused, check_server_url
 from app.clusters.agents import issue_join_token, revoke_credentials
-from app.clusters.endpoints import EndpointRefused, check_server_url
 from app.clusters.kubeconfig import InvalidKubeconfig, parse_kubeconfig
 from app.clusters.models import Cluster, NodeGroup
 from app.clusters.schemas import (

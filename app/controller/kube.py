@@ -30,7 +30,7 @@ import yaml
 from kubernetes_asyncio.client import ApiClient, Configuration
 
 from app import __version__
-from app.clusters.endpoints import CheckedResolver, EndpointRefused, check_host
+from app.clusters.address_guard import CheckedResolver, EndpointRefused, check_host
 from app.clusters.models import Cluster
 from app.crypto import Sealed, SecretBox
 from app.tunnel.proxy import PROXY_PREFIX, proxy_token

@@ -23,7 +23,7 @@ from app.deployments.schemas import (
 )
 from app.deployments.service import DeploymentService
 from app.events.routes import add_object_events_route
-from app.kit import routes
+from app.kit import responses
 from app.kit.body import read_object
 from app.kit.crud import IfMatch, add_resource_routes
 from app.kit.openapi import request_body
@@ -54,7 +54,7 @@ Service = Annotated[DeploymentService, Depends(deployment_service)]
     operation_id="resolveApplicationDeployment",
     response_model=ResolveOut,
     openapi_extra=request_body(ResolveIn),
-    responses=routes.WRITE_ERRORS,
+    responses=responses.WRITE_ERRORS,
     dependencies=[workspace_role("operator")],
 )
 async def resolve(request: Request, service: Service) -> Response:
@@ -79,14 +79,14 @@ async def list_revisions(request: Request, name: str, service: Service) -> Respo
     operation_id="rollbackApplicationDeployment",
     response_model=ApplicationDeploymentOut,
     openapi_extra=request_body(RollbackIn),
-    responses=routes.WRITE_ERRORS,
+    responses=responses.WRITE_ERRORS,
 )
 async def rollback(
     request: Request, name: str, _: WorkspaceOperator, service: Service, if_match: IfMatch = None
 ) -> Response:
     """A new revision equal to the one given (reason Rollback)."""
     body = validate_as(RollbackIn, await read_object(request))
-    return routes.render_object(request, await service.rollback(name, body.revision, if_match))
+    return responses.render_object(request, await service.rollback(name, body.revision, if_match))
 
 
 add_object_events_route(resources, kind="ApplicationDeployment", service=deployment_service)

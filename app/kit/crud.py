@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.params import Depends as DependsParam
 
 from app.db.session import SessionDep
-from app.kit import routes
+from app.kit import responses
 from app.kit.body import MERGE_PATCH_TYPES, read_object
 from app.kit.idempotency import create_once
 from app.kit.openapi import merge_patch_body, request_body
@@ -66,14 +66,14 @@ def add_resource_routes(
     async def list_objects(
         request: Request,
         service: Service,
-        limit: Annotated[int, Query(ge=1, description=routes.LIMIT_HELP)] = 100,
+        limit: Annotated[int, Query(ge=1, description=responses.LIMIT_HELP)] = 100,
         continue_: Annotated[str | None, Query(alias="continue")] = None,
         label_selector: Annotated[str | None, Query(alias="labelSelector")] = None,
     ) -> Response:
         chosen = {f: request.query_params[f] for f in filters if f in request.query_params}
         page = page_request(limit, continue_, label_selector, **chosen)
         items, result = await service.list(page, chosen)
-        return routes.render_list(request, list_model, items, result)
+        return responses.render_list(request, list_model, items, result)
 
     @router.post(
         "",
@@ -81,14 +81,14 @@ def add_resource_routes(
         status_code=201,
         response_model=out_model,
         openapi_extra=request_body(in_model),
-        responses=routes.WRITE_ERRORS,
+        responses=responses.WRITE_ERRORS,
         dependencies=writes,
     )
     async def create_object(request: Request, session: SessionDep, service: Service) -> Response:
         body = await read_object(request)
 
-        async def create() -> routes.Created:
-            return routes.created(request, await service.create(validate_as(in_model, body)))
+        async def create() -> responses.Created:
+            return responses.created(request, await service.create(validate_as(in_model, body)))
 
         return await create_once(
             request, session, body, create, principal=idempotency_owner(request)
@@ -96,35 +96,35 @@ def add_resource_routes(
 
     @router.get("/{name}", operation_id=f"read{kind}", response_model=out_model, dependencies=reads)
     async def read_object_route(request: Request, name: str, service: Service) -> Response:
-        return routes.render_read(request, await service.read(name))
+        return responses.render_read(request, await service.read(name))
 
     @router.put(
         "/{name}",
         operation_id=f"replace{kind}",
         response_model=out_model,
         openapi_extra=request_body(in_model),
-        responses=routes.WRITE_ERRORS,
+        responses=responses.WRITE_ERRORS,
         dependencies=writes,
     )
     async def replace_object(
         request: Request, name: str, service: Service, if_match: IfMatch = None
     ) -> Response:
         body = validate_as(in_model, await read_object(request))
-        return routes.render_object(request, await service.replace(name, body, if_match))
+        return responses.render_object(request, await service.replace(name, body, if_match))
 
     @router.patch(
         "/{name}",
         operation_id=f"patch{kind}",
         response_model=out_model,
         openapi_extra=merge_patch_body(in_model),
-        responses=routes.WRITE_ERRORS,
+        responses=responses.WRITE_ERRORS,
         dependencies=writes,
     )
     async def patch_object(
         request: Request, name: str, service: Service, if_match: IfMatch = None
     ) -> Response:
         patch = await read_object(request, accepted=MERGE_PATCH_TYPES)
-        return routes.render_object(request, await service.patch(name, patch, if_match))
+        return responses.render_object(request, await service.patch(name, patch, if_match))
 
     if not with_delete:
         return
@@ -133,7 +133,7 @@ def add_resource_routes(
         "/{name}",
         operation_id=f"delete{kind}",
         response_model=out_model,
-        responses=routes.WRITE_ERRORS,
+        responses=responses.WRITE_ERRORS,
         dependencies=writes,
     )
     async def delete_object(
@@ -144,4 +144,4 @@ def add_resource_routes(
         propagation_policy: PropagationPolicy = None,
     ) -> Response:
         orphan = propagation_policy == "Orphan"
-        return routes.render_object(request, await service.delete(name, if_match, orphan=orphan))
+        return responses.render_object(request, await service.delete(name, if_match, orphan=orphan))

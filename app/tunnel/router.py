@@ -23,7 +23,7 @@ from app.config import Settings
 from app.db.base import resource_version_seq
 from app.db.session import SessionDep, after_commit
 from app.errors import Unauthorized
-from app.kit import routes
+from app.kit import responses
 from app.tunnel.hub import TUNNEL_PATH
 from app.tunnel.proxy import PROXY_PREFIX
 
@@ -54,7 +54,7 @@ async def _limit(request: Request) -> None:
     "/join",
     operation_id="joinAgent",
     response_model=AgentCredential,
-    responses={401: routes.COMMON_ERRORS[401], 429: routes.COMMON_ERRORS[429]},
+    responses={401: responses.COMMON_ERRORS[401], 429: responses.COMMON_ERRORS[429]},
     dependencies=[Depends(_limit)],
 )
 async def join(
@@ -81,7 +81,7 @@ async def join(
     "/credential",
     operation_id="rotateAgentCredential",
     response_model=AgentCredential,
-    responses={401: routes.COMMON_ERRORS[401], 429: routes.COMMON_ERRORS[429]},
+    responses={401: responses.COMMON_ERRORS[401], 429: responses.COMMON_ERRORS[429]},
     dependencies=[Depends(_limit)],
 )
 async def rotate(

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from app.auth.principal import CurrentPrincipal, audit_trail, authenticate, require_platform_admin
 from app.db.session import SessionDep
 from app.errors import NotFound
-from app.kit import routes
+from app.kit import responses
 from app.kit.body import MERGE_PATCH_TYPES, read_object
 from app.kit.crud import IfMatch, add_resource_routes
 from app.kit.openapi import merge_patch_body
@@ -30,7 +30,7 @@ Service = Annotated[UserService, Depends(user_service)]
 async def read_me(request: Request, principal: CurrentPrincipal, service: Service) -> Response:
     if principal.kind != "user":
         raise NotFound("service accounts have no user profile")
-    return routes.render_read(request, await service.read(principal.name))
+    return responses.render_read(request, await service.read(principal.name))
 
 
 @router.patch(
@@ -38,7 +38,7 @@ async def read_me(request: Request, principal: CurrentPrincipal, service: Servic
     operation_id="patchCurrentUser",
     response_model=UserOut,
     openapi_extra=merge_patch_body(OwnSpecPatch),
-    responses=routes.WRITE_ERRORS,
+    responses=responses.WRITE_ERRORS,
 )
 async def patch_me(
     request: Request, principal: CurrentPrincipal, service: Service, if_match: IfMatch = None
@@ -46,7 +46,9 @@ async def patch_me(
     if principal.kind != "user":
         raise NotFound("service accounts have no user profile")
     patch = await read_object(request, accepted=MERGE_PATCH_TYPES)
-    return routes.render_object(request, await service.patch_own(principal.name, patch, if_match))
+    return responses.render_object(
+        request, await service.patch_own(principal.name, patch, if_match)
+    )
 
 
 add_resource_routes(

@@ -13,7 +13,7 @@ from app.auth.principal import (
 )
 from app.db.session import SessionDep
 from app.events.routes import add_object_events_route
-from app.kit import routes
+from app.kit import responses
 from app.kit.crud import IfMatch, PropagationPolicy, add_resource_routes
 from app.vclusters.schemas import VClusterIn, VClusterList, VClusterOut
 from app.vclusters.service import VClusterService
@@ -51,7 +51,7 @@ Service = Annotated[VClusterService, Depends(vcluster_service)]
     "/{name}/kubeconfig",
     operation_id="readVClusterKubeconfig",
     response_class=Response,
-    responses={200: {"content": {"application/yaml": {}}}, 409: routes.WRITE_ERRORS[409]},
+    responses={200: {"content": {"application/yaml": {}}}, 409: responses.WRITE_ERRORS[409]},
 )
 async def kubeconfig(request: Request, name: str, _: WorkspaceAdmin, service: Service) -> Response:
     """The vcluster's kubeconfig, for workspace admins; every read is audited."""
@@ -64,7 +64,7 @@ async def kubeconfig(request: Request, name: str, _: WorkspaceAdmin, service: Se
     "/{name}",
     operation_id="deleteVCluster",
     response_model=VClusterOut,
-    responses=routes.WRITE_ERRORS,
+    responses=responses.WRITE_ERRORS,
     dependencies=[workspace_role("operator")],
 )
 async def delete_vcluster(
@@ -81,7 +81,7 @@ async def delete_vcluster(
     rollouts target it unless `force`."""
     orphan = propagation_policy == "Orphan"
     out = await service.delete(name, if_match, orphan=orphan, force=force)
-    return routes.render_object(request, out)
+    return responses.render_object(request, out)
 
 
 add_object_events_route(router, kind="VCluster", service=vcluster_service)

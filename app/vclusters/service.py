@@ -12,7 +12,7 @@ from sqlalchemy import delete, select
 
 from app.cache import ObjectCache
 from app.catalog.models import ChartArchive
-from app.clusters.endpoints import EndpointRefused, check_server_url
+from app.clusters.address_guard import EndpointRefused, check_server_url
 from app.clusters.models import Cluster
 from app.clusters.schemas import cluster_cache_key
 from app.crypto import Sealed, SecretBox

@@ -26,11 +26,11 @@ import pytest
 from app.config import Settings
 from app.embedded import free_port
 from app.kit.body import MAX_YAML_NODES
-from tests.conftest import authenticated, running_app
-from tests.regions.test_regions_api import assert_problem
+from tests.support.platform import authenticated, running_app
+from tests.support.problems import assert_problem
+from tests.support.processes import clean_env
 from tests.support.servers import api_server
 from tests.support.tenancy import PASSWORD, as_user, create_user
-from tests.test_cli import clean_env
 
 MERGE_PATCH = {"content-type": "application/merge-patch+json"}
 YAML = {"content-type": "application/yaml"}

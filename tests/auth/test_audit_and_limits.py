@@ -11,8 +11,8 @@ import pytest
 from app.auth.ratelimit import WINDOW_SECONDS, RateLimited, RateLimiter
 from app.config import Settings
 from app.redis import RedisGateway
-from tests.conftest import ADMIN_PASSWORD, authenticated, running_app
-from tests.regions.test_regions_api import API, region
+from tests.support.platform import ADMIN_PASSWORD, authenticated, running_app
+from tests.support.regions import API, region
 from tests.support.tenancy import add_member, as_user, create_user, create_workspace
 
 

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from app.auth.client_address import ADDRESS_HEADER, PROOF_HEADER, forwarding_headers
 from app.config import Settings
-from tests.conftest import authenticated, running_app
+from tests.support.platform import authenticated, running_app
 
 SECRET = "console-forwarding-test-secret-0123456789abcdef"
 LIMIT = 3  # token requests per address and minute

@@ -14,7 +14,7 @@ from oidc_provider_mock import run_server_in_thread
 
 from app.config import Settings
 from app.redis import key as redis_key
-from tests.conftest import running_app
+from tests.support.platform import running_app
 from tests.support.tenancy import create_user
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import httpx
 
-from tests.clusters.test_clusters_api import register_fleet
-from tests.regions.test_regions_api import API, assert_problem, region
+from tests.support.clusters import register_fleet
+from tests.support.problems import assert_problem
+from tests.support.regions import API, region
 from tests.support.tenancy import PASSWORD, as_user, create_user, create_workspace
 
 

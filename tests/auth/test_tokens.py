@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from app.config import Settings
-from tests.conftest import ADMIN_PASSWORD, JWT_SECRET, authenticated, running_app
+from tests.support.platform import ADMIN_PASSWORD, JWT_SECRET, authenticated, running_app
 
 TOKEN = "/oauth/token"
 PROTECTED = "/api/v1/regions"
@@ -138,7 +138,7 @@ async def test_revocation_survives_a_redis_flush(
     _, client = app_client
     tokens = (await client.post(TOKEN, data=password_form())).json()
     await client.post("/oauth/revoke", data={"token": tokens["refresh_token"]})
-    from tests.conftest import flush_redis
+    from tests.support.platform import flush_redis
 
     await flush_redis(settings)  # as a Redis restart without persistence would
     await assert_rejected(client, tokens["access_token"])

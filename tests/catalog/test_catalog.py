@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from tests.regions.test_regions_api import assert_problem
 from tests.support.charts import chart_archive
+from tests.support.problems import assert_problem
 from tests.support.tenancy import as_user, create_user
 
 APPS = "/api/v1/applications"

@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.catalog.charts import InvalidChart, inspect_chart
-from tests.catalog.test_chartrepo import upload
-from tests.regions.test_regions_api import assert_problem
+from tests.support.chartrepo import upload
 from tests.support.charts import chart_archive
+from tests.support.problems import assert_problem
 
 HEAD = "apiVersion: v2\nname: demo\nversion: 1.0.0\n"
 

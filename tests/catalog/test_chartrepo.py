@@ -10,15 +10,10 @@ import httpx
 import pytest
 import yaml
 
-from tests.regions.test_regions_api import assert_problem
+from tests.support.chartrepo import GZIP, upload
 from tests.support.charts import bomb, chart_archive, special
+from tests.support.problems import assert_problem
 from tests.support.tenancy import as_user, create_user
-
-GZIP = {"content-type": "application/gzip"}
-
-
-async def upload(client: httpx.AsyncClient, archive: bytes, **params: str) -> httpx.Response:
-    return await client.post("/chartrepo/api/charts", content=archive, headers=GZIP, params=params)
 
 
 async def repo_state(client: httpx.AsyncClient) -> dict[str, list[str]]:

@@ -15,8 +15,8 @@ import uvicorn
 from app.config import Settings
 from app.embedded import free_port
 from app.main import create_app
-from tests.conftest import authenticated
 from tests.support.charts import chart_archive
+from tests.support.platform import authenticated
 
 
 @pytest.fixture

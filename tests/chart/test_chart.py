@@ -4,105 +4,32 @@ Kubernetes schemas of the oldest supported (1.25) and the newest available versi
 
 from __future__ import annotations
 
-import shlex
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import helm_python as helm
-import kubernetes_validate
 import pytest
 import yaml
 
-CHART = Path(__file__).parents[2] / "charts" / "edge-platform"
+from tests.support.platform_chart import (
+    CHART,
+    MINIMAL,
+    PRODUCTION,
+    command_values,
+    container,
+    env,
+    find,
+    render,
+    validate,
+)
+
 GUIDE_VALUES = Path(__file__).parent / "guide-values.yaml"
-KUBE_VERSIONS = ("1.25.0", kubernetes_validate.latest_version())
-# Custom resources of operators the production mode relies on: kubernetes-validate ships only
-# the built-in kinds' schemas, so these are checked field by field in the tests below.
-CUSTOM_KINDS = {"Cluster", "RedisCluster", "ServiceMonitor", "PrometheusRule"}
-
-MINIMAL = """helm install edge-platform edge-platform/edge-platform \\
-  --namespace edge-platform \\
-  --create-namespace \\
-  --set global.mode=minimal \\
-  --set api-server.replicas=1 \\
-  --set controller.replicas=1 \\
-  --set console.replicas=1 \\
-  --set monitoring.enabled=true \\
-  --set logging.enabled=true"""
-PRODUCTION = """helm install edge-platform edge-platform/edge-platform \\
-  --namespace edge-platform \\
-  --create-namespace \\
-  --set global.mode=production \\
-  --set api-server.replicas=3 \\
-  --set controller.replicas=3 \\
-  --set console.replicas=2 \\
-  --set api-server.resources.requests.cpu=2000m \\
-  --set api-server.resources.requests.memory=4Gi \\
-  --set controller.resources.requests.cpu=1000m \\
-  --set controller.resources.requests.memory=2Gi \\
-  --set postgresql.enabled=true \\
-  --set redis.enabled=true \\
-  --set monitoring.enabled=true \\
-  --set logging.enabled=true"""
-
-
-def command_values(command: str) -> dict[str, Any]:
-    """The values of a `helm install … --set a=b …` command line, parsed as Helm parses them."""
-    words = shlex.split(command.replace("\\\n", " "))
-    sets = [words[i + 1] for i, word in enumerate(words) if word == "--set"]
-    return helm.parse_set_string(",".join(sets))
 
 
 def guide_values() -> dict[str, Any]:
     """The deployment guide's reference values.yaml (copied verbatim beside this file)."""
     values: dict[str, Any] = yaml.safe_load(GUIDE_VALUES.read_text())
     return values
-
-
-@pytest.fixture(scope="module")
-def chart() -> Iterator[helm.Chart]:
-    loaded = helm.Chart.load(str(CHART))
-    yield loaded
-    loaded.close()
-
-
-def render(chart: helm.Chart, values: dict[str, Any]) -> list[dict[str, Any]]:
-    manifests = chart.render(
-        values, name="edge-platform", namespace="edge-platform", is_install=True
-    )
-    docs = []
-    for path, text in manifests.items():
-        if path.endswith("NOTES.txt"):
-            continue
-        docs.extend(d for d in yaml.safe_load_all(text) if d)
-    return docs
-
-
-def find(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
-    for doc in docs:
-        if doc["kind"] == kind and doc["metadata"]["name"] == name:
-            return doc
-    raise AssertionError(
-        f"no {kind} {name} in {[(d['kind'], d['metadata']['name']) for d in docs]}"
-    )
-
-
-def container(deployment: dict[str, Any]) -> dict[str, Any]:
-    found: dict[str, Any] = deployment["spec"]["template"]["spec"]["containers"][0]
-    return found
-
-
-def env(deployment: dict[str, Any]) -> dict[str, Any]:
-    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container(deployment)["env"]}
-
-
-def validate(docs: list[dict[str, Any]]) -> None:
-    for doc in docs:
-        if doc["kind"] in CUSTOM_KINDS:
-            continue
-        for version in KUBE_VERSIONS:
-            kubernetes_validate.validate(doc, version, strict=True)
 
 
 def test_the_guides_minimal_command_line(chart: helm.Chart) -> None:

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import helm_python as helm
 
-from tests.chart.test_chart import (  # noqa: F401 - the fixture
+from tests.support.platform_chart import (
     MINIMAL,
     PRODUCTION,
-    chart,
     command_values,
     env,
     find,
@@ -19,7 +18,7 @@ from tests.chart.test_chart import (  # noqa: F401 - the fixture
 
 
 def test_replicas_advertise_their_pod_address_and_the_controller_uses_the_service(
-    chart: helm.Chart,  # noqa: F811
+    chart: helm.Chart,
 ) -> None:
     for command in (MINIMAL, PRODUCTION):
         docs = render(chart, command_values(command))

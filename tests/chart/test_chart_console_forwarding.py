@@ -7,10 +7,9 @@ import base64
 
 import helm_python as helm
 
-from tests.chart.test_chart import (  # noqa: F401 - the fixture
+from tests.support.platform_chart import (
     MINIMAL,
     PRODUCTION,
-    chart,
     command_values,
     container,
     env,
@@ -22,7 +21,7 @@ from tests.chart.test_chart import (  # noqa: F401 - the fixture
 KEY = "console-forwarding-secret"
 
 
-def test_api_and_console_share_a_generated_forwarding_secret(chart: helm.Chart) -> None:  # noqa: F811
+def test_api_and_console_share_a_generated_forwarding_secret(chart: helm.Chart) -> None:
     for command in (MINIMAL, PRODUCTION):
         docs = render(chart, command_values(command))
         validate(docs)
@@ -40,13 +39,13 @@ def test_api_and_console_share_a_generated_forwarding_secret(chart: helm.Chart) 
         assert "FORWARDED_ALLOW_IPS" not in console
 
 
-def test_without_the_console_the_api_needs_no_forwarding_secret(chart: helm.Chart) -> None:  # noqa: F811
+def test_without_the_console_the_api_needs_no_forwarding_secret(chart: helm.Chart) -> None:
     docs = render(chart, {"console": {"enabled": False}})
     api = env(find(docs, "Deployment", "edge-platform-api-server"))
     assert "CONSOLE_FORWARDING_SECRET" not in api
 
 
-def test_the_proxies_in_front_of_the_console_can_be_trusted(chart: helm.Chart) -> None:  # noqa: F811
+def test_the_proxies_in_front_of_the_console_can_be_trusted(chart: helm.Chart) -> None:
     values = {"console": {"trustedProxies": "10.0.0.0/8,192.168.0.10"}}
     chart.validate_schema(values)
     docs = render(chart, values)

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from app.catalog.charts import InvalidChart, inspect_chart
-from app.clusters.endpoints import EndpointRefused
+from app.clusters.address_guard import EndpointRefused
 from app.clusters.kubeconfig import InvalidKubeconfig, parse_kubeconfig
 from app.errors import AppError
 from app.kit.body import decode_json, decode_yaml

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from app.main import create_app
-from tests.conftest import ADMIN_PASSWORD, authenticated, login, make_settings
+from tests.support.platform import ADMIN_PASSWORD, authenticated, login, make_settings
 from tests.support.servers import api_server
 from tests.support.services import RedisProcess
 from tests.support.tenancy import PASSWORD, add_member, create_user

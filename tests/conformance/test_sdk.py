@@ -19,10 +19,10 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import ADMIN_PASSWORD, running_app
-from tests.deployments.conftest import Platform, fast_settings
 from tests.support.charts import chart_archive
+from tests.support.deployments import Platform, fast_settings
 from tests.support.edge import EdgeCluster, node
+from tests.support.platform import ADMIN_PASSWORD, running_app
 from tests.support.servers import http_server
 from tests.support.services import RedisProcess
 

@@ -6,28 +6,20 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
 from app.console.app import create_console_app
-from tests.deployments.conftest import Platform, fleet, platform  # noqa: F401 - fixtures
+from tests.deployments.conftest import fleet, platform  # noqa: F401 - fixtures
+from tests.support.browser import ARTIFACTS
+from tests.support.console import SESSION_SECRET, Console
+from tests.support.deployments import Platform
 from tests.support.servers import api_server, http_server
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
-ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", "test-artifacts")) / "console"
-SESSION_SECRET = "console-test-session-secret-0123456789abcdef"
-
-
-@dataclass
-class Console:
-    url: str
-    api_url: str
-    platform: Platform
 
 
 @pytest.fixture

@@ -5,23 +5,19 @@ goes back to the sign-in page. Screenshots of the key pages land in test-artifac
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
 
-from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support.ui import Select, WebDriverWait
+from selenium.webdriver.support.ui import Select
 
 from app.console.app import create_console_app
-from tests.conftest import ADMIN_PASSWORD
-from tests.console.conftest import ARTIFACTS, SESSION_SECRET, Console
-from tests.deployments.conftest import BASE, EXAMPLE_YAML, WORKSPACE, targets_of
+from tests.support.browser import Driver, find, shot, sign_in, wait
+from tests.support.console import SESSION_SECRET, Console
+from tests.support.deployments import BASE, EXAMPLE_YAML, WORKSPACE, targets_of
+from tests.support.platform import ADMIN_PASSWORD
 from tests.support.servers import api_server, http_server
 from tests.support.tenancy import PASSWORD, add_member, create_user
 
-Driver = webdriver.Chrome
 GUIDE_REGIONS = {
     "east-china": {"shanghai-cluster", "hangzhou-cluster"},
     "north-china": {"beijing-cluster", "tianjin-cluster"},
@@ -29,39 +25,8 @@ GUIDE_REGIONS = {
 }
 
 
-def wait(driver: Driver, condition: Callable[[Driver], Any], within: float = 30.0) -> Any:
-    return WebDriverWait(driver, within, poll_frequency=0.1).until(condition)
-
-
-def find(driver: Driver, css: str) -> WebElement:
-    return driver.find_element(By.CSS_SELECTOR, css)
-
-
 def texts(driver: Driver, css: str) -> list[str]:
     return [e.text for e in driver.find_elements(By.CSS_SELECTOR, css)]
-
-
-def shot(driver: Driver, name: str) -> None:
-    driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
-
-
-def sign_in(driver: Driver, base: str, username: str, password: str) -> None:
-    driver.get(f"{base}/fleet")
-    wait(driver, lambda d: "/login" in d.current_url)
-    find(driver, "#username").send_keys(username)
-    find(driver, "#password").send_keys(password)
-    find(driver, ".login button[type=submit]").click()
-    wait(driver, lambda d: d.current_url == f"{base}/fleet")
-    # The address changes when the new page starts to arrive, before it is parsed: wait for
-    # the signed-in header itself, or the next lookup can run against a page still loading.
-    try:
-        wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "header .user"), within=10)
-    except TimeoutException:
-        shot(driver, f"sign-in-{username}-failed")
-        main = driver.find_elements(By.TAG_NAME, "main")
-        raise AssertionError(
-            f"signed in, but the page says: {main[0].text if main else ''}"
-        ) from None
 
 
 def tiles(driver: Driver) -> dict[str, tuple[str, str]]:

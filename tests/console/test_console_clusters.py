@@ -21,11 +21,10 @@ from selenium.webdriver.common.by import By
 from websockets.asyncio.client import ClientConnection, connect
 
 from app.tunnel.protocol import HEADER, MAX_FRAME_BYTES, Frame
-from tests.conftest import ADMIN_PASSWORD
-from tests.console.conftest import Console
-from tests.console.test_console import Driver, find, shot, sign_in, wait
-from tests.console.test_console_http import hidden, plain_client, signed_in
-from tests.deployments.conftest import WORKSPACE
+from tests.support.browser import Driver, find, shot, sign_in, wait
+from tests.support.console import Console, hidden, plain_client, signed_in
+from tests.support.deployments import WORKSPACE
+from tests.support.platform import ADMIN_PASSWORD
 from tests.support.tenancy import PASSWORD, add_member, create_user
 
 CLUSTERS = "/api/v1/clusters"

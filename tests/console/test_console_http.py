@@ -7,39 +7,29 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import re
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 
-from app.console.app import STREAMS_PER_USER, create_console_app
+from app.console.app import STREAMS_PER_USER
 from app.console.session import SessionSealer
-from tests.conftest import ADMIN_PASSWORD
-from tests.console.conftest import SESSION_SECRET, Console
-from tests.deployments.conftest import BASE, EXAMPLE_YAML, WORKSPACE
-from tests.support.servers import api_server, http_server
+from tests.support.console import (
+    SESSION_SECRET,
+    Console,
+    console_server,
+    hidden,
+    plain_client,
+    signed_in,
+)
+from tests.support.deployments import BASE, EXAMPLE_YAML, WORKSPACE
+from tests.support.platform import ADMIN_PASSWORD
+from tests.support.servers import api_server
 from tests.support.tenancy import PASSWORD, add_member, create_user
 
 # httpx, like browsers elsewhere than localhost, sends no Secure cookie over plain HTTP: these
 # tests talk to a console whose cookies are not marked Secure, except the one about the flags.
-
-
-@contextlib.asynccontextmanager
-async def console_server(console: Console, **updates: Any) -> AsyncIterator[str]:
-    """Another console process, with its cookies not marked Secure; yields its URL."""
-    settings = console.platform.settings.model_copy(
-        update={"console_api_url": console.api_url, "console_cookie_secure": False} | updates
-    )
-    async with http_server(create_console_app(settings, secret=SESSION_SECRET)) as url:
-        yield url
-
-
-@contextlib.asynccontextmanager
-async def plain_client(console: Console, **updates: Any) -> AsyncIterator[httpx.AsyncClient]:
-    async with console_server(console, **updates) as url, httpx.AsyncClient(base_url=url) as client:
-        yield client
 
 
 @contextlib.asynccontextmanager
@@ -48,29 +38,6 @@ async def browser_at(url: str, address: str) -> AsyncIterator[httpx.AsyncClient]
     transport = httpx.AsyncHTTPTransport(local_address=address)
     async with httpx.AsyncClient(base_url=url, transport=transport) as client:
         yield client
-
-
-def hidden(page: str, name: str) -> str:
-    found = re.search(rf'name="{name}" value="([^"]*)"', page)
-    assert found, f"no hidden {name!r} field"
-    return found.group(1)
-
-
-async def signed_in(
-    client: httpx.AsyncClient, username: str = "admin", password: str = ADMIN_PASSWORD
-) -> str:
-    """Sign in (as admin unless told); returns the session's CSRF token (as its forms carry it)."""
-    form = await client.get("/login")
-    response = await client.post(
-        "/login",
-        data={"csrf": hidden(form.text, "csrf"), "next": "/fleet", "username": username,
-              "password": password},
-    )  # fmt: skip
-    assert response.status_code == 303, response.text
-    assert response.headers["location"] == "/fleet"
-    page = await client.get(f"/w/{WORKSPACE}/deployments")
-    assert page.status_code == 200
-    return hidden(page.text, "csrf")
 
 
 async def test_session_cookie_is_httponly_secure_samesite_and_opaque(console: Console) -> None:

@@ -33,12 +33,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from app.auth.oidc import OIDCClient, OIDCError
-from app.clusters.endpoints import EndpointRefused, check_address
+from app.clusters.address_guard import EndpointRefused, check_address
 from app.controller import kube
 from app.controller.kube import ClusterTarget, EdgeError, KubeClients, get_json
 from app.redis import RedisGateway
-from tests.conftest import make_settings
-from tests.controller.test_kube import SECRETS, target
+from tests.support.kube import SECRETS, target
+from tests.support.platform import make_settings
 
 MiB = 1024 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,10 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from app.controller import kube
-from app.controller.kube import ClusterTarget, KubeClients, get_json
-from app.crypto import SecretBox
-
-SECRETS = SecretBox("kube-client-test-key-0123456789abcdef")
+from app.controller.kube import KubeClients, get_json
+from tests.support.kube import SECRETS, target
 
 
 class Edge:
@@ -49,23 +45,6 @@ async def edge() -> AsyncIterator[Edge]:
     await server.server.start_server()
     yield server
     await server.server.close()
-
-
-def target(server: str, *, ca: bytes | None = None, cluster_id: int = 1) -> ClusterTarget:
-    where: dict[str, Any] = {"server": server}
-    if ca is not None:
-        where["certificate-authority-data"] = base64.b64encode(ca).decode()
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "current-context": "edge",
-        "clusters": [{"name": "edge", "cluster": where}],
-        "users": [{"name": "ops", "user": {"token": "edge-test-token"}}],
-        "contexts": [{"name": "edge", "context": {"cluster": "edge", "user": "ops"}}],
-    }
-    uid = str(uuid.uuid4())
-    sealed = SECRETS.seal(yaml.safe_dump(config).encode(), bound_to=f"cluster:{uid}")
-    return ClusterTarget(cluster_id, uid, f"edge-{cluster_id}", sealed.key_id, sealed.ciphertext)
 
 
 def certificate_authority(name: str) -> bytes:

@@ -18,7 +18,7 @@ from app.redis import RedisGateway
 async def parts(
     standalone_settings: Settings,
 ) -> AsyncIterator[tuple[RedisGateway, async_sessionmaker[AsyncSession]]]:
-    from tests.conftest import flush_redis
+    from tests.support.platform import flush_redis
 
     await flush_redis(standalone_settings)
     engine = create_engine(standalone_settings)

@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from app.embedded import free_port
-from tests.conftest import ENCRYPTION_KEY
+from tests.support.platform import ENCRYPTION_KEY
+from tests.support.processes import clean_env
 from tests.support.services import RedisProcess
-from tests.test_cli import clean_env
 
 LEASE = 3.0
 

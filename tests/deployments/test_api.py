@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 import yaml
 
-from tests.deployments.conftest import BASE, EXAMPLE_YAML, WORKSPACE, Platform
+from tests.support.deployments import BASE, EXAMPLE_YAML, WORKSPACE, Platform
 from tests.support.tenancy import add_member, as_user, create_user
 
 EXAMPLE: dict[str, Any] = yaml.safe_load(EXAMPLE_YAML)

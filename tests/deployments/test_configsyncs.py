@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from tests.conftest import authenticated, running_app
-from tests.deployments.conftest import NAMESPACE, WORKSPACE, Platform
+from tests.support.deployments import NAMESPACE, WORKSPACE, Platform
+from tests.support.platform import authenticated, running_app
 
 CONFIGS = f"/api/v1/workspaces/{WORKSPACE}/configsyncs"
 THREE = {"shanghai-cluster", "hangzhou-cluster", "beijing-cluster"}

@@ -7,10 +7,10 @@ import asyncio
 import subprocess
 import sys
 
-from tests.conftest import ENCRYPTION_KEY
-from tests.deployments.conftest import BASE, EXAMPLE_YAML, EXPECTED, NAMESPACE, Platform
+from tests.support.deployments import BASE, EXAMPLE_YAML, EXPECTED, NAMESPACE, Platform
+from tests.support.platform import ENCRYPTION_KEY
+from tests.support.processes import clean_env
 from tests.support.services import RedisProcess
-from tests.test_cli import clean_env
 
 
 async def test_another_controller_finishes_what_a_killed_one_started(

@@ -13,15 +13,8 @@ from sqlalchemy import func, select
 from app.controller.kube import REQUEST_TIMEOUT
 from app.controller.runner import Controller
 from app.deployments.models import RolloutTarget
-from tests.deployments.conftest import (
-    BASE,
-    EXAMPLE_YAML,
-    EXPECTED,
-    NAMESPACE,
-    Platform,
-    targets_of,
-)
 from tests.support.charts import chart_archive
+from tests.support.deployments import BASE, EXAMPLE_YAML, EXPECTED, NAMESPACE, Platform, targets_of
 
 YAML = {"Content-Type": "application/yaml"}
 

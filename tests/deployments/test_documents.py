@@ -14,7 +14,7 @@ from sqlalchemy import func, select, text
 from app.audit.models import AuditLog
 from app.deployments.models import Event, Rollout, RolloutRevision, RolloutTarget
 from app.deployments.schemas import ApplicationDeploymentList, ApplicationDeploymentOut
-from tests.deployments.conftest import BASE, EXAMPLE_YAML, Platform
+from tests.support.deployments import BASE, EXAMPLE_YAML, Platform
 
 EXAMPLE: dict[str, Any] = yaml.safe_load(EXAMPLE_YAML)
 MERGE = {"Content-Type": "application/merge-patch+json"}

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from tests.deployments.conftest import EXAMPLE_YAML, EXPECTED, WORKSPACE, Platform
+from tests.support.deployments import EXAMPLE_YAML, EXPECTED, WORKSPACE, Platform
 from tests.support.servers import api_server
 
 EVENTS = f"/api/v1/workspaces/{WORKSPACE}/events"

@@ -24,8 +24,7 @@ import redis
 from app.controller.leader import Fenced
 from app.controller.runner import Controller
 from app.redis import key as redis_key
-from tests.conftest import authenticated, running_app
-from tests.deployments.conftest import (
+from tests.support.deployments import (
     BASE,
     NAMESPACE,
     Platform,
@@ -34,6 +33,7 @@ from tests.deployments.conftest import (
     targets_of,
 )
 from tests.support.edge import EdgeCluster
+from tests.support.platform import authenticated, running_app
 from tests.support.services import RedisProcess, start_redis_cluster
 
 LEASE = {  # short, so a lost lease is taken over within the test's patience

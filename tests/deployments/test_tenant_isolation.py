@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.deployments.conftest import WORKSPACE, Platform
 from tests.support.charts import chart_archive
+from tests.support.deployments import WORKSPACE, Platform
 from tests.support.tenancy import add_member, as_user, create_user
 
 SHARED = "shanghai-cluster"

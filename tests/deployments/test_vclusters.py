@@ -9,8 +9,8 @@ import base64
 import yaml
 
 from app.vclusters.registration import vcluster_namespace
-from tests.deployments.conftest import WORKSPACE, Platform
 from tests.support.charts import chart_archive
+from tests.support.deployments import WORKSPACE, Platform
 from tests.support.edge import EdgeCluster, node
 from tests.support.tenancy import add_member, as_user, create_user
 

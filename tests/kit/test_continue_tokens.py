@@ -9,7 +9,7 @@ import json
 import httpx
 import pytest
 
-from tests.regions.test_regions_api import assert_problem
+from tests.support.problems import assert_problem
 from tests.support.tenancy import create_workspace
 
 PROBLEM = "application/problem+json"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 
 import app
-from tests.regions.test_regions_api import API, region
+from tests.support.regions import API, region
 
 
 async def test_health_and_version(api: httpx.AsyncClient) -> None:

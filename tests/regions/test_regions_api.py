@@ -9,8 +9,8 @@ import json
 import httpx
 import yaml
 
-API = "/api/v1/regions"
-PROBLEM = "application/problem+json"
+from tests.support.problems import assert_problem
+from tests.support.regions import API, region
 
 GUIDE_STYLE_YAML = """\
 apiVersion: edge.theriseunion.io/v1alpha1
@@ -24,27 +24,6 @@ spec:
   displayName: East China
   description: Shanghai and Hangzhou edge sites
 """
-
-
-def region(name: str, labels: dict[str, str] | None = None, **spec: str) -> dict[str, object]:
-    return {
-        "apiVersion": "edge.theriseunion.io/v1alpha1",
-        "kind": "Region",
-        "metadata": {"name": name, "labels": labels or {}},
-        "spec": spec,
-    }
-
-
-def assert_problem(response: httpx.Response, status: int, *fragments: str) -> dict[str, object]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM)
-    body: dict[str, object] = response.json()
-    assert body["status"] == status
-    assert {"type", "title", "detail", "code", "instance"} <= body.keys()
-    text = json.dumps(body)
-    for fragment in fragments:
-        assert fragment in text, f"{fragment!r} not in {text}"
-    return body
 
 
 async def test_create_returns_the_envelope_with_server_owned_fields(

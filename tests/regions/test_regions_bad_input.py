@@ -8,7 +8,8 @@ import time
 import httpx
 import pytest
 
-from tests.regions.test_regions_api import API, assert_problem, region
+from tests.support.problems import assert_problem
+from tests.support.regions import API, region
 
 YAML = {"content-type": "application/yaml"}
 

@@ -7,7 +7,8 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import event
 
-from tests.regions.test_regions_api import API, assert_problem, region
+from tests.support.problems import assert_problem
+from tests.support.regions import API, region
 
 
 async def names(client: httpx.AsyncClient, **params: str) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.conftest import login
+from tests.support.platform import login
 
 PASSWORD = "member-password-1"
 

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -22,12 +19,11 @@ import httpx
 import pytest
 
 from app.config import Settings
-from app.controller.runner import Controller
 from app.crypto import secret_box
 from app.main import create_app
 from app.tunnel.proxy import proxy_token
-from tests.conftest import authenticated
-from tests.deployments.conftest import (
+from tests.support.agents import AgentProcess, controller_for
+from tests.support.deployments import (
     BASE,
     EXAMPLE_YAML,
     EXPECTED,
@@ -38,49 +34,10 @@ from tests.deployments.conftest import (
     workload_version,
 )
 from tests.support.edge import EdgeCluster, node
+from tests.support.platform import authenticated
 from tests.support.servers import http_server
-from tests.test_cli import clean_env
 
 BEHIND_NAT = ("shanghai-cluster", "beijing-cluster")
-
-
-class AgentProcess:
-    """`edge-platform agent` for one emulated cluster, as an operator would run it outside a
-    pod: the platform's URL, a join token, the cluster's kubeconfig, a state file."""
-
-    def __init__(self, workdir: Path, name: str, platform_url: str, edge: EdgeCluster) -> None:
-        self.name = name
-        self.kubeconfig = workdir / f"{name}.kubeconfig"
-        self.kubeconfig.write_text(edge.kubeconfig(token=f"{name}-local-token"))
-        self.state_file = workdir / f"{name}.credential.json"
-        self.log = workdir / f"{name}.agent.log"
-        self.platform_url = platform_url
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, token: str) -> None:
-        command = [sys.executable, "-m", "app.cli", "agent", "--log-level", "debug"]
-        command += ["--platform-url", self.platform_url, "--token", token]
-        command += ["--kubeconfig", str(self.kubeconfig), "--state-file", str(self.state_file)]
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                command, env=clean_env(), stdout=log, stderr=subprocess.STDOUT
-            )
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
 
 
 @dataclass
@@ -138,7 +95,7 @@ async def fleet(standalone_settings: Settings, tmp_path: Path) -> AsyncIterator[
                 agents[name] = AgentProcess(tmp_path, name, url, edges[name])
                 token = (await client.post(f"/api/v1/clusters/{name}/join-token")).json()["token"]
                 agents[name].start(token)
-            controller = await _controller(settings)
+            controller = await controller_for(settings)
             controller_task = asyncio.create_task(controller.run(stop))
             yield Fleet(url, client, edges, agents, settings)
             stop.set()
@@ -151,18 +108,6 @@ async def fleet(standalone_settings: Settings, tmp_path: Path) -> AsyncIterator[
             agent.stop()
         for edge in edges.values():
             await edge.stop()
-
-
-async def _controller(settings: Settings) -> Controller:
-    from app.cache import ObjectCache
-    from app.db.engine import create_engine, create_sessionmaker
-    from app.redis import RedisGateway
-
-    engine = create_engine(settings)
-    redis = RedisGateway(url=settings.redis_url)
-    return Controller(
-        settings, create_sessionmaker(engine), redis, ObjectCache(redis), secret_box(settings)
-    )
 
 
 async def register(client: httpx.AsyncClient, edges: dict[str, EdgeCluster]) -> None:

@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from app.config import Settings
 from app.main import create_app
 from app.tunnel.protocol import MAX_FRAME_BYTES
-from tests.conftest import authenticated, flush_redis, make_settings
+from tests.support.platform import authenticated, flush_redis, make_settings
 from tests.support.servers import http_server
 from tests.support.services import PostgresProcess, RedisProcess
 

@@ -20,10 +20,10 @@ from app.config import Settings
 from app.crypto import secret_box
 from app.embedded import free_port
 from app.tunnel.proxy import proxy_token
-from tests.conftest import ADMIN_PASSWORD, ENCRYPTION_KEY, JWT_SECRET, authenticated
+from tests.support.agents import AgentProcess, controller_for
 from tests.support.edge import EdgeCluster, node
-from tests.test_cli import clean_env
-from tests.tunnel.test_agent_fleet import AgentProcess, _controller
+from tests.support.platform import ADMIN_PASSWORD, ENCRYPTION_KEY, JWT_SECRET, authenticated
+from tests.support.processes import clean_env
 
 NAME = "factory-7"
 
@@ -166,7 +166,7 @@ async def test_the_agent_moves_when_its_replica_dies_and_the_controller_follows(
                     "cluster_unreachable_after": 2.0,
                 }
             )
-            controller = await _controller(settings)
+            controller = await controller_for(settings)
             running = asyncio.create_task(controller.run(stop))
             path = f"/api/v1/clusters/{NAME}"
             body = await wait_for(client, path, lambda c: c["status"]["phase"] == "Ready")
