@@ -28,7 +28,7 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
 
 import aiohttp
 
@@ -58,6 +58,10 @@ _QUERY_CHARACTERS = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@%/?]*")
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
+# What Kubernetes (Go's strconv.ParseBool) reads as false in `watch=…` and `follow=…`.
+_FALSE = frozenset({"0", "f", "F", "false", "False", "FALSE"})
+
+
 class Refused(Exception):
     """The request is not one the agent forwards (the message says why)."""
 
@@ -68,6 +72,17 @@ class ApiRequest:
     path: str  # as the platform wrote it (percent-encoded), checked
     query: str
     headers: dict[str, str]  # only those forwarded
+
+    @property
+    def streams(self) -> bool:
+        """Whether the answer may go on without end (a watch, followed logs, a proxied
+        service): its chunks are passed on as they come. A false guess only costs a message."""
+        params = parse_qs(self.query, keep_blank_values=True)
+        for name in ("watch", "follow"):
+            if any(value not in _FALSE for value in params.get(name, ())):
+                return True
+        segments = self.path.split("/")
+        return "watch" in segments or "proxy" in segments
 
 
 def check_head(head: Any) -> ApiRequest:
@@ -190,6 +205,18 @@ def describe_failure(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {cleaned(str(exc))}" if str(exc) else type(exc).__name__
 
 
+async def _send_held_back(response: aiohttp.ClientResponse, stream: Stream) -> None:
+    """An answer that ends (not a watch): each chunk held until the next arrives, so the last
+    one carries the END (one message fewer). Such an answer comes whole and at once, so
+    holding a chunk back delays it by no more than reading the next."""
+    held = b""
+    async for chunk in response.content.iter_any():
+        if held:
+            await stream.send(held)
+        held = chunk
+    await stream.send(held, end=True)
+
+
 class _RequestBody:
     """The platform's request body as it arrives: streamed to the API server, and what is
     left of it once the answer is given read and dropped."""
@@ -288,8 +315,11 @@ class ExchangeHandler:
                 await stream.respond(response.status, passed)
                 answered = True
                 logger.debug("%s %s: %d", request.method, request.path, response.status)
-                async for chunk in response.content.iter_any():
-                    await stream.send(chunk)
+                if request.streams:
+                    async for chunk in response.content.iter_any():
+                        await stream.send(chunk)
+                else:
+                    await _send_held_back(response, stream)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             if stream.response.done():
                 return  # the platform reset the exchange meanwhile: nobody waits for it

@@ -50,7 +50,7 @@ from app.agent.store import (
 )
 from app.agent.tunnel import WebSocketTransport, open_tunnel
 from app.config import ConfigError
-from app.tunnel.protocol import Mux, ProtocolError, TunnelClosed
+from app.tunnel.protocol import SUBPROTOCOL_V2, Mux, ProtocolError, TunnelClosed
 
 logger = logging.getLogger(__name__)
 
@@ -291,7 +291,9 @@ class Agent:
             stored.cluster or "(unnamed)",
         )
         transport = WebSocketTransport(websocket)
-        mux = Mux(transport, on_open=self._exchanges)
+        mux = Mux(
+            transport, on_open=self._exchanges, end_flag=websocket.subprotocol == SUBPROTOCOL_V2
+        )
         rotation = asyncio.create_task(self._rotate_while_connected(stored, websocket))
         ended = "the connection ended"
         close: tuple[int, str] = (CloseCode.NORMAL_CLOSURE, "")

@@ -17,9 +17,10 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.connection import Connection
 from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
 
 from app.agent.settings import AGENT_VERSION, AgentSettings
-from app.tunnel.protocol import MAX_FRAME_BYTES, ProtocolError, TunnelClosed
+from app.tunnel.protocol import MAX_FRAME_BYTES, SUBPROTOCOL_V2, ProtocolError, TunnelClosed
 
 PING_INTERVAL_SECONDS = 15.0
 PING_TIMEOUT_SECONDS = 15.0
@@ -95,6 +96,7 @@ async def open_tunnel(
         additional_headers={"Authorization": f"Bearer {credential}"},
         user_agent_header=f"edge-agent/{AGENT_VERSION}",
         compression=None,
+        subprotocols=[Subprotocol(SUBPROTOCOL_V2)],  # a platform that knows it agrees
         proxy=True,  # HTTPS_PROXY / NO_PROXY of the environment (websockets' default, said)
         open_timeout=settings.connect_timeout_seconds,
         ping_interval=PING_INTERVAL_SECONDS,

@@ -38,7 +38,7 @@ from app.clusters.schemas import cluster_cache_key, cluster_document
 from app.db.base import resource_version_seq
 from app.redis import RedisClient, RedisGateway, RedisUnavailable
 from app.redis import key as redis_key
-from app.tunnel.protocol import Mux, ProtocolError, TunnelClosed
+from app.tunnel.protocol import SUBPROTOCOL_V2, Mux, ProtocolError, TunnelClosed
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ class TunnelHub:
             CONNECTS.labels("refused").inc()
             await _deny(websocket, 401, "the agent credential is not valid (revoked or wrong)")
             return
-        await websocket.accept()
+        await websocket.accept(subprotocol=SUBPROTOCOL_V2 if connection.mux.end_flag else None)
         CONNECTS.labels("accepted").inc()
         replaced = self._connections.get(connection.uid)
         self._connections[connection.uid] = connection
@@ -212,6 +212,7 @@ class TunnelHub:
             mux=Mux(
                 _WebSocketTransport(websocket),
                 on_hello=lambda info: self._hello(connection, info),
+                end_flag=SUBPROTOCOL_V2 in websocket.scope.get("subprotocols", ()),
             ),
             websocket=websocket,
             since=datetime.now(UTC),

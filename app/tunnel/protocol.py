@@ -16,6 +16,12 @@ HTTP/2, but for a transport whose one library (websockets) both ends already use
 
 Stream 0 carries the connection's own messages: HELLO (the agent says what it is, JSON).
 Liveness is the WebSocket's own ping/pong, on both ends.
+
+Version 2 (the WebSocket subprotocol `edge-tunnel.v2`, when both ends offer it) adds one thing,
+HTTP/2's END_STREAM: the type byte's high bit (END_FLAG) on an OPEN, RESPONSE or DATA frame
+ends that side's body with it, so a GET is OPEN|END, RESPONSE, DATA|END — three messages where
+version 1 needs five. Either end accepts a flagged frame; each sends them only when the other
+agreed to version 2 (an agent older than the platform, or the other way round, speaks 1).
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ CHUNK_BYTES = 64 * 1024  # the largest DATA frame sent
 MAX_HEAD_BYTES = 64 * 1024  # an OPEN, RESPONSE or HELLO payload
 MAX_FRAME_BYTES = HEADER.size + max(CHUNK_BYTES, MAX_HEAD_BYTES)  # the WebSocket's max_size
 MAX_STREAMS = 512  # streams open at once on one connection
+SUBPROTOCOL_V2 = "edge-tunnel.v2"
+END_FLAG = 0x80  # version 2: the frame also ends its side's body
 
 
 class Frame(enum.IntEnum):
@@ -91,9 +99,13 @@ class Stream:
 
     # sending -----------------------------------------------------------------------------
 
-    async def send(self, data: bytes) -> None:
-        """Send body bytes, waiting for credit when the other side has not read enough."""
+    async def send(self, data: bytes, *, end: bool = False) -> None:
+        """Send body bytes, waiting for credit when the other side has not read enough;
+        `end`: they are the last (with version 2, the last frame carries the END)."""
         view = memoryview(data)
+        if end and not view:
+            await self.end()
+            return
         while view:
             while self._credit <= 0:
                 if self._failed is not None:
@@ -104,8 +116,16 @@ class Stream:
                 raise self._failed
             size = min(len(view), CHUNK_BYTES, self._credit)
             self._credit -= size
+            last = end and size == len(view)
+            if last and self._mux.end_flag:
+                self._sent_end = True
+                await self._mux.send(Frame.DATA, self.id, bytes(view[:size]), end=True)
+                self._mux.finished(self)
+                return
             await self._mux.send(Frame.DATA, self.id, bytes(view[:size]))
             view = view[size:]
+        if end:
+            await self.end()
 
     async def end(self) -> None:
         """No more body from this side."""
@@ -206,7 +226,8 @@ class Stream:
 
 class Mux:
     """Streams over one transport. `answers`: this is the agent's end, which answers streams
-    the platform opens (each OPEN calls `on_open` in a task of its own)."""
+    the platform opens (each OPEN calls `on_open` in a task of its own). `end_flag`: the other
+    end speaks version 2 (the subprotocol was agreed), so frames may carry END_FLAG."""
 
     def __init__(
         self,
@@ -214,6 +235,7 @@ class Mux:
         *,
         on_open: Callable[[Stream], Awaitable[None]] | None = None,
         on_hello: Callable[[dict[str, Any]], None] | None = None,
+        end_flag: bool = False,
     ) -> None:
         self._transport = transport
         self._on_open = on_open
@@ -221,6 +243,7 @@ class Mux:
         self.answers = on_open is not None
         self._streams: dict[int, Stream] = {}
         self._next_id = 1
+        self.end_flag = end_flag
         self._sending = asyncio.Lock()
         self._handlers: set[asyncio.Task[None]] = set()
         self._closed: BaseException | None = None
@@ -233,8 +256,9 @@ class Mux:
     def open_streams(self) -> int:
         return len(self._streams)
 
-    async def open(self, head: dict[str, Any]) -> Stream:
-        """Start an exchange (the platform's end): the request's head is sent at once."""
+    async def open(self, head: dict[str, Any], *, end: bool = False) -> Stream:
+        """Start an exchange (the platform's end): the request's head is sent at once;
+        `end`: the request has no body."""
         if self._closed is not None:
             raise TunnelClosed(str(self._closed))
         if len(self._streams) >= MAX_STREAMS:
@@ -242,24 +266,36 @@ class Mux:
         stream = Stream(self, self._next_id)
         self._next_id += 1
         self._streams[stream.id] = stream
-        await self.send_json(Frame.OPEN, stream.id, head)
+        if end and self.end_flag:
+            stream._sent_end = True
+            await self.send_json(Frame.OPEN, stream.id, head, end=True)
+        else:
+            await self.send_json(Frame.OPEN, stream.id, head)
+            if end:
+                await stream.end()
         return stream
 
     async def hello(self, info: dict[str, Any]) -> None:
         await self.send_json(Frame.HELLO, 0, info)
 
-    async def send_json(self, frame: Frame, stream_id: int, document: dict[str, Any]) -> None:
+    async def send_json(
+        self, frame: Frame, stream_id: int, document: dict[str, Any], *, end: bool = False
+    ) -> None:
         payload = json.dumps(document, separators=(",", ":")).encode()
         if len(payload) > MAX_HEAD_BYTES:
             raise ValueError(f"a {frame.name} head is larger than {MAX_HEAD_BYTES} bytes")
-        await self.send(frame, stream_id, payload)
+        await self.send(frame, stream_id, payload, end=end)
 
-    async def send(self, frame: Frame, stream_id: int, payload: bytes = b"") -> None:
+    async def send(
+        self, frame: Frame, stream_id: int, payload: bytes = b"", *, end: bool = False
+    ) -> None:
+        """One frame; `end` (version 2 only: the caller checks `end_flag`) flags it."""
         if self._closed is not None:
             raise TunnelClosed(str(self._closed))
+        kind = frame | END_FLAG if end else frame
         async with self._sending:
             try:
-                await self._transport.send(HEADER.pack(frame, stream_id) + payload)
+                await self._transport.send(HEADER.pack(kind, stream_id) + payload)
             except TunnelClosed:
                 raise
             except Exception as exc:
@@ -310,34 +346,45 @@ class Mux:
         kind, stream_id = HEADER.unpack_from(message)
         payload = message[HEADER.size :]
         try:
-            frame = Frame(kind)
+            frame = Frame(kind & ~END_FLAG)
         except ValueError:
             raise ProtocolError(f"unknown frame type {kind}") from None
+        ends = bool(kind & END_FLAG)
+        if ends and frame not in (Frame.OPEN, Frame.RESPONSE, Frame.DATA):
+            raise ProtocolError(f"a {frame.name} frame cannot end a body")
         if frame is Frame.HELLO:
             if self._on_hello is not None:
                 self._on_hello(_json(payload))
             return
         if frame is Frame.OPEN:
-            self._opened(stream_id, payload)
+            opened = self._opened(stream_id, payload)
+            if ends and opened is not None:
+                opened.received(Frame.END, b"")
             return
         stream = self._streams.get(stream_id)
         if stream is None:
             return  # a stream already finished or reset here: late frames are dropped
         stream.received(frame, payload)
+        if ends:
+            stream.received(Frame.END, b"")
 
-    def _opened(self, stream_id: int, payload: bytes) -> None:
+    def _opened(self, stream_id: int, payload: bytes) -> Stream | None:
+        """The stream the platform opened (None when refused: too many at once)."""
         if not self.answers or self._on_open is None:
             raise ProtocolError("only the platform opens streams")
         if stream_id in self._streams or stream_id == 0:
             raise ProtocolError(f"stream {stream_id} is open already")
         stream = Stream(self, stream_id, _json(payload))
+        accepted: Stream | None = None
         if len(self._streams) >= MAX_STREAMS:
             task = asyncio.create_task(stream.reset("too many exchanges at once"))
         else:
             self._streams[stream_id] = stream
+            accepted = stream
             task = asyncio.create_task(self._answer(stream))
         self._handlers.add(task)
         task.add_done_callback(self._handlers.discard)
+        return accepted
 
     async def _answer(self, stream: Stream) -> None:
         assert self._on_open is not None

@@ -21,7 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from app.crypto import SecretBox
 from app.tunnel.hub import AgentConnection, TunnelHub
-from app.tunnel.protocol import StreamReset, TunnelClosed
+from app.tunnel.protocol import Stream, StreamReset, TunnelClosed
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +130,34 @@ async def _read_body(request: Request) -> bytes | None:
     return b"".join(parts)
 
 
+class BodyTooLarge(Exception):
+    pass
+
+
+def _without_body(request: Request) -> bool:
+    """Whether the request has no body, by its headers (its OPEN can then end it)."""
+    headers = request.headers
+    if "transfer-encoding" in headers:
+        return False
+    return headers.get("content-length", "0").strip() == "0"
+
+
+async def _send_body(request: Request, stream: Stream) -> None:
+    """The request's body over the stream, its last chunk ending it. Each chunk is held until
+    the next arrives, so that the last one carries the END (one message fewer); the body is
+    the controller's, sent at once, so holding it back delays nothing."""
+    held, size = b"", 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_REQUEST_BYTES:
+            raise BodyTooLarge
+        if chunk:
+            if held:
+                await stream.send(held)
+            held = chunk
+    await stream.send(held, end=True)
+
+
 async def _relay(connection: AgentConnection, request: Request, path: str) -> Response:
     """One exchange over the agent's connection, the answer streamed back as it comes."""
     head = {
@@ -138,21 +166,18 @@ async def _relay(connection: AgentConnection, request: Request, path: str) -> Re
         "query": request.url.query,
         "headers": {k: v for k in REQUEST_HEADERS if (v := request.headers.get(k)) is not None},
     }
+    bodiless = _without_body(request)
     try:
-        stream = await connection.mux.open(head)
+        stream = await connection.mux.open(head, end=bodiless)
     except TunnelClosed:
         return status(503, "the cluster's agent is not connected to the platform")
     try:
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_REQUEST_BYTES:
-                await stream.reset("request body too large")
-                return status(413, f"request body larger than {MAX_REQUEST_BYTES} bytes")
-            if chunk:
-                await stream.send(chunk)
-        await stream.end()
+        if not bodiless:
+            await _send_body(request, stream)
         answer = await asyncio.wait_for(stream.response, HEAD_TIMEOUT_SECONDS)
+    except BodyTooLarge:
+        await stream.reset("request body too large")
+        return status(413, f"request body larger than {MAX_REQUEST_BYTES} bytes")
     except TimeoutError:
         await stream.reset("no answer in time")
         return status(504, "the cluster's agent did not answer in time")

@@ -38,7 +38,14 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from app.agent.run import run_agent
 from app.agent.settings import AgentSettings
-from app.tunnel.protocol import MAX_FRAME_BYTES, Mux, ProtocolError, Stream, TunnelClosed
+from app.tunnel.protocol import (
+    MAX_FRAME_BYTES,
+    SUBPROTOCOL_V2,
+    Mux,
+    ProtocolError,
+    Stream,
+    TunnelClosed,
+)
 from tests.support.edge import EdgeCluster
 
 MiB = 1024 * 1024
@@ -281,7 +288,9 @@ class TestPlatform:
         if retired is not None:  # the new credential connected: the old one stops working
             self.credentials.pop(retired, None)
         # aiohttp refuses a message of exactly max_msg_size bytes (its bound is exclusive).
-        websocket = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES + 1)
+        websocket = web.WebSocketResponse(
+            max_msg_size=MAX_FRAME_BYTES + 1, protocols=(SUBPROTOCOL_V2,)
+        )
         await websocket.prepare(request)
         hello: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
 
@@ -289,7 +298,11 @@ class TestPlatform:
             if not hello.done():
                 hello.set_result(info)
 
-        mux = Mux(AiohttpServerTransport(websocket), on_hello=on_hello)
+        mux = Mux(
+            AiohttpServerTransport(websocket),
+            on_hello=on_hello,
+            end_flag=websocket.ws_protocol == SUBPROTOCOL_V2,  # as the platform agrees
+        )
         connection = PlatformConnection(mux, websocket, credential, hello)
         self.live.append(connection)
         self.connections.put_nowait(connection)

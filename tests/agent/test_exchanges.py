@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import app
+from app.agent.exchange import check_head
 from app.agent.settings import AgentSettings
 from tests.agent.support import (
     MiB,
@@ -71,6 +72,8 @@ async def test_get_version_through_the_tunnel(
     assert answer.headers["Content-Type"].startswith("application/json")
     assert answer.json()["gitVersion"] == "v1.30.2"
     assert edge.seen[-1].path == "/version"
+    # The agent offered the protocol's version 2 and the platform agreed: END flags.
+    assert connection.mux.end_flag
 
 
 async def test_server_side_apply_and_read_back(
@@ -282,3 +285,22 @@ async def test_an_unreachable_api_server_is_a_502_status(
         # A body that the API server never took is read to its end: the answer arrives.
         answer = await connection.request("POST", "/api/v1/nodes", body=b"{}" * (300 * 1024))
         assert answer.status == 502
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "streams"),
+    [
+        ("/api/v1/nodes", "", False),
+        ("/api/v1/nodes", "watch=true", True),
+        ("/api/v1/nodes", "watch=1&resourceVersion=5", True),
+        ("/api/v1/nodes", "watch=false", False),
+        ("/api/v1/watch/nodes", "", True),
+        ("/api/v1/namespaces/a/pods/p/log", "follow=true", True),
+        ("/api/v1/namespaces/a/services/s/proxy/metrics", "", True),
+    ],
+)
+def test_answers_that_may_not_end_are_passed_on_as_they_come(
+    path: str, query: str, streams: bool
+) -> None:
+    """Other answers hold each chunk back until the next, so the last carries the END."""
+    assert check_head({"method": "GET", "path": path, "query": query}).streams is streams

@@ -18,10 +18,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Subprotocol
 
 from app.config import Settings
 from app.main import create_app
-from app.tunnel.protocol import MAX_FRAME_BYTES
+from app.tunnel.protocol import MAX_FRAME_BYTES, SUBPROTOCOL_V2
 from tests.support.platform import authenticated, flush_redis, make_settings
 from tests.support.servers import http_server
 from tests.support.services import PostgresProcess, RedisProcess
@@ -61,12 +62,13 @@ async def join(client: httpx.AsyncClient, token: str) -> httpx.Response:
     return await client.post("/api/v1/agent/join", json={"token": token}, headers=anonymous)
 
 
-def tunnel(url: str, credential: str) -> Any:
+def tunnel(url: str, credential: str, *, offer: list[str] | None = None) -> Any:
     return connect(
         url.replace("http://", "ws://") + "/api/v1/agent/tunnel",
         additional_headers={"Authorization": f"Bearer {credential}"},
         max_size=MAX_FRAME_BYTES,
         open_timeout=5,
+        subprotocols=[Subprotocol(p) for p in offer] if offer else None,
     )
 
 
@@ -218,6 +220,18 @@ async def test_agents_are_told_to_come_back_later_while_the_database_is_down(
                     return
             await asyncio.sleep(0.2)
         raise AssertionError("the agent was never admitted after the database came back")
+
+
+async def test_the_tunnel_speaks_version_2_only_with_an_agent_that_offers_it(
+    standalone_settings: Settings,
+) -> None:
+    async with platform(standalone_settings) as (url, client):
+        await client.post("/api/v1/clusters", json=agent_cluster())
+        credential = (await join(client, (await join_token(client))["token"])).json()["credential"]
+        async with tunnel(url, credential) as older_agent:
+            assert older_agent.subprotocol is None
+        async with tunnel(url, credential, offer=["edge-tunnel.v9", SUBPROTOCOL_V2]) as agent:
+            assert agent.subprotocol == SUBPROTOCOL_V2
 
 
 async def test_a_rotated_credential_replaces_the_old_one_once_used(

@@ -17,6 +17,7 @@ from websockets.exceptions import ConnectionClosed
 
 from app.tunnel.protocol import (
     CHUNK_BYTES,
+    END_FLAG,
     MAX_FRAME_BYTES,
     WINDOW_BYTES,
     Frame,
@@ -32,10 +33,10 @@ class Socket:
 
     def __init__(self, connection: ClientConnection | ServerConnection) -> None:
         self.connection = connection
-        self.sent: list[Frame] = []  # the type of each message sent
+        self.sent: list[int] = []  # the type byte of each message sent
 
     async def send(self, message: bytes) -> None:
-        self.sent.append(Frame(message[0]))
+        self.sent.append(message[0])
         try:
             await self.connection.send(message)
         except ConnectionClosed as exc:
@@ -54,16 +55,19 @@ Handler = Callable[[Stream], Awaitable[None]]
 
 
 @contextlib.asynccontextmanager
-async def tunnel(handler: Handler) -> AsyncIterator[tuple[Mux, dict[str, Any]]]:
+async def tunnel(
+    handler: Handler, *, version: int = 1
+) -> AsyncIterator[tuple[Mux, dict[str, Any]]]:
     """The platform's end (yielded) connected to an answering end running `handler`; the dict
-    holds what the answering side saw (its HELLO, its connection)."""
+    holds what the answering side saw (its HELLO, its connection). `version` 2: both ends
+    agreed to END flags."""
     seen: dict[str, Any] = {}
     ready = asyncio.Event()
 
     async def answering_side(connection: ServerConnection) -> None:
         seen["connection"] = connection
         seen["socket"] = Socket(connection)
-        mux = Mux(seen["socket"], on_open=handler)
+        mux = Mux(seen["socket"], on_open=handler, end_flag=version == 2)
         seen["mux"] = mux
         ready.set()
         with contextlib.suppress(TunnelClosed):
@@ -74,7 +78,9 @@ async def tunnel(handler: Handler) -> AsyncIterator[tuple[Mux, dict[str, Any]]]:
         async with connect(f"ws://127.0.0.1:{port}", max_size=MAX_FRAME_BYTES) as client:
             seen["platform_socket"] = Socket(client)
             platform = Mux(
-                seen["platform_socket"], on_hello=lambda info: seen.setdefault("hello", info)
+                seen["platform_socket"],
+                on_hello=lambda info: seen.setdefault("hello", info),
+                end_flag=version == 2,
             )
             reader = asyncio.create_task(platform.run())
             await ready.wait()
@@ -99,8 +105,7 @@ async def exchange(mux: Mux, path: str, body: bytes = b"") -> tuple[dict[str, An
     stream = await mux.open({"method": "POST", "path": path, "query": "", "headers": {}})
 
     async def upload() -> None:  # while the answer comes: the echo answers as it reads
-        await stream.send(body)
-        await stream.end()
+        await stream.send(body, end=True)
 
     sending = asyncio.create_task(upload())
     head = await stream.response
@@ -109,8 +114,9 @@ async def exchange(mux: Mux, path: str, body: bytes = b"") -> tuple[dict[str, An
     return head, answer
 
 
-async def test_exchanges_come_back_whole_and_to_their_own_caller() -> None:
-    async with tunnel(echo) as (platform, _):
+@pytest.mark.parametrize("version", [1, 2])
+async def test_exchanges_come_back_whole_and_to_their_own_caller(version: int) -> None:
+    async with tunnel(echo, version=version) as (platform, _):
         bodies = {f"/api/v1/item-{i}": bytes([i]) * (i * 7919) for i in range(40)}
         answers = await asyncio.gather(*(exchange(platform, p, b) for p, b in bodies.items()))
         for (head, body), (path, sent) in zip(answers, bodies.items(), strict=True):
@@ -120,9 +126,12 @@ async def test_exchanges_come_back_whole_and_to_their_own_caller() -> None:
         assert platform.open_streams == 0  # finished exchanges leave nothing behind
 
 
-async def test_a_body_larger_than_the_window_streams_through_in_both_directions() -> None:
+@pytest.mark.parametrize("version", [1, 2])
+async def test_a_body_larger_than_the_window_streams_through_in_both_directions(
+    version: int,
+) -> None:
     big = bytes(range(256)) * (5 * WINDOW_BYTES // 256)  # 1.25 MiB, 20 chunks of 64 KiB
-    async with tunnel(echo) as (platform, _):
+    async with tunnel(echo, version=version) as (platform, _):
         head, body = await exchange(platform, "/big", big)
     assert head["status"] == 200
     assert body == big
@@ -210,21 +219,39 @@ async def test_a_malformed_frame_closes_the_connection_as_a_protocol_error() -> 
         assert seen["mux"].closed
 
 
-async def test_a_small_exchange_sends_no_credit_back_for_a_body_that_has_ended() -> None:
-    """A GET answered with a small body: the request's head and its end, the answer's head,
-    body and end — and no WINDOW frames, as neither side has anything more to send."""
+@pytest.mark.parametrize(
+    ("version", "requests", "answers"),
+    [
+        (1, [Frame.OPEN, Frame.END], [Frame.RESPONSE, Frame.DATA, Frame.END]),
+        (2, [Frame.OPEN | END_FLAG], [Frame.RESPONSE, Frame.DATA | END_FLAG]),
+    ],
+)
+async def test_a_small_exchange_takes_five_messages_or_with_end_flags_three(
+    version: int, requests: list[int], answers: list[int]
+) -> None:
+    """A GET answered with a small body. No WINDOW frames: neither side has more to send
+    once the other has read. Version 2 ends each side's body on its last frame."""
 
     async def answer(stream: Stream) -> None:
         assert await stream.body(1024) == b""
         await stream.respond(200, {"content-type": "application/json"})
-        await stream.send(b'{"gitVersion":"v1.30.0"}')
-        await stream.end()
+        await stream.send(b'{"gitVersion":"v1.30.0"}', end=True)
 
-    async with tunnel(answer) as (platform, seen):
-        stream = await platform.open({"method": "GET", "path": "/version"})
-        await stream.end()
+    async with tunnel(answer, version=version) as (platform, seen):
+        stream = await platform.open({"method": "GET", "path": "/version"}, end=True)
         assert (await stream.response)["status"] == 200
         assert await stream.body(1024) == b'{"gitVersion":"v1.30.0"}'
         await asyncio.sleep(0.05)  # anything more either side would send
-        assert seen["platform_socket"].sent == [Frame.OPEN, Frame.END]
-        assert seen["socket"].sent == [Frame.RESPONSE, Frame.DATA, Frame.END]
+        assert seen["platform_socket"].sent == requests
+        assert seen["socket"].sent == answers
+        assert platform.open_streams == 0
+        assert seen["mux"].open_streams == 0
+
+
+async def test_an_end_flag_on_a_frame_that_carries_no_body_is_a_protocol_error() -> None:
+    async with tunnel(echo, version=2) as (platform, seen):
+        stream = await platform.open({"method": "GET", "path": "/", "query": "", "headers": {}})
+        await platform.send(Frame.WINDOW, stream.id, b"\x00\x00\x00\x01", end=True)
+        with pytest.raises(TunnelClosed):
+            await asyncio.wait_for(stream.read(), 5)
+        assert seen["mux"].closed
