@@ -8,7 +8,7 @@ From a kubeconfig, its current context: the server, `certificate-authority(-data
 certificate and key (`client-certificate(-data)`, `client-key(-data)`). Refused with a message
 saying so: exec and auth-provider plugins, basic auth, impersonation and `proxy-url` (the API
 server is reached directly, never through the outbound proxy). Client keys are loaded into
-memory, never written to a file (app.controller.kube._load_client_certificate).
+memory, never written to a file (app.certs).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import yaml
 from yarl import URL
 
 from app.agent.settings import AGENT_VERSION
+from app.certs import load_client_certificate
 from app.config import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -253,12 +254,8 @@ def _server(
                 f"kubeconfig context {context!r}: the CA is not valid: {exc}"
             ) from None
         if certificate is not None and key is not None:
-            # Imported here: app.controller.kube brings in the platform's own modules, which an
-            # agent using a token (as in a pod) does not need to load.
-            from app.controller.kube import _load_client_certificate
-
             try:
-                _load_client_certificate(context_ssl, certificate, key)
+                load_client_certificate(context_ssl, certificate, key)
             except (ssl.SSLError, OSError) as exc:
                 raise ConfigError(
                     f"kubeconfig context {context!r}: the client certificate or key is not "

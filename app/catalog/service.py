@@ -17,10 +17,10 @@ from app.catalog.schemas import (
     application_version_out,
     version_name,
 )
-from app.db.repository import ResourceRepository
 from app.deployments.models import Rollout
 from app.deployments.references import refuse_if_used
 from app.errors import Conflict, invalid_field
+from app.kit.repository import ResourceRepository
 from app.kit.service import ResourceService
 
 

@@ -27,11 +27,11 @@ from app.clusters.schemas import (
 )
 from app.config import Settings
 from app.crypto import Sealed, SecretBox
-from app.db.repository import ResourceRepository
 from app.deployments.models import RolloutTarget
 from app.deployments.references import refuse_if_used
 from app.errors import Conflict, invalid_field
 from app.kit.paging import Page, PageRequest
+from app.kit.repository import ResourceRepository
 from app.kit.resource import Documents
 from app.kit.selectors import Requirement, selector_clause
 from app.kit.service import ResourceService

@@ -15,10 +15,7 @@ import base64
 import hashlib
 import http
 import json
-import os
-import shutil
 import ssl
-import tempfile
 import time
 import weakref
 from dataclasses import dataclass
@@ -30,6 +27,7 @@ import yaml
 from kubernetes_asyncio.client import ApiClient, Configuration
 
 from app import __version__
+from app.certs import load_client_certificate
 from app.clusters.address_guard import CheckedResolver, EndpointRefused, check_host
 from app.clusters.models import Cluster
 from app.crypto import Sealed, SecretBox
@@ -150,36 +148,6 @@ class _Tls:
             digest.update(hashlib.sha256(part or b"").digest())
         digest.update(b"verify" if self.verify else b"no-verify")
         return digest.hexdigest()
-
-
-def _load_client_certificate(context: ssl.SSLContext, certificate: bytes, key: bytes) -> None:
-    """Load a client certificate and key held in memory. `load_cert_chain` reads only from a
-    path: it is given an anonymous in-memory file (memfd, by its /proc path), so the key never
-    reaches a disk. Where there is none, a file in a private directory removed as soon as it
-    is read. The key is never encrypted in a kubeconfig; the empty password keeps OpenSSL from
-    prompting on a terminal if one is."""
-    both = certificate + b"\n" + key
-    if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
-        try:
-            descriptor = os.memfd_create("kubeconfig-client-credentials", os.MFD_CLOEXEC)
-        except OSError:  # refused by a sandbox: the fallback below
-            pass
-        else:
-            try:
-                with open(descriptor, "wb", closefd=False) as memory:
-                    memory.write(both)
-                context.load_cert_chain(f"/proc/self/fd/{descriptor}", password=b"")
-            finally:
-                os.close(descriptor)
-            return
-    directory = tempfile.mkdtemp(prefix="edge-tls-")  # mode 0700
-    try:
-        path = os.path.join(directory, "credentials.pem")
-        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as file:
-            file.write(both)
-        context.load_cert_chain(path, password=b"")
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 class KubeClients:
@@ -312,7 +280,7 @@ class KubeClients:
             authority = tls.certificate_authority
             context = ssl.create_default_context(cadata=authority.decode() if authority else None)
             if tls.client_certificate and tls.client_key:
-                _load_client_certificate(context, tls.client_certificate, tls.client_key)
+                load_client_certificate(context, tls.client_certificate, tls.client_key)
             if not tls.verify:
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE

@@ -23,9 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.clusters.models import Cluster
 from app.db.base import resource_version_seq
-from app.db.repository import ResourceRepository
 from app.deployments.models import Rollout, RolloutTarget
 from app.kit.paging import Page, PageRequest, fetch_page_rows
+from app.kit.repository import ResourceRepository
 from app.workspaces.models import Workspace
 
 

@@ -7,26 +7,34 @@ after that commit, so the cache never holds something PostgreSQL does not.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.audit.service import AuditTrail
 from app.cache import ObjectCache
 from app.db.base import ResourceMixin
-from app.db.repository import ResourceRepository
 from app.db.session import after_commit
 from app.errors import NotFound, invalid_field
 from app.kit.body import merge_patch
 from app.kit.etag import check_write_preconditions
 from app.kit.paging import Page, PageRequest
+from app.kit.repository import ResourceRepository
 from app.kit.resource import Documents, ResourceIn, ResourceOut, editable_form, validate_as
 from app.redis import key as redis_key
 
 RowT = TypeVar("RowT", bound=ResourceMixin)
 InT = TypeVar("InT", bound=ResourceIn[Any])
 OutT = TypeVar("OutT", bound=ResourceOut[Any, Any])
+
+
+class ChangeRecorder(Protocol):
+    """Records a change in the transaction that makes it: the request's audit trail
+    (app.audit.service.AuditTrail). A protocol, so the kit stays below the audit layer."""
+
+    def record(
+        self, session: AsyncSession, *, action: str, outcome: int, kind: str, name: str
+    ) -> None: ...
 
 
 class ResourceService(Generic[RowT, InT, OutT]):
@@ -38,7 +46,7 @@ class ResourceService(Generic[RowT, InT, OutT]):
         session: AsyncSession,
         repository: ResourceRepository[RowT],
         cache: ObjectCache | None = None,
-        audit: AuditTrail | None = None,
+        audit: ChangeRecorder | None = None,
     ) -> None:
         self.session = session
         self.repository = repository

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from app.db.repository import ResourceRepository
+from app.kit.repository import ResourceRepository
 from app.regions.models import Region
 
 

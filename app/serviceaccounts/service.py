@@ -5,8 +5,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import AuditTrail
 from app.auth.passwords import hash_secret, new_client_secret
-from app.db.repository import ResourceRepository
 from app.errors import invalid_field
+from app.kit.repository import ResourceRepository
 from app.kit.service import ResourceService
 from app.serviceaccounts.models import ServiceAccount
 from app.serviceaccounts.schemas import (

@@ -23,6 +23,7 @@ class UserService(ResourceService[User, UserIn, UserOut]):
     def __init__(self, session: AsyncSession, sessions: ObjectCache, audit: AuditTrail) -> None:
         super().__init__(session, UserRepository(session), audit=audit)
         self.sessions = sessions  # login-session revocations are published here
+        self.actor = audit.actor  # who asks: nobody deletes their own user
 
     def new_row(self, name: str) -> User:
         return User(name=name)
@@ -65,7 +66,7 @@ class UserService(ResourceService[User, UserIn, UserOut]):
         return user_out(row)
 
     async def check_delete(self, row: User) -> None:
-        if self.audit is not None and self.audit.actor.name == row.name:
+        if self.actor.name == row.name:
             raise Conflict("you cannot delete your own user")
         if row.platform_role == PLATFORM_ADMIN and not row.disabled:
             await self._keep_an_admin(row)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from sqlalchemy import ColumnElement, select, true
 
-from app.db.repository import ResourceRepository
+from app.kit.repository import ResourceRepository
 from app.workspaces.models import Workspace, WorkspaceMember
 
 
