@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -55,6 +57,7 @@ class Replica:
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,  # killed as a group: its workers with it
             )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -65,8 +68,11 @@ class Replica:
         raise AssertionError(f"replica did not start:\n{self.log.read_text()[-3000:]}")
 
     def kill(self) -> None:
+        """SIGKILL to the replica and, with --workers, to its worker processes (which a kill
+        of the parent alone would leave running, holding their ports)."""
         if self.process is not None and self.process.poll() is None:
-            self.process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
 
 
