@@ -255,6 +255,14 @@ def install_error_handlers(app: FastAPI, observers: Sequence[ErrorObserver] = ()
                 "(ENCRYPTION_KEY, ENCRYPTION_KEYS_PREVIOUS)",
                 "SecretUndecryptable",
             )
+        if isinstance(exc, sa_exc.TimeoutError):  # every pooled connection is in use
+            logger.warning("database busy: no pooled connection came free in time")
+            return retry_later(
+                request,
+                "no database connection came free in time (the database is busy or slow to "
+                "answer); retry later",
+                "DatabaseBusy",
+            )
         if is_database_unavailable(exc):
             logger.warning("database unavailable: %s", type(exc).__name__)
             return retry_later(

@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from app.config import Settings
 from tests.support.platform import authenticated, make_settings, running_app
@@ -253,3 +254,22 @@ async def test_postgres_killed_under_write_load_loses_no_acknowledged_write(
         lost = set(acknowledged) - stored
         assert not lost, f"{len(lost)} acknowledged writes lost of {len(acknowledged)}"
         print(f"\nacknowledged {len(acknowledged)}, lost 0, answers {answers}")
+
+
+async def test_no_free_pooled_connection_is_a_503_saying_the_database_is_busy(
+    standalone_settings: Settings,
+) -> None:
+    """Every pooled connection in use past DATABASE_POOL_TIMEOUT: a 503 to retry, and a
+    code that does not claim the database is down."""
+    settings = standalone_settings.model_copy(
+        update={"database_pool_size": 1, "database_max_overflow": 0, "database_pool_timeout": 0.5}
+    )
+    async with running_app(settings) as (app, client):
+        await authenticated(client)
+        async with app.state.sessionmaker() as held:
+            await held.execute(text("SELECT 1"))  # the pool's one connection, checked out
+            response = await client.get(API)
+        assert_problem(response, 503)
+        assert response.json()["code"] == "DatabaseBusy"
+        assert int(response.headers["retry-after"]) > 0
+        assert (await client.get(API)).status_code == 200  # free again: served
