@@ -34,10 +34,12 @@ async def serve_api(
     """Run the API, plus the side listeners for metrics and health probes when configured
     (and, in `dev`, the console)."""
     from app.main import create_app
-    from app.serving import COMMON, Listener, side_listeners
+    from app.serving import API_WEBSOCKETS, COMMON, Listener, side_listeners
 
     api = create_app(settings, dev=dev)
-    main = Listener(uvicorn.Config(api, host=host, port=port, proxy_headers=True, **COMMON))
+    main = Listener(
+        uvicorn.Config(api, host=host, port=port, proxy_headers=True, **COMMON, **API_WEBSOCKETS)
+    )
     servers = [main, *side_listeners(api, settings)]
     if console_port:
         from app.console.app import create_console_app
@@ -69,6 +71,7 @@ def _settings(args: argparse.Namespace, flag_argv: Sequence[str]) -> Settings:
 def cmd_serve(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
     from app.auth.tokens import load_signing_key
     from app.crypto import secret_box
+    from app.serving import API_WEBSOCKETS
     from app.tunnel.workers import RELAY_HOST_ENV
 
     settings = _settings(args, flag_argv)
@@ -95,6 +98,7 @@ def cmd_serve(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
             log_config=logging_config(settings.log_level),
             access_log=False,
             proxy_headers=True,
+            **API_WEBSOCKETS,
         )
         return 0
     asyncio.run(serve_api(settings, args.host, args.port))

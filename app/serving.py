@@ -22,6 +22,12 @@ COMMON: dict[str, Any] = {
     "timeout_graceful_shutdown": 10,
 }
 
+# The API's one WebSocket is the agents' tunnel. The agents ping every 15 s, which keeps NATs
+# open and tells an agent its link is dead; the platform's own pings only find connections
+# whose agent vanished without a word (a newer connection of the cluster replaces those
+# anyway), so once a minute is enough: a thousand connected agents cost a third of the pings.
+API_WEBSOCKETS: dict[str, Any] = {"ws_ping_interval": 60.0, "ws_ping_timeout": 30.0}
+
 
 class Listener(uvicorn.Server):
     """A uvicorn server whose signals the process handles once for all its listeners (uvicorn

@@ -22,7 +22,7 @@ controller is given AGENT_PROXY_URL = the API. In this order:
      heartbeats (every 30 s: the rows and the registry renewed for every connection) to the
      `heartbeats`-th after it (2: about 62 s), so it holds that many heartbeats' work
      exactly, whatever the phase, and as many hub checks (every 5 s) and WebSocket pings (the
-     server's every 20 s, the agents' every 15 s) as its length holds. The quick pass takes
+     server's every 60 s, the agents' every 15 s) as its length holds. The quick pass takes
      a fixed 10 s instead, which holds one heartbeat or none: it shows the measurement runs;
      its figure is not the one judged;
    - reconnection: the API killed (SIGKILL) and started again; the time from the kill until
