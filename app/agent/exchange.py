@@ -205,18 +205,6 @@ def describe_failure(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {cleaned(str(exc))}" if str(exc) else type(exc).__name__
 
 
-async def _send_held_back(response: aiohttp.ClientResponse, stream: Stream) -> None:
-    """An answer that ends (not a watch): each chunk held until the next arrives, so the last
-    one carries the END (one message fewer). Such an answer comes whole and at once, so
-    holding a chunk back delays it by no more than reading the next."""
-    held = b""
-    async for chunk in response.content.iter_any():
-        if held:
-            await stream.send(held)
-        held = chunk
-    await stream.send(held, end=True)
-
-
 class _RequestBody:
     """The platform's request body as it arrives: streamed to the API server, and what is
     left of it once the answer is given read and dropped."""
@@ -318,8 +306,8 @@ class ExchangeHandler:
                 if request.streams:
                     async for chunk in response.content.iter_any():
                         await stream.send(chunk)
-                else:
-                    await _send_held_back(response, stream)
+                else:  # an answer that ends, and comes whole and at once
+                    await stream.send_all(response.content.iter_any())
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             if stream.response.done():
                 return  # the platform reset the exchange meanwhile: nobody waits for it

@@ -32,7 +32,7 @@ import enum
 import json
 import logging
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 logger = logging.getLogger(__name__)
@@ -126,6 +126,19 @@ class Stream:
             view = view[size:]
         if end:
             await self.end()
+
+    async def send_all(self, chunks: AsyncIterable[bytes]) -> None:
+        """Send a body that ends, and end it: each chunk is held until the next arrives, so
+        the last carries the END (version 2; one message fewer). Not for bodies that may go
+        on without end (a watch): their chunks must go as they come, with `send`."""
+        held = b""
+        async for chunk in chunks:
+            if not chunk:
+                continue
+            if held:
+                await self.send(held)
+            held = chunk
+        await self.send(held, end=True)
 
     async def end(self) -> None:
         """No more body from this side."""

@@ -21,7 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from app.crypto import SecretBox
 from app.tunnel.hub import AgentConnection, TunnelHub
-from app.tunnel.protocol import Stream, StreamReset, TunnelClosed
+from app.tunnel.protocol import StreamReset, TunnelClosed
 
 logger = logging.getLogger(__name__)
 
@@ -121,13 +121,11 @@ class TunnelProxy:
 
 
 async def _read_body(request: Request) -> bytes | None:
-    parts, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_REQUEST_BYTES:
-            return None
-        parts.append(chunk)
-    return b"".join(parts)
+    """The whole body, None past MAX_REQUEST_BYTES."""
+    try:
+        return b"".join([chunk async for chunk in _limited(request)])
+    except BodyTooLarge:
+        return None
 
 
 class BodyTooLarge(Exception):
@@ -142,20 +140,14 @@ def _without_body(request: Request) -> bool:
     return headers.get("content-length", "0").strip() == "0"
 
 
-async def _send_body(request: Request, stream: Stream) -> None:
-    """The request's body over the stream, its last chunk ending it. Each chunk is held until
-    the next arrives, so that the last one carries the END (one message fewer); the body is
-    the controller's, sent at once, so holding it back delays nothing."""
-    held, size = b"", 0
+async def _limited(request: Request) -> AsyncIterator[bytes]:
+    """The request's body as it arrives, BodyTooLarge past MAX_REQUEST_BYTES."""
+    size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > MAX_REQUEST_BYTES:
             raise BodyTooLarge
-        if chunk:
-            if held:
-                await stream.send(held)
-            held = chunk
-    await stream.send(held, end=True)
+        yield chunk
 
 
 async def _relay(connection: AgentConnection, request: Request, path: str) -> Response:
@@ -173,7 +165,7 @@ async def _relay(connection: AgentConnection, request: Request, path: str) -> Re
         return status(503, "the cluster's agent is not connected to the platform")
     try:
         if not bodiless:
-            await _send_body(request, stream)
+            await stream.send_all(_limited(request))
         answer = await asyncio.wait_for(stream.response, HEAD_TIMEOUT_SECONDS)
     except BodyTooLarge:
         await stream.reset("request body too large")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +13,7 @@ from fastapi import FastAPI
 from app.config import Settings
 from app.controller.runner import Controller
 from tests.support.edge import EdgeCluster
-from tests.support.platform import make_settings
+from tests.support.platform import make_settings, wait_for_body
 
 WORKSPACE = "team-a"
 NAMESPACE = "ws-team-a"
@@ -117,15 +116,7 @@ class Platform:
         self, path: str, check: Callable[[dict[str, Any]], bool], within: float = 30.0
     ) -> dict[str, Any]:
         """GET `path` until `check(body)` holds; fails with the last body seen."""
-        deadline = time.monotonic() + within
-        body: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            response = await self.client.get(path)
-            body = response.json()
-            if response.status_code == 200 and check(body):
-                return body
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"{path} never got there; last seen: {body}")
+        return await wait_for_body(self.client, path, check, within)
 
     async def ready(self, name: str, within: float = 30.0) -> dict[str, Any]:
         return await self.wait_for(

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -106,3 +107,27 @@ async def fresh_database(admin_url: str, *, migrated: bool = True) -> AsyncItera
         yield url
     finally:
         await _admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def wait_for_body(
+    client: httpx.AsyncClient,
+    path: str,
+    check: Callable[[dict[str, Any]], bool],
+    within: float = 30.0,
+    *,
+    every: float = 0.1,
+    context: Callable[[], str] = str,
+) -> dict[str, Any]:
+    """GET `path` until it answers 200 with a body `check` accepts (a request that fails, as
+    against a replica just killed, is tried again); fails with the last body seen and
+    `context()` (logs worth reading)."""
+    deadline = time.monotonic() + within
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            response = await client.get(path)
+            body = response.json()
+            if response.status_code == 200 and check(body):
+                return body
+        await asyncio.sleep(every)
+    raise AssertionError(f"{path} never got there; last seen: {body}\n{context()}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ from tests.support.deployments import (
     workload_version,
 )
 from tests.support.edge import EdgeCluster, node
-from tests.support.platform import authenticated
+from tests.support.platform import authenticated, wait_for_body
 from tests.support.servers import http_server
 
 BEHIND_NAT = ("shanghai-cluster", "beijing-cluster")
@@ -49,16 +48,10 @@ class Fleet:
     settings: Settings
 
     async def wait_for(self, path: str, check: Any, within: float = 45.0) -> dict[str, Any]:
-        deadline = time.monotonic() + within
-        body: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            response = await self.client.get(path)
-            body = response.json()
-            if response.status_code == 200 and check(body):
-                return body
-            await asyncio.sleep(0.2)
-        logs = "\n".join(f"--- {n}\n{a.tail()}" for n, a in self.agents.items())
-        raise AssertionError(f"{path} never got there; last seen: {body}\n{logs}")
+        def logs() -> str:
+            return "\n".join(f"--- {n}\n{a.tail()}" for n, a in self.agents.items())
+
+        return await wait_for_body(self.client, path, check, within, every=0.2, context=logs)
 
     async def proxy(self, method: str, cluster: str, path: str, **kwargs: Any) -> httpx.Response:
         """A call through the tunnel as the controller makes it."""

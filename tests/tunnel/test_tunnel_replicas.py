@@ -14,7 +14,6 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -24,7 +23,13 @@ from app.embedded import free_port
 from app.tunnel.proxy import proxy_token
 from tests.support.agents import AgentProcess, controller_for
 from tests.support.edge import EdgeCluster, node
-from tests.support.platform import ADMIN_PASSWORD, ENCRYPTION_KEY, JWT_SECRET, authenticated
+from tests.support.platform import (
+    ADMIN_PASSWORD,
+    ENCRYPTION_KEY,
+    JWT_SECRET,
+    authenticated,
+    wait_for_body,
+)
 from tests.support.processes import clean_env
 
 NAME = "factory-7"
@@ -129,19 +134,6 @@ async def replicas(settings: Settings, workdir: Path) -> AsyncIterator[list[Repl
             replica.kill()
 
 
-async def wait_for(client: httpx.AsyncClient, path: str, check: Any, within: float = 45) -> Any:
-    deadline = time.monotonic() + within
-    body: Any = None
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            response = await client.get(path)
-            body = response.json()
-            if response.status_code == 200 and check(body):
-                return body
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"{path} never got there; last seen: {body}")
-
-
 async def test_the_agent_moves_when_its_replica_dies_and_the_controller_follows(
     standalone_settings: Settings, tmp_path: Path
 ) -> None:
@@ -175,12 +167,12 @@ async def test_the_agent_moves_when_its_replica_dies_and_the_controller_follows(
             controller = await controller_for(settings)
             running = asyncio.create_task(controller.run(stop))
             path = f"/api/v1/clusters/{NAME}"
-            body = await wait_for(client, path, lambda c: c["status"]["phase"] == "Ready")
+            body = await wait_for_body(client, path, lambda c: c["status"]["phase"] == "Ready", 45)
             since = body["status"]["agent"]["connectedSince"]
 
             first.kill()  # the replica holding the tunnel
             killed_at = time.monotonic()
-            body = await wait_for(
+            body = await wait_for_body(
                 client,
                 path,
                 lambda c: (
@@ -188,11 +180,12 @@ async def test_the_agent_moves_when_its_replica_dies_and_the_controller_follows(
                     and c["status"]["phase"] == "Ready"
                     and c["status"]["lastProbeTime"] is not None
                 ),
+                45,
             )
             moved_in = time.monotonic() - killed_at
             # Probed through the second replica's own tunnel now, and still Ready.
             probed = body["status"]["lastProbeTime"]
-            await wait_for(client, path, lambda c: c["status"]["lastProbeTime"] != probed)
+            await wait_for_body(client, path, lambda c: c["status"]["lastProbeTime"] != probed, 45)
             print(f"\nthe agent moved and its cluster was probed again {moved_in:.1f} s later")
             stop.set()
             await running
@@ -226,8 +219,8 @@ async def test_every_worker_of_one_replica_reaches_the_agent_another_worker_hold
             token = (await client.post(f"/api/v1/clusters/{NAME}/join-token")).json()["token"]
             agent = AgentProcess(tmp_path, NAME, replica.url, edge)
             agent.start(token)
-            await wait_for(
-                client, f"/api/v1/clusters/{NAME}", lambda c: c["status"]["agent"]["connected"]
+            await wait_for_body(
+                client, f"/api/v1/clusters/{NAME}", lambda c: c["status"]["agent"]["connected"], 45
             )
 
             relay_token = proxy_token(secret_box(standalone_settings))
