@@ -4,8 +4,10 @@ one caller's requests piling up.
 
 The socket-level tests run a real uvicorn server on loopback; those that flood it, in a
 process of its own as deployed, so that the test's hundred clients do not share its event loop.
-Timings are generous (the issue's own bound, one second); each test prints what it measured
-(`pytest -s`)."""
+"Answering" means within a second (the issue's own bound) on a quiet machine, scaled by how slow
+the machine is while the test runs (see `answering_bound`): a shared machine under a full
+suite's load once ran these four times slower. Undefended, each attack stalls the API ten times
+longer or more. Each test prints what it measured (`pytest -s`)."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import asyncpg
 import httpx
 import pytest
 
+from app.auth.passwords import hash_secret, verify_secret
 from app.config import Settings
 from app.embedded import free_port
 from app.kit.body import MAX_YAML_NODES
@@ -35,6 +38,28 @@ from tests.support.tenancy import PASSWORD, as_user, create_user
 MERGE_PATCH = {"content-type": "application/merge-patch+json"}
 YAML = {"content-type": "application/yaml"}
 INDEX = "/chartrepo/index.yaml"
+
+
+# One argon2 check takes this long on a quiet machine of the kind the suite runs on (two cores).
+QUIET_ARGON2_SECONDS = 0.12
+
+
+@pytest.fixture
+def answering_bound() -> float:
+    """The slowest answer that still counts as the API answering: one second on a quiet
+    machine, longer in proportion when one argon2 check (a fixed piece of CPU work) takes longer
+    here and now. Undefended, a flood of 200 bad secrets costs 200 such checks."""
+    stored = hash_secret("calibration")
+    took = []
+    for _ in range(3):
+        started = time.perf_counter()
+        verify_secret(stored, "not-it")
+        took.append(time.perf_counter() - started)
+    slowness = max(1.0, sorted(took)[1] / QUIET_ARGON2_SECONDS)
+    print(
+        f"\nthe machine is {slowness:.2f}x as slow as a quiet one: answering within {slowness:.2f}s"
+    )
+    return slowness
 
 
 async def slowest(
@@ -98,7 +123,7 @@ async def api_process(settings: Settings, logs: Path) -> AsyncIterator[str]:
 
 
 async def test_a_flood_of_bad_basic_credentials_leaves_the_api_answering(
-    standalone_settings: Settings, tmp_path: Path
+    standalone_settings: Settings, tmp_path: Path, answering_bound: float
 ) -> None:
     async with (
         api_process(standalone_settings, tmp_path / "api.log") as base,
@@ -130,7 +155,7 @@ async def test_a_flood_of_bad_basic_credentials_leaves_the_api_answering(
             + f"; the admin's slowest answer {worst:.3f}s over {len(statuses)} requests"
         )
         assert set(statuses) == {200}
-        assert worst < 1.0
+        assert worst < answering_bound
         assert set(answers) <= {401, 429}
         assert 401 in answers
         assert 429 in answers
@@ -140,7 +165,7 @@ async def test_a_flood_of_bad_basic_credentials_leaves_the_api_answering(
 
 
 async def test_a_burst_of_logins_waits_for_argon2_without_holding_connections(
-    standalone_settings: Settings, tmp_path: Path
+    standalone_settings: Settings, tmp_path: Path, answering_bound: float
 ) -> None:
     async with (
         api_process(standalone_settings, tmp_path / "api.log") as base,
@@ -167,7 +192,7 @@ async def test_a_burst_of_logins_waits_for_argon2_without_holding_connections(
             + f"; the admin's slowest answer {worst:.3f}s over {len(statuses)} requests"
         )
         assert set(statuses) == {200}
-        assert worst < 1.0
+        assert worst < answering_bound
         assert set(codes) == {400, 429}  # invalid_grant, or no argon2 slot within a second
         refused = next(r for r in answers if r.status_code == 429)
         assert_problem(refused, 429, "password checks at once")
@@ -221,7 +246,7 @@ async def send_slowly(port: int, head: bytes, length: int) -> tuple[bytes, float
 
 
 async def test_bodies_sent_a_byte_a_second_get_408_and_hold_no_connection(
-    standalone_settings: Settings,
+    standalone_settings: Settings, answering_bound: float
 ) -> None:
     settings = standalone_settings.model_copy(update={"request_body_timeout": 4.0})
     slow_callers = settings.database_pool_size + settings.database_max_overflow + 5
@@ -261,7 +286,7 @@ async def test_bodies_sent_a_byte_a_second_get_408_and_hold_no_connection(
             f"slowest {worst:.3f}s over {len(statuses)} rounds"
         )
         assert set(statuses) == {200}
-        assert worst < 1.0
+        assert worst < answering_bound
         assert {status for status, _ in answers} == {b"HTTP/1.1 408 Request Timeout\r\n"}
         assert all(4.0 <= s < 4.0 + 2 for s in seconds)
 
@@ -281,7 +306,7 @@ def yaml_flow_list(size: int) -> bytes:
 
 
 async def test_a_megabyte_of_yaml_is_answered_quickly_and_health_meanwhile(
-    standalone_settings: Settings,
+    standalone_settings: Settings, answering_bound: float
 ) -> None:
     async with running_app(standalone_settings) as (_, client):
         await authenticated(client)
@@ -299,9 +324,9 @@ async def test_a_megabyte_of_yaml_is_answered_quickly_and_health_meanwhile(
             f"meanwhile slowest {worst:.3f}s"
         )
         assert_problem(response, 413, "at most")
-        assert seconds < 1.0
+        assert seconds < answering_bound  # refused before parsing (parsing it takes seconds)
         assert set(statuses) == {200}
-        assert worst < 1.0
+        assert worst < answering_bound
 
         # Just under the limit on values: parsed, in a worker thread, while /healthz answers.
         labels = "".join(f"    k{i}: v\n" for i in range(MAX_YAML_NODES // 2 - 10))
@@ -314,9 +339,8 @@ async def test_a_megabyte_of_yaml_is_answered_quickly_and_health_meanwhile(
             f"{response.status_code} in {seconds:.3f}s; /healthz meanwhile slowest {worst:.3f}s"
         )
         assert response.status_code != 413
-        assert seconds < 1.0
         assert set(statuses) == {200}
-        assert worst < 1.0
+        assert worst < seconds / 2  # /healthz did not wait for the parse
 
         # YAML as the deployment guide writes it is accepted as before.
         guide = (
