@@ -35,9 +35,10 @@ from app.errors import install_error_handlers, is_database_unavailable
 from app.events.hub import EventHub
 from app.events.router import router as events_router
 from app.kit.body import MAX_BODY_BYTES, MAX_CHART_BYTES, BodySizeLimitMiddleware
-from app.kit.openapi import add_body_schemas
+from app.kit.openapi import add_body_schemas, mark_public_operations
 from app.kit.responses import COMMON_ERRORS
 from app.observability import POOL_COLLECTOR, RequestContextMiddleware
+from app.ops.docs import install_docs
 from app.ops.router import router as ops_router
 from app.redis import RedisGateway
 from app.regions.router import router as regions_router
@@ -157,6 +158,8 @@ def create_app(settings: Settings | None = None, *, dev: bool = False) -> FastAP
         version=app_package.__version__,
         description="Management plane for fleets of edge Kubernetes clusters.",
         lifespan=lifespan,
+        docs_url=None,  # served by app.ops.docs, with no CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.dev = dev
@@ -166,6 +169,7 @@ def create_app(settings: Settings | None = None, *, dev: bool = False) -> FastAP
     # event streams must not take the connection pool from ordinary requests.
     app.state.event_readers = asyncio.Semaphore(4)
     install_error_handlers(app, observers=[_audit_refusal])
+    install_docs(app)
     for router in (
         ops_router,
         auth_router,
@@ -212,6 +216,7 @@ def create_app(settings: Settings | None = None, *, dev: bool = False) -> FastAP
                 routes=app.routes,
             )
             add_body_schemas(schema)
+            mark_public_operations(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -14,6 +14,11 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.openapi.models import HTTPBase, OAuthFlowPassword, OAuthFlows
+from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
+from fastapi.openapi.models import OAuth2 as OAuth2Model
+from fastapi.openapi.models import SecurityBase as SecurityBaseModel
+from fastapi.security.base import SecurityBase
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -32,6 +37,7 @@ from app.users.models import PLATFORM_ADMIN, User
 from app.workspaces.models import WORKSPACE_ROLES, Workspace, WorkspaceMember
 
 BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="edge-platform"'}
+BASIC_CHALLENGE = 'Basic realm="edge-platform"'
 
 
 @dataclass(frozen=True)
@@ -149,7 +155,61 @@ async def _load_principal(session: AsyncSession, subject: str, session_id: str) 
     raise _unauthorized("token subject is not recognised")
 
 
-async def authenticate(request: Request, session: SessionDep) -> Principal:
+class DeclaredScheme(SecurityBase):
+    """A security scheme as the OpenAPI document names it, for the operations whose
+    dependencies take it: `/docs` then offers "Authorize", and generated clients configure
+    authentication. It reads nothing; `authenticate` and its kin do."""
+
+    def __init__(self, name: str, model: SecurityBaseModel) -> None:
+        self.scheme_name = name
+        self.model = model
+
+    async def __call__(self) -> None:
+        return None
+
+
+PASSWORD_FLOW = DeclaredScheme(
+    "oauth2",
+    OAuth2Model(
+        flows=OAuthFlows(
+            password=OAuthFlowPassword(tokenUrl="/oauth/token", refreshUrl="/oauth/token")
+        ),
+        description="A user's name and password exchanged for a token (client `edge-console`).",
+    ),
+)
+BEARER_TOKEN = DeclaredScheme(
+    "bearer",
+    HTTPBearerModel(bearerFormat="JWT", description="An access token of `POST /oauth/token`."),
+)
+BASIC_CREDENTIALS = DeclaredScheme(
+    "basic",
+    HTTPBase(scheme="basic", description="A service account's client id and secret (Helm)."),
+)
+AGENT_CREDENTIAL = DeclaredScheme(
+    "agentCredential",
+    HTTPBearerModel(description="An edge agent's credential, of `POST /api/v1/agent/join`."),
+)
+
+
+async def declares_bearer(
+    _password: Annotated[None, Depends(PASSWORD_FLOW)],
+    _token: Annotated[None, Depends(BEARER_TOKEN)],
+) -> None:
+    """Either a token of the password grant or any other bearer token (alternatives)."""
+
+
+async def declares_bearer_or_basic(
+    _bearer: Annotated[None, Depends(declares_bearer)],
+    _basic: Annotated[None, Depends(BASIC_CREDENTIALS)],
+) -> None:
+    """A bearer token, or a service account's Basic credentials."""
+
+
+async def authenticate(
+    request: Request,
+    session: SessionDep,
+    _declared: Annotated[None, Depends(declares_bearer)] = None,
+) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -277,7 +337,7 @@ async def _basic_principal(request: Request, client_id: str, secret: str) -> Pri
     if account is None or not ok or account.disabled:
         raise Unauthorized(
             "invalid service account credentials",
-            headers={"WWW-Authenticate": 'Basic realm="edge-platform"'},
+            headers={"WWW-Authenticate": BASIC_CHALLENGE},
         )
     # The account's own slots, shared with its bearer tokens; guesses take none of them.
     slots: PrincipalSlots = request.app.state.principal_slots
@@ -285,12 +345,23 @@ async def _basic_principal(request: Request, client_id: str, secret: str) -> Pri
     return service_account_principal(account)
 
 
-async def authenticate_bearer_or_basic(request: Request, session: SessionDep) -> Principal:
+async def authenticate_bearer_or_basic(
+    request: Request,
+    session: SessionDep,
+    _declared: Annotated[None, Depends(declares_bearer_or_basic)] = None,
+) -> Principal:
     """For clients that only speak basic auth (Helm's repository client): a service account's
     client id and secret, or else a bearer token as everywhere else."""
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "basic":
-        return await authenticate(request, session)
+        try:
+            return await authenticate(request, session)
+        except Unauthorized as refused:
+            # Both challenges, so that Helm (Basic only) knows to send its credentials.
+            refused.headers = {
+                "WWW-Authenticate": f"{BEARER_CHALLENGE['WWW-Authenticate']}, {BASIC_CHALLENGE}"
+            }
+            raise
     try:
         client_id, sep, secret = base64.b64decode(value, validate=True).decode().partition(":")
     except (binascii.Error, UnicodeDecodeError):

@@ -18,6 +18,7 @@ from app.auth.principal import (
     audit_trail,
     authenticate,
     authenticate_bearer_or_basic,
+    declares_bearer_or_basic,
     require_helm_admin,
     require_platform_admin,
 )
@@ -142,7 +143,11 @@ async def _joining_agent(request: Request) -> Principal | None:
     return principal
 
 
-async def chart_reader(request: Request, session: SessionDep) -> Principal:
+async def chart_reader(
+    request: Request,
+    session: SessionDep,
+    _declared: Annotated[None, Depends(declares_bearer_or_basic)],
+) -> Principal:
     """Who reads charts: Helm with a service account's Basic credentials or a bearer token,
     an edge's helm-controller, or Helm joining a cluster (the agent's chart only)."""
     joining = await _joining_agent(request)

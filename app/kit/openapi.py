@@ -55,3 +55,12 @@ def add_body_schemas(openapi: dict[str, Any]) -> None:
     schemas = openapi.setdefault("components", {}).setdefault("schemas", {})
     for name, schema in definitions.get("$defs", {}).items():
         schemas.setdefault(name, schema)
+
+
+def mark_public_operations(openapi: dict[str, Any]) -> None:
+    """Operations that declare no security scheme are public: say so (`security: []`), so
+    that a reader or a generated client need not guess."""
+    for operations in openapi.get("paths", {}).values():
+        for operation in operations.values():
+            if isinstance(operation, dict) and "responses" in operation:
+                operation.setdefault("security", [])

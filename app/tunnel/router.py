@@ -14,6 +14,7 @@ from starlette.websockets import WebSocket
 
 from app.audit.service import Actor, RequestInfo, record
 from app.auth.client_address import client_address
+from app.auth.principal import AGENT_CREDENTIAL
 from app.auth.ratelimit import RateLimiter
 from app.cache import ObjectCache
 from app.clusters import agents
@@ -82,7 +83,7 @@ async def join(
     operation_id="rotateAgentCredential",
     response_model=AgentCredential,
     responses={401: responses.COMMON_ERRORS[401], 429: responses.COMMON_ERRORS[429]},
-    dependencies=[Depends(_limit)],
+    dependencies=[Depends(_limit), Depends(AGENT_CREDENTIAL)],
 )
 async def rotate(
     request: Request,

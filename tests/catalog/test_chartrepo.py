@@ -147,7 +147,12 @@ async def test_catalog_permissions_and_basic_auth(api: httpx.AsyncClient) -> Non
     ).json()["status"]
     anonymous = httpx.AsyncClient(transport=api._transport, base_url=api.base_url)
     async with anonymous:
-        assert (await anonymous.get("/chartrepo/index.yaml")).status_code == 401
+        challenged = await anonymous.get("/chartrepo/index.yaml")
+        assert challenged.status_code == 401
+        # Both ways in are offered: Helm, which speaks only Basic, learns it may send it.
+        assert challenged.headers["www-authenticate"] == (
+            'Bearer realm="edge-platform", Basic realm="edge-platform"'
+        )
         basic = await anonymous.get(
             "/chartrepo/index.yaml", auth=(account["clientId"], account["clientSecret"])
         )
