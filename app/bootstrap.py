@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import secrets
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
@@ -19,18 +18,16 @@ ADMIN = "admin"
 
 
 async def ensure_admin(
-    sessionmaker: async_sessionmaker[AsyncSession], password: str | None, *, dev: bool
-) -> str | None:
-    """Create `admin` if it does not exist. Returns a generated password (dev only) once."""
+    sessionmaker: async_sessionmaker[AsyncSession], password: str | None
+) -> None:
+    """Create `admin` with `password` if it does not exist (`dev` passes the password it keeps
+    in its state folder)."""
     async with sessionmaker.begin() as session:
         if await session.scalar(select(User.id).where(User.name == ADMIN)) is not None:
-            return None
-        generated = None
+            return
         if password is None:
-            if not dev:
-                logger.warning("no user %r exists and ADMIN_PASSWORD is not set", ADMIN)
-                return None
-            password = generated = secrets.token_urlsafe(12)
+            logger.warning("no user %r exists and ADMIN_PASSWORD is not set", ADMIN)
+            return
         version = await session.scalar(resource_version_seq.next_value())
         # Several API replicas may start at once: the first insert wins, the others do nothing.
         result = await session.execute(
@@ -47,7 +44,5 @@ async def ensure_admin(
             .on_conflict_do_nothing(index_elements=["name"])
             .returning(User.id)
         )
-        if result.scalar() is None:
-            return None
-        logger.info("created the bootstrap user %r", ADMIN)
-        return generated
+        if result.scalar() is not None:
+            logger.info("created the bootstrap user %r", ADMIN)

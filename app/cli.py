@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import getpass
 import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
 
@@ -25,14 +28,23 @@ from app.config import (
 from app.embedded import EmbeddedError
 from app.observability import configure_logging, logging_config
 
+if TYPE_CHECKING:
+    from app.demo.command import Welcome
+
 logger = logging.getLogger("edge_platform")
 
 
 async def serve_api(
-    settings: Settings, host: str, port: int, *, dev: bool = False, console_port: int = 0
+    settings: Settings,
+    host: str,
+    port: int,
+    *,
+    dev: bool = False,
+    console_port: int = 0,
+    on_started: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Run the API, plus the side listeners for metrics and health probes when configured
-    (and, in `dev`, the console)."""
+    (and, in `dev`, the console); `on_started` runs once every listener listens."""
     from app.main import create_app
     from app.serving import API_WEBSOCKETS, COMMON, Listener, side_listeners
 
@@ -56,9 +68,18 @@ async def serve_api(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop)
     tasks = [asyncio.create_task(server.serve()) for server in servers]
+
+    async def when_started() -> None:
+        while not all(server.started for server in servers):  # noqa: ASYNC110 - uvicorn's flag
+            await asyncio.sleep(0.05)
+        if on_started is not None:
+            await on_started()
+
+    started = asyncio.create_task(when_started())
     _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     stop()  # one listener stopped (a signal, or its port in use): stop them all
-    await asyncio.gather(*pending, return_exceptions=True)
+    started.cancel()
+    await asyncio.gather(*pending, started, return_exceptions=True)
     for task in tasks:
         if task.done() and not task.cancelled() and task.exception() is not None:
             raise task.exception()  # type: ignore[misc]
@@ -148,6 +169,7 @@ def cmd_migrate(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
 
 def cmd_dev(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
     from app.db import migrate
+    from app.demo import command as demo
     from app.embedded import EmbeddedPostgres, EmbeddedRedis, StateDir
 
     settings = _settings(args, flag_argv)
@@ -174,6 +196,10 @@ def cmd_dev(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
             updates["console_forwarding_secret"] = (
                 settings.console_forwarding_secret or state.secret("console-forwarding-secret")
             )
+            password_from_env = settings.admin_password is not None
+            updates["admin_password"] = settings.admin_password or state.secret(
+                demo.INITIAL_ADMIN_PASSWORD, nbytes=12
+            )
             local = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host  # noqa: S104
             updates["console_api_url"] = f"http://{local}:{args.port}"
             # The controller runs in this process: agents' tunnels are this API's own.
@@ -183,30 +209,107 @@ def cmd_dev(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
             settings = settings.model_copy(update=updates)
             migrate.upgrade(settings.database_url)
             configure_logging(settings.log_level)  # alembic's fileConfig replaced our handlers
-            print(
-                f"Edge Platform {app_package.__version__} (dev)\n"
-                f"  API:       http://{args.host}:{args.port}/api/v1  (docs: /docs)\n"
-                + (
-                    f"  console:   http://{args.host}:{args.console_port}/\n"
-                    if args.console_port
-                    else ""
-                )
-                + f"  state:     {state.path}\n"
-                f"  postgres:  {'embedded' if postgres else 'DATABASE_URL'}\n"
-                f"  redis:     {'embedded' if redis else 'configured'}\n"
-                "  login:     user 'admin': ADMIN_PASSWORD or the password printed at first start\n"
-                "             (POST /oauth/token grant_type=password client_id=edge-console)\n"
-                "  Press Ctrl-C to stop.",
-                flush=True,
+            welcome = demo.Welcome(
+                api_url=f"http://{args.host}:{args.port}",
+                console_url=f"http://{args.host}:{args.console_port}"
+                if args.console_port
+                else None,
+                state_dir=state.path,
+                postgres="embedded" if postgres else "DATABASE_URL",
+                redis="embedded" if redis else "configured",
+                password_from_env=password_from_env,
             )
-            asyncio.run(
-                serve_api(settings, args.host, args.port, dev=True, console_port=args.console_port)
-            )
+            asyncio.run(_dev(args, settings, welcome, local))
         finally:
             if redis is not None:
                 redis.stop()
             if postgres is not None:
                 postgres.stop()
+    return 0
+
+
+async def _dev(args: argparse.Namespace, settings: Settings, welcome: Welcome, local: str) -> None:
+    """The platform in this process; with `--demo`, the demo fleet beside it. Once all
+    listens, the welcome block is printed last, after the start-up logs."""
+    from app.demo import command as demo
+    from app.demo.fleet import DemoError
+
+    password = settings.admin_password or ""
+    api_url = f"http://{local}:{args.port}"
+    async with contextlib.AsyncExitStack() as stack:
+        fleet = None
+        if args.demo:
+            port = args.demo_port or args.port + demo.DEMO_PORT_OFFSET
+            fleet = await stack.enter_async_context(demo.demo_fleet(local, port))
+
+        async def on_started() -> None:
+            note, valid = await demo.admin_password_note(
+                api_url, password, welcome.password_from_env
+            )
+            demo_lines = None
+            if fleet is not None:
+                try:
+                    demo_lines = (
+                        await demo.register_fleet(api_url, password, fleet)
+                        if valid
+                        else "  demo:      not registered: it signs in as admin (ADMIN_PASSWORD)"
+                    )
+                except DemoError as exc:
+                    demo_lines = f"  demo:      not registered: {exc}"
+            print(demo.welcome_block(welcome, note, demo_lines), flush=True)
+
+        await serve_api(
+            settings, args.host, args.port, dev=True, console_port=args.console_port,
+            on_started=on_started,
+        )  # fmt: skip
+
+
+def cmd_demo_fleet(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
+    from app.demo import command as demo
+
+    configure_logging(load_settings().log_level)
+    state_dir = Path(args.state_dir or load_settings().edge_state_dir)
+    if args.remove:
+        return asyncio.run(demo.remove_demo_fleet(args.api_url, state_dir))
+    return asyncio.run(demo.run_demo_fleet(args.api_url, args.host, args.port, state_dir))
+
+
+def cmd_users(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
+    """`users reset-password NAME`: against DATABASE_URL, or the dev state folder's embedded
+    PostgreSQL (started for the purpose; `dev` must not be running on it)."""
+    from app.db.engine import create_engine, create_sessionmaker
+    from app.embedded import EmbeddedPostgres, StateDir
+    from app.users.service import reset_password
+
+    settings = load_settings()
+    if args.state_dir:
+        settings = settings.model_copy(update={"edge_state_dir": Path(args.state_dir)})
+
+    async def reset(database_url: str) -> str | None:
+        engine = create_engine(settings.model_copy(update={"database_url": database_url}))
+        try:
+            async with create_sessionmaker(engine).begin() as session:
+                return await reset_password(session, args.name, by=f"cli:{getpass.getuser()}")
+        finally:
+            await engine.dispose()
+
+    if settings.database_url:
+        password = asyncio.run(reset(settings.database_url))
+    else:
+        with StateDir(settings.edge_state_dir) as state:
+            postgres = EmbeddedPostgres(state.path / "postgres")
+            try:
+                password = asyncio.run(reset(postgres.start()))
+            finally:
+                postgres.stop()
+    if password is None:
+        print(f"edge-platform users: no user {args.name!r}", file=sys.stderr)
+        return 1
+    print(
+        f"new password of {args.name!r}: {password}\n"
+        "(every login made with the old one ends within a minute; change this one with "
+        "PATCH /api/v1/users/me)"
+    )
     return 0
 
 
@@ -325,8 +428,37 @@ def build_parser() -> argparse.ArgumentParser:
         "--console-port", type=int, default=3000, help="console port (default 3000; 0: none)"
     )
     dev.add_argument("--state-dir", help="state folder (env EDGE_STATE_DIR, ./.edge-platform)")
+    dev.add_argument(
+        "--demo",
+        action="store_true",
+        help="also run the demo fleet: five emulated edge clusters in three regions, registered",
+    )
+    dev.add_argument("--demo-port", type=int, default=0, help="its port (default: port + 100)")
     add_server_flags(dev)
     dev.set_defaults(handler=cmd_dev)
+
+    demo = commands.add_parser(
+        "demo-fleet",
+        help="serve five emulated edge clusters and register them with a running platform "
+        "(signs in as admin: ADMIN_PASSWORD, or the dev state folder's)",
+    )
+    demo.add_argument("--api-url", default="http://127.0.0.1:8000", help="the platform's API")
+    demo.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    demo.add_argument("--port", type=int, default=8100, help="listen port (default 8100)")
+    demo.add_argument("--state-dir", help="dev state folder (env EDGE_STATE_DIR, ./.edge-platform)")
+    demo.add_argument(
+        "--remove", action="store_true", help="delete the demo clusters and regions instead"
+    )
+    demo.set_defaults(handler=cmd_demo_fleet)
+
+    users = commands.add_parser("users", help="manage users at the machine")
+    users_commands = users.add_subparsers(dest="users_command", required=True)
+    reset = users_commands.add_parser(
+        "reset-password", help="give a user a new random password (printed; audited)"
+    )
+    reset.add_argument("name", help="the user's name, e.g. admin")
+    reset.add_argument("--state-dir", help="dev state folder, when DATABASE_URL is not set")
+    reset.set_defaults(handler=cmd_users)
 
     rotate = commands.add_parser(
         "rotate-key", help="re-encrypt stored secrets with the current ENCRYPTION_KEY"

@@ -78,12 +78,12 @@ class StateDir:
         if self._lock is not None:
             self._lock.close()
 
-    def secret(self, name: str) -> str:
+    def secret(self, name: str, nbytes: int = 48) -> str:
         """A random secret generated once and kept (mode 0600) in the state folder."""
         path = self.path / name
         if path.exists():
             return path.read_text().strip()
-        value = secrets.token_urlsafe(48)
+        value = secrets.token_urlsafe(nbytes)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(value + "\n")

@@ -74,12 +74,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.rate_limiter = RateLimiter(
         app.state.redis, settings.rate_limit_api_per_minute, settings.rate_limit_token_per_minute
     )
-    generated = None
     charts_dir = settings.charts_dir or default_charts_dir()
     try:
-        generated = await ensure_admin(
-            app.state.sessionmaker, settings.admin_password, dev=app.state.dev
-        )
+        await ensure_admin(app.state.sessionmaker, settings.admin_password)
         if charts_dir is not None:
             await load_charts(app.state.sessionmaker, app.state.redis, charts_dir)
     except Exception as exc:
@@ -87,12 +84,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             raise
         # The database is down: serve 503s until it is back; the next start does this.
         logger.warning("start-up tasks skipped: database unavailable")
-    if generated is not None:
-        print(
-            f"\n  Log in as user 'admin' with password: {generated}\n"
-            "  (generated once for this state folder; change it with PATCH /api/v1/users/me)\n",
-            flush=True,
-        )
     POOL_COLLECTOR.engines.append(engine)
     # What start-up allocated (modules, models, schemas) lives as long as the process; frozen,
     # the collector's full passes stop walking it again and again while requests allocate.

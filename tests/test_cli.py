@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import getpass
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -229,7 +231,7 @@ def test_dev_starts_on_the_embedded_default_and_keeps_data(
     process, output = start()
     took = wait_ready(f"{base}/readyz", process, 30)
     assert httpx.get(f"{base}/readyz").json()["status"] == "ok"
-    password = output.wait_for(r"user 'admin' with password: (\S+)").group(1)
+    password = output.wait_for(r"sign in: +user admin, password (\S+)").group(1)
     token = httpx.post(
         f"{base}/oauth/token",
         data={"grant_type": "password", "username": "admin", "password": password,
@@ -248,17 +250,61 @@ def test_dev_starts_on_the_embedded_default_and_keeps_data(
     assert process.returncode in (0, 130), text
     assert f"{base}/api/v1" in text
     assert not (state / "postgres" / "postmaster.pid").exists(), "embedded PostgreSQL left running"
-    # The generated password is shown on the terminal once, never in a log line.
+    # The generated password is shown on the terminal, last, never in a log line; the state
+    # folder keeps it for the next start.
     assert sum(password in line for line in text.splitlines()) == 1
     assert not any(password in line for line in text.splitlines() if line.startswith("{"))
+    assert (state / "initial-admin-password").read_text().strip() == password
 
     process, output = start()
     wait_ready(f"{base}/readyz", process, 30)
     kept = httpx.get(f"{base}/api/v1/regions/east-china", headers=auth)
     assert kept.status_code == 200
     assert kept.json()["spec"]["displayName"] == "East China"
+    # Changed, the password is no longer shown; the way to reset it is.
+    changed = httpx.patch(
+        f"{base}/api/v1/users/me",
+        json={"spec": {"password": "a-new-secret-9", "oldPassword": password}},
+        headers={"content-type": "application/merge-patch+json", **auth},
+    )
+    assert changed.status_code == 200, changed.text
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=60)
     assert process.returncode == 0
-    assert password not in output.text()  # not printed again
+    process, output = start()
+    wait_ready(f"{base}/readyz", process, 30)
+    output.wait_for(r"password was changed since it was first set; forgotten\? "
+                    r"`edge-platform users reset-password admin`")  # fmt: skip
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=60)
+    assert password not in output.text()
+
+    # Forgotten: reset at the machine (dev stopped: it owns the state folder).
+    reset = subprocess.run(
+        [sys.executable, "-m", "app.cli", "users", "reset-password", "admin",
+         "--state-dir", str(state)],
+        env=clean_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert reset.returncode == 0, reset.stderr
+    new = re.search(r"new password of 'admin': (\S+)", reset.stdout)
+    assert new is not None, reset.stdout
+    process, output = start()
+    wait_ready(f"{base}/readyz", process, 30)
+    signed_in = httpx.post(
+        f"{base}/oauth/token",
+        data={"grant_type": "password", "username": "admin", "password": new.group(1),
+              "client_id": "edge-console"},
+    )  # fmt: skip
+    assert signed_in.status_code == 200, signed_in.text
+    audit = httpx.get(
+        f"{base}/api/v1/auditlogs",
+        params={"actor": f"cli:{getpass.getuser()}"},
+        headers={"Authorization": f"Bearer {signed_in.json()['access_token']}"},
+    )
+    assert audit.status_code == 200, audit.text
+    assert [(e["action"], e["resourceName"]) for e in audit.json()["items"]] == [
+        ("reset-password", "admin")
+    ]
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=60)
     assert took < 30

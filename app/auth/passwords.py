@@ -88,6 +88,12 @@ def verify_secret(stored_hash: str | None, secret: str) -> bool:
         return False
 
 
+def new_password() -> str:
+    """A password for a person to type once and then change: 16 URL-safe characters (96
+    bits)."""
+    return secrets.token_urlsafe(12)
+
+
 def new_client_secret() -> str:
     return secrets.token_urlsafe(32)
 

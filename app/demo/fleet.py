@@ -1,0 +1,224 @@
+"""The demo fleet: the deployment guide's five edge clusters in three regions, emulated on
+this machine (`app.demo.emulator`) and registered with a running platform through its API, so
+that a first rollout has somewhere to go.
+
+Everything registered is labelled `theriseunion.io/demo: "true"`; `remove` deletes the demo
+clusters and regions and nothing else. Registering again is harmless: what exists is kept,
+and a demo cluster's kubeconfig is pointed at the emulator as it runs now."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from app.demo.emulator import DemoCluster, DemoFleet, DemoNode
+
+logger = logging.getLogger(__name__)
+
+DEMO_LABEL = "theriseunion.io/demo"
+DEMO_LABELS = {DEMO_LABEL: "true"}
+WORKSPACE = "team-a"
+APPLICATION = "monitoring-stack"
+VERSION = "monitoring-stack-v2.0.0"
+
+REGIONS = {
+    "east-china": "East China (华东)",
+    "north-china": "North China (华北)",
+    "south-china": "South China (华南)",
+}
+
+
+def guide_clusters() -> list[DemoCluster]:
+    """The guide's clusters, with nodes labelled for the node groups its rollout names."""
+
+    def nodes(prefix: str, zone: str, *groups: str | None) -> list[DemoNode]:
+        return [DemoNode(f"{prefix}-{i}", zone, group) for i, group in enumerate(groups, 1)]
+
+    monitoring, production, test = "monitoring-nodes", "production-nodes", "test-nodes"
+    return [
+        DemoCluster("shanghai-cluster", "east-china", "v1.30.4+k3s1",
+                    nodes("sh", "cn-east-1a", monitoring, monitoring, None)),
+        DemoCluster("hangzhou-cluster", "east-china", "v1.30.4+k3s1",
+                    nodes("hz", "cn-east-1b", monitoring, monitoring)),
+        DemoCluster("beijing-cluster", "north-china", "v1.29.8+k3s1",
+                    nodes("bj", "cn-north-1a", production, production, production)),
+        DemoCluster("tianjin-cluster", "north-china", "v1.29.8+k3s1",
+                    nodes("tj", "cn-north-1b", production)),
+        DemoCluster("shenzhen-cluster", "south-china", "v1.28.13+k3s1",
+                    nodes("sz", "cn-south-1a", test, None)),
+    ]  # fmt: skip
+
+
+# The guide's rollout, as the README shows it.
+CROSS_REGION_APP = """\
+apiVersion: edge.theriseunion.io/v1alpha1
+kind: ApplicationDeployment
+metadata:
+  name: cross-region-app
+spec:
+  applicationVersionRef: monitoring-stack-v2.0.0
+  targets:
+    - region: east-china
+      clusters: [shanghai-cluster, hangzhou-cluster]
+      nodeGroupRef: monitoring-nodes
+      replicas: 2
+    - region: north-china
+      clusters: [beijing-cluster]
+      nodeGroupRef: production-nodes
+      replicas: 3
+    - region: south-china
+      clusters: [shenzhen-cluster]
+      nodeGroupRef: test-nodes
+      replicas: 1
+"""
+
+
+class DemoError(Exception):
+    """The platform refused what the demo fleet needs; the message says what and why."""
+
+
+@dataclass
+class Platform:
+    """The platform's API as an administrator."""
+
+    client: httpx.AsyncClient
+
+    @classmethod
+    async def sign_in(cls, api_url: str, username: str, password: str) -> Platform:
+        client = httpx.AsyncClient(base_url=api_url, timeout=30)
+        answer = await client.post(
+            "/oauth/token",
+            data={"grant_type": "password", "username": username, "password": password,
+                  "client_id": "edge-console"},
+        )  # fmt: skip
+        if answer.status_code != 200:
+            await client.aclose()
+            raise DemoError(f"signing in as {username!r} at {api_url} failed: {_said(answer)}")
+        client.headers["Authorization"] = f"Bearer {answer.json()['access_token']}"
+        return cls(client)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def create(self, path: str, document: dict[str, Any]) -> bool:
+        """Create unless it exists; True when created."""
+        answer = await self.client.post(path, json=document)
+        if answer.status_code == 409 and answer.json().get("code") == "AlreadyExists":
+            return False
+        if answer.status_code != 201:
+            raise DemoError(f"POST {path} {document['metadata']['name']}: {_said(answer)}")
+        return True
+
+
+def _said(answer: httpx.Response) -> str:
+    try:
+        return f"{answer.status_code} {answer.json().get('detail', answer.text)}"
+    except ValueError:
+        return f"{answer.status_code} {answer.text[:200]}"
+
+
+async def register(platform: Platform, fleet: DemoFleet) -> list[str]:
+    """Register the fleet's regions, clusters, node groups, the guide's application version
+    and a workspace granted the demo clusters. What was created, in words."""
+    created: list[str] = []
+    for name, display in REGIONS.items():
+        region = {
+            "metadata": {"name": name, "labels": DEMO_LABELS},
+            "spec": {"displayName": display},
+        }
+        if await platform.create("/api/v1/regions", region):
+            created.append(f"region {name}")
+    for cluster in fleet.clusters.values():
+        connection = {"type": "direct", "kubeconfig": fleet.kubeconfig(cluster.name)}
+        document = {
+            "metadata": {"name": cluster.name, "labels": DEMO_LABELS},
+            "spec": {"region": cluster.region, "provider": "k3s", "connection": connection},
+        }
+        if await platform.create("/api/v1/clusters", document):
+            created.append(f"cluster {cluster.name}")
+        else:
+            await _repoint(platform, cluster.name, connection)
+        for group in sorted({node.group for node in cluster.nodes if node.group}):
+            path = f"/api/v1/clusters/{cluster.name}/nodegroups"
+            if await platform.create(path, {"metadata": {"name": group}}):
+                created.append(f"node group {cluster.name}/{group}")
+    application = {"metadata": {"name": APPLICATION, "labels": DEMO_LABELS},
+                   "spec": {"provisioner": "workload"}}  # fmt: skip
+    if await platform.create("/api/v1/applications", application):
+        created.append(f"application {APPLICATION}")
+    version = {
+        "metadata": {"name": VERSION, "labels": DEMO_LABELS},
+        "spec": {
+            "application": APPLICATION,
+            "version": "2.0.0",
+            "workload": {"deployments": [{
+                "name": "prometheus",
+                "spec": {"replicas": 1, "template": {"spec": {"containers": [
+                    {"name": "prometheus", "image": "prom/prometheus:v2.53.0"}]}}},
+            }]},
+        },
+    }  # fmt: skip
+    if await platform.create("/api/v1/applicationversions", version):
+        created.append(f"application version {VERSION}")
+    workspace = {
+        "metadata": {"name": WORKSPACE, "labels": DEMO_LABELS},
+        "spec": {
+            "displayName": "Team A (demo)",
+            "clusterSelector": {"matchLabels": DEMO_LABELS},
+        },
+    }
+    if await platform.create("/api/v1/workspaces", workspace):
+        created.append(f"workspace {WORKSPACE}")
+    return created
+
+
+async def _repoint(platform: Platform, name: str, connection: dict[str, Any]) -> None:
+    """An existing demo cluster gets the emulator's address as it is now; a cluster of the
+    same name that is not a demo one is left alone."""
+    found = await platform.client.get(f"/api/v1/clusters/{name}")
+    if found.status_code != 200:
+        raise DemoError(f"GET cluster {name}: {_said(found)}")
+    if found.json()["metadata"].get("labels", {}).get(DEMO_LABEL) != "true":
+        raise DemoError(
+            f"a cluster named {name!r} exists and is not a demo cluster: the demo fleet needs "
+            "the name (it leaves that cluster alone)"
+        )
+    answer = await platform.client.patch(
+        f"/api/v1/clusters/{name}",
+        json={"spec": {"connection": connection}},
+        headers={"content-type": "application/merge-patch+json"},
+    )
+    if answer.status_code != 200:
+        raise DemoError(f"PATCH cluster {name}: {_said(answer)}")
+
+
+async def remove(platform: Platform) -> list[str]:
+    """Delete the demo clusters, then the demo regions; what was deleted, in words. The
+    workspace and the catalog entries stay (they may hold the user's own work)."""
+    removed: list[str] = []
+    selector = {"labelSelector": f"{DEMO_LABEL}=true"}
+    listed = await platform.client.get("/api/v1/clusters", params=selector)
+    if listed.status_code != 200:
+        raise DemoError(f"listing the demo clusters: {_said(listed)}")
+    for item in listed.json()["items"]:
+        name = item["metadata"]["name"]
+        answer = await platform.client.delete(f"/api/v1/clusters/{name}")
+        if answer.status_code not in (200, 202, 204, 404):
+            raise DemoError(f"DELETE cluster {name}: {_said(answer)}")
+        removed.append(f"cluster {name}")
+    listed = await platform.client.get("/api/v1/regions", params=selector)
+    if listed.status_code != 200:
+        raise DemoError(f"listing the demo regions: {_said(listed)}")
+    for item in listed.json()["items"]:
+        name = item["metadata"]["name"]
+        answer = await platform.client.delete(f"/api/v1/regions/{name}")
+        if answer.status_code == 409:
+            logger.warning("region %s kept: %s", name, _said(answer))
+            continue
+        if answer.status_code not in (200, 202, 204, 404):
+            raise DemoError(f"DELETE region {name}: {_said(answer)}")
+        removed.append(f"region {name}")
+    return removed
