@@ -80,6 +80,9 @@ def logging_config(level: str) -> dict[str, Any]:
             "uvicorn.access": {"handlers": [], "propagate": False, "level": "CRITICAL"},
             "uvicorn": {"handlers": [], "propagate": True},
             "uvicorn.error": {"handlers": [], "propagate": True},
+            # httpx logs each request it sends at info: the console's every API call (which
+            # the API logs itself), the OIDC client's. Shown when debugging.
+            "httpx": {"level": "DEBUG" if level.upper() == "DEBUG" else "WARNING"},
         },
     }
 

@@ -23,8 +23,14 @@ fi
 extras="$1"
 stamp=".venv/.installed-$extras"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "edge-platform: installing the project and its dependencies ($extras) into ./.venv;" \
+       "the first time takes a few minutes" >&2
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e ".[$extras]"
+  # pip's own lines (Collecting…, Installing…) are the progress; the rest of its chatter not.
+  # (pipefail: the pipeline fails when pip does.)
+  .venv/bin/python -m pip install --progress-bar off -e ".[$extras]" 2>&1 |
+    { grep --line-buffered -E '^(Collecting|Installing|Successfully|ERROR)' >&2 || true; }
   touch "$stamp"
+  echo "edge-platform: installed" >&2
 fi
 export PATH="$root/.venv/bin:$PATH"

@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import app as app_package
 from app.config import Settings
 from app.console.api import ApiProblem, PlatformApi, SignInRequired
-from app.console.kit import ConsoleParts, CsrfRefused, age, phase_class, seal_into
+from app.console.kit import ConsoleParts, CsrfRefused, age, is_demo, phase_class, seal_into
 from app.console.pages import deployments, fleet, records, signin, workloads
 from app.console.pages.deployments import MAX_STREAMS, STREAMS_PER_USER, LiveStreams
 from app.console.session import COOKIE, SessionSealer, UserSession
@@ -49,6 +49,7 @@ def templates() -> Jinja2Templates:
     found = Jinja2Templates(directory=HERE / "templates")
     found.env.filters["age"] = age
     found.env.filters["phase_class"] = phase_class
+    found.env.tests["demo"] = is_demo
     found.env.filters["agent"] = agent_view
     found.env.filters["duration"] = duration
     found.env.filters["time_left"] = time_left

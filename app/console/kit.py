@@ -21,6 +21,7 @@ from starlette.datastructures import FormData
 
 from app.console.api import ApiProblem, PlatformApi, SignInRequired
 from app.console.session import COOKIE, WORKSPACE_COOKIE, SessionSealer, UserSession
+from app.demo.fleet import DEMO_LABEL
 
 API = "/api/v1"
 
@@ -170,6 +171,11 @@ def age(value: str | None) -> str:
 
 def phase_class(phase: str | None) -> str:
     return (phase or "unknown").lower()
+
+
+def is_demo(obj: dict[str, Any]) -> bool:
+    """An object of the demo fleet (`edge-platform dev --demo`): emulated, nothing runs."""
+    return bool(obj.get("metadata", {}).get("labels", {}).get(DEMO_LABEL) == "true")
 
 
 def safe_next(request: Request, form: FormData | None = None) -> str:

@@ -112,15 +112,17 @@ async def remove_demo_fleet(api_url: str, state_dir: Path) -> int:
     try:
         platform = await Platform.sign_in(api_url, "admin", _admin_password(state_dir))
         try:
-            removed = await remove(platform)
+            removed, kept = await remove(platform)
         finally:
             await platform.close()
     except DemoError as exc:
         print(f"edge-platform demo-fleet: {exc}", flush=True)
         return 1
     print("removed: " + (", ".join(removed) if removed else "nothing (no demo clusters)"))
+    for line in kept:
+        print(f"kept: {line}")
     print("kept: workspace team-a and application monitoring-stack (delete them if unwanted)")
-    return 0
+    return 1 if kept else 0
 
 
 def _admin_password(state_dir: Path) -> str:

@@ -3,8 +3,9 @@ this machine (`app.demo.emulator`) and registered with a running platform throug
 that a first rollout has somewhere to go.
 
 Everything registered is labelled `theriseunion.io/demo: "true"`; `remove` deletes the demo
-clusters and regions and nothing else. Registering again is harmless: what exists is kept,
-and a demo cluster's kubeconfig is pointed at the emulator as it runs now."""
+clusters and regions, and the rollouts of the demo workspace, and nothing else. Registering
+again is harmless: what exists is kept, and a demo cluster's kubeconfig is pointed at the
+emulator as it runs now."""
 
 from __future__ import annotations
 
@@ -195,30 +196,46 @@ async def _repoint(platform: Platform, name: str, connection: dict[str, Any]) ->
         raise DemoError(f"PATCH cluster {name}: {_said(answer)}")
 
 
-async def remove(platform: Platform) -> list[str]:
-    """Delete the demo clusters, then the demo regions; what was deleted, in words. The
-    workspace and the catalog entries stay (they may hold the user's own work)."""
+async def remove(platform: Platform) -> tuple[list[str], list[str]]:
+    """Delete the rollouts of the demo workspace (orphaned: the emulated objects go with the
+    emulator), the demo clusters, then the demo regions. What was deleted and what was kept
+    (with the platform's reason), in words. The workspace and the catalog entries stay: they
+    may hold the user's own work."""
     removed: list[str] = []
+    kept: list[str] = []
+    workspace = await platform.client.get(f"/api/v1/workspaces/{WORKSPACE}")
+    demo_workspace = (
+        workspace.status_code == 200
+        and workspace.json()["metadata"].get("labels", {}).get(DEMO_LABEL) == "true"
+    )
+    if demo_workspace:
+        for kind in ("applicationdeployments", "configsyncs"):
+            base = f"/api/v1/workspaces/{WORKSPACE}/{kind}"
+            for item in await _items(platform, base, {}):
+                name = item["metadata"]["name"]
+                answer = await platform.client.delete(
+                    f"{base}/{name}", params={"propagationPolicy": "Orphan"}
+                )
+                if answer.status_code not in (200, 202, 204, 404):
+                    raise DemoError(f"DELETE {kind} {name}: {_said(answer)}")
+                removed.append(f"{kind[:-1]} {WORKSPACE}/{name}")
     selector = {"labelSelector": f"{DEMO_LABEL}=true"}
-    listed = await platform.client.get("/api/v1/clusters", params=selector)
-    if listed.status_code != 200:
-        raise DemoError(f"listing the demo clusters: {_said(listed)}")
-    for item in listed.json()["items"]:
-        name = item["metadata"]["name"]
-        answer = await platform.client.delete(f"/api/v1/clusters/{name}")
-        if answer.status_code not in (200, 202, 204, 404):
-            raise DemoError(f"DELETE cluster {name}: {_said(answer)}")
-        removed.append(f"cluster {name}")
-    listed = await platform.client.get("/api/v1/regions", params=selector)
-    if listed.status_code != 200:
-        raise DemoError(f"listing the demo regions: {_said(listed)}")
-    for item in listed.json()["items"]:
-        name = item["metadata"]["name"]
-        answer = await platform.client.delete(f"/api/v1/regions/{name}")
-        if answer.status_code == 409:
-            logger.warning("region %s kept: %s", name, _said(answer))
-            continue
-        if answer.status_code not in (200, 202, 204, 404):
-            raise DemoError(f"DELETE region {name}: {_said(answer)}")
-        removed.append(f"region {name}")
-    return removed
+    for kind in ("clusters", "regions"):
+        for item in await _items(platform, f"/api/v1/{kind}", selector):
+            name = item["metadata"]["name"]
+            answer = await platform.client.delete(f"/api/v1/{kind}/{name}")
+            if answer.status_code == 409:  # still used: the platform says by what
+                kept.append(f"{kind[:-1]} {name}: {_said(answer)}")
+            elif answer.status_code in (200, 202, 204, 404):
+                removed.append(f"{kind[:-1]} {name}")
+            else:
+                raise DemoError(f"DELETE {kind[:-1]} {name}: {_said(answer)}")
+    return removed, kept
+
+
+async def _items(platform: Platform, path: str, params: dict[str, str]) -> list[dict[str, Any]]:
+    answer = await platform.client.get(path, params={**params, "limit": "500"})
+    if answer.status_code != 200:
+        raise DemoError(f"GET {path}: {_said(answer)}")
+    items: list[dict[str, Any]] = answer.json()["items"]
+    return items
