@@ -53,30 +53,6 @@ def guide_clusters() -> list[DemoCluster]:
     ]  # fmt: skip
 
 
-# The guide's rollout, as the README shows it.
-CROSS_REGION_APP = """\
-apiVersion: edge.theriseunion.io/v1alpha1
-kind: ApplicationDeployment
-metadata:
-  name: cross-region-app
-spec:
-  applicationVersionRef: monitoring-stack-v2.0.0
-  targets:
-    - region: east-china
-      clusters: [shanghai-cluster, hangzhou-cluster]
-      nodeGroupRef: monitoring-nodes
-      replicas: 2
-    - region: north-china
-      clusters: [beijing-cluster]
-      nodeGroupRef: production-nodes
-      replicas: 3
-    - region: south-china
-      clusters: [shenzhen-cluster]
-      nodeGroupRef: test-nodes
-      replicas: 1
-"""
-
-
 class DemoError(Exception):
     """The platform refused what the demo fleet needs; the message says what and why."""
 

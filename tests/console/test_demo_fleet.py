@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -15,7 +16,6 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 
 from app.config import Settings
-from app.demo.fleet import CROSS_REGION_APP
 from app.embedded import free_port
 from tests.support.browser import find, shot, sign_in, wait
 from tests.support.processes import Output, clean_env, wait_ready
@@ -23,6 +23,15 @@ from tests.support.processes import Output, clean_env, wait_ready
 CLUSTERS = {"shanghai-cluster", "hangzhou-cluster", "beijing-cluster", "tianjin-cluster",
             "shenzhen-cluster"}  # fmt: skip
 ROLLOUT = "/api/v1/workspaces/team-a/applicationdeployments"
+README = Path(__file__).parents[2] / "README.md"
+
+
+def readme_rollout() -> str:
+    """The rollout's YAML as the README's first screen prints it (a here-document)."""
+    text = README.read_text()
+    section = text[text.index("## A cross-region rollout in a minute") :]
+    body = section[section.index("<<'YAML'\n") + len("<<'YAML'\n") : section.index("\n    YAML\n")]
+    return textwrap.dedent(body) + "\n"
 
 
 async def test_dev_demo_takes_the_guides_rollout_and_is_removed_with_one_command(
@@ -67,7 +76,7 @@ async def test_dev_demo_takes_the_guides_rollout_and_is_removed_with_one_command
 
         # The README's rollout, its YAML as printed there.
         created = await client.post(
-            ROLLOUT, content=CROSS_REGION_APP, headers={"content-type": "application/yaml"}
+            ROLLOUT, content=readme_rollout(), headers={"content-type": "application/yaml"}
         )
         assert created.status_code == 201, created.text
         phases_seen = set()
