@@ -278,6 +278,7 @@ def cmd_users(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
     """`users reset-password NAME`: against DATABASE_URL, or the dev state folder's embedded
     PostgreSQL (started for the purpose; `dev` must not be running on it)."""
     from app.db.engine import create_engine, create_sessionmaker
+    from app.demo import command as demo
     from app.embedded import EmbeddedPostgres, StateDir
     from app.users.service import reset_password
 
@@ -296,12 +297,19 @@ def cmd_users(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
     if settings.database_url:
         password = asyncio.run(reset(settings.database_url))
     else:
-        with StateDir(settings.edge_state_dir) as state:
+        with contextlib.ExitStack() as stack:
+            try:
+                state = stack.enter_context(StateDir(settings.edge_state_dir))
+            except EmbeddedError as exc:
+                raise EmbeddedError(f"{exc}: stop it (Ctrl-C), then run this again") from None
             postgres = EmbeddedPostgres(state.path / "postgres")
             try:
                 password = asyncio.run(reset(postgres.start()))
             finally:
                 postgres.stop()
+            if password is not None and args.name == "admin":
+                # What `dev` shows at start and `--demo` signs in with, until changed again.
+                state.keep_secret(demo.INITIAL_ADMIN_PASSWORD, password)
     if password is None:
         print(f"edge-platform users: no user {args.name!r}", file=sys.stderr)
         return 1

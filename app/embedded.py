@@ -78,15 +78,21 @@ class StateDir:
         if self._lock is not None:
             self._lock.close()
 
+    def keep_secret(self, name: str, value: str) -> None:
+        """Replace a kept secret (mode 0600)."""
+        path = self.path / name
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(value + "\n")
+
     def secret(self, name: str, nbytes: int = 48) -> str:
         """A random secret generated once and kept (mode 0600) in the state folder."""
         path = self.path / name
         if path.exists():
             return path.read_text().strip()
         value = secrets.token_urlsafe(nbytes)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(value + "\n")
+        self.keep_secret(name, value)
         return value
 
 

@@ -290,6 +290,8 @@ def test_dev_starts_on_the_embedded_default_and_keeps_data(
     assert new is not None, reset.stdout
     process, output = start()
     wait_ready(f"{base}/readyz", process, 30)
+    # The state folder keeps the new one: shown at start again.
+    assert output.wait_for(r"sign in: +user admin, password (\S+)").group(1) == new.group(1)
     signed_in = httpx.post(
         f"{base}/oauth/token",
         data={"grant_type": "password", "username": "admin", "password": new.group(1),
