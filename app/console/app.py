@@ -22,7 +22,7 @@ import app as app_package
 from app.config import Settings
 from app.console.api import ApiProblem, PlatformApi, SignInRequired
 from app.console.kit import ConsoleParts, CsrfRefused, age, is_demo, phase_class, seal_into
-from app.console.pages import deployments, fleet, records, signin, workloads
+from app.console.pages import admin, deployments, fleet, records, signin, workloads
 from app.console.pages.deployments import MAX_STREAMS, STREAMS_PER_USER, LiveStreams
 from app.console.session import COOKIE, SessionSealer, UserSession
 from app.console.views import agent_view, duration, time_left, timestamp
@@ -99,8 +99,14 @@ def create_console_app(settings: Settings, *, secret: str) -> FastAPI:
     console.state.parts = parts
     console.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     console.middleware("http")(security_headers_and_session)
-    for group in (signin, fleet, deployments, workloads, records):
+    for group in (signin, fleet, admin, deployments, workloads, records):
         console.include_router(group.router)
+
+    @console.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> Response:
+        # Browsers ask for it whatever the page's <link> says.
+        return RedirectResponse("/static/favicon.svg", status_code=301)
+
     console.add_exception_handler(SignInRequired, sign_in_again)
     console.add_exception_handler(CsrfRefused, csrf_refused)
     console.add_exception_handler(ApiProblem, api_problem)

@@ -6,6 +6,17 @@ document.querySelectorAll("select[data-autosubmit]").forEach((select) => {
   select.addEventListener("change", () => select.form.submit());
 });
 
+// Registering a cluster: show the kubeconfig fields or the agent's note, as chosen.
+document.querySelectorAll("#register-cluster").forEach((form) => {
+  const show = () => {
+    const agent = form.elements.type.value === "agent";
+    form.querySelectorAll(".when-direct").forEach((el) => { el.hidden = agent; });
+    form.querySelectorAll(".when-agent").forEach((el) => { el.hidden = !agent; });
+  };
+  form.querySelectorAll("input[name=type]").forEach((radio) => radio.addEventListener("change", show));
+  show();
+});
+
 // Destructive forms ask in a dialog first (without JavaScript the server asks on a page).
 document.querySelectorAll("form[data-confirm]").forEach((form) => {
   form.addEventListener("submit", (event) => {

@@ -1,0 +1,201 @@
+"""An operator sets a fresh platform up from the console alone, in headless Chromium: a region,
+clusters registered by a pasted kubeconfig and by an uploaded file, one behind NAT, node groups;
+refusals said in words with what was typed kept; a user who is not an admin is offered none of
+it. The edges are kmock emulators; the API runs the controller in its process, as `dev` does."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webelement import WebElement
+
+from app.config import Settings
+from app.console.app import create_console_app
+from app.main import create_app
+from tests.support.browser import find, shot, sign_in, wait
+from tests.support.console import SESSION_SECRET
+from tests.support.deployments import fast_settings
+from tests.support.edge import EdgeCluster, node
+from tests.support.platform import authenticated
+from tests.support.servers import http_server
+from tests.support.services import RedisProcess
+from tests.support.tenancy import PASSWORD, create_user
+
+
+@pytest.fixture
+async def fresh(
+    clean_database: str, clean_redis: RedisProcess
+) -> AsyncIterator[tuple[str, str, Settings]]:
+    """A platform with nothing registered, its controller running; (API URL, console URL)."""
+    settings = fast_settings(clean_database, redis_url=clean_redis.url)
+    async with http_server(create_app(settings, dev=True)) as api_url:
+        updates = {"console_api_url": api_url, "console_cookie_secure": False}
+        console = create_console_app(settings.model_copy(update=updates), secret=SESSION_SECRET)
+        async with http_server(console) as console_url:
+            yield api_url, console_url, settings
+
+
+@pytest.fixture
+async def edges() -> AsyncIterator[dict[str, EdgeCluster]]:
+    clusters = {
+        "shanghai-cluster": EdgeCluster(
+            nodes=[node("sh-1", zone="sh", group="monitoring-nodes"), node("sh-2", zone="sh")]
+        ),
+        "hangzhou-cluster": EdgeCluster(nodes=[node("hz-1", zone="hz", group="monitoring-nodes")]),
+    }
+    for edge in clusters.values():
+        await edge.start()
+    yield clusters
+    for edge in clusters.values():
+        await edge.stop()
+
+
+def fill(driver: webdriver.Chrome, css: str, text: str) -> WebElement:
+    field = find(driver, css)
+    field.clear()
+    field.send_keys(text)
+    return field
+
+
+def problem_text(driver: webdriver.Chrome) -> str:
+    return find(driver, ".error[role=alert]").text
+
+
+def set_textarea(driver: webdriver.Chrome, css: str, text: str) -> None:
+    """A kubeconfig is long: set it as a paste would, not key by key."""
+    driver.execute_script("document.querySelector(arguments[0]).value = arguments[1]", css, text)
+
+
+async def test_an_admin_sets_up_regions_clusters_and_node_groups_in_the_browser(
+    fresh: tuple[str, str, Settings],
+    edges: dict[str, EdgeCluster],
+    browser: webdriver.Chrome,
+    tmp_path: Path,
+) -> None:
+    api_url, console, _ = fresh
+    driver = browser
+    kubeconfig_file = tmp_path / "hangzhou.yaml"
+    kubeconfig_file.write_text(edges["hangzhou-cluster"].kubeconfig())
+
+    def from_nothing_to_a_region() -> None:
+        sign_in(driver, console, "admin", "admin-test-password")
+        assert "No regions and no clusters yet" in find(driver, "#fleet-empty").text
+        find(driver, "#fleet-empty a[href='/admin/regions']").click()
+        wait(driver, lambda d: d.current_url.endswith("/admin/regions"))
+        fill(driver, "#region-name", "east-china")
+        fill(driver, "#region-display", "East China")
+        fill(driver, "#region-labels", "geo=cn")
+        find(driver, "#new-region button[type=submit]").click()
+        wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "tr[data-region=east-china]"))
+        # The same name again: refused in words, and what was typed is still there.
+        fill(driver, "#region-name", "east-china")
+        fill(driver, "#region-display", "Again")
+        find(driver, "#new-region button[type=submit]").click()
+        wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".error[role=alert]"))
+        assert "already exists" in problem_text(driver)
+        assert find(driver, "#region-display").get_attribute("value") == "Again"
+
+    def register_clusters() -> None:
+        driver.get(f"{console}/fleet")
+        find(driver, "#register-link").click()
+        wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#register-cluster"))
+        # An address the guard refuses (cloud metadata): said in words, the name kept.
+        fill(driver, "#cluster-name", "shanghai-cluster")
+        set_textarea(driver, "#kubeconfig", edges["shanghai-cluster"].kubeconfig().replace(
+            edges["shanghai-cluster"].url, "https://169.254.169.254"))  # fmt: skip
+        find(driver, "#register-cluster button[type=submit]").click()
+        wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".error[role=alert]"))
+        assert "169.254.169.254" in problem_text(driver)
+        assert find(driver, "#cluster-name").get_attribute("value") == "shanghai-cluster"
+        # Pasted.
+        set_textarea(driver, "#kubeconfig", edges["shanghai-cluster"].kubeconfig())
+        find(driver, "#register-cluster button[type=submit]").click()
+        wait(driver, lambda d: d.current_url.endswith("/clusters/shanghai-cluster"))
+        # Uploaded as a file.
+        driver.get(f"{console}/admin/clusters/new")
+        fill(driver, "#cluster-name", "hangzhou-cluster")
+        find(driver, "#kubeconfig-file").send_keys(str(kubeconfig_file))
+        find(driver, "#register-cluster button[type=submit]").click()
+        wait(driver, lambda d: d.current_url.endswith("/clusters/hangzhou-cluster"))
+        # Behind NAT: its page offers the join token next.
+        driver.get(f"{console}/admin/clusters/new")
+        fill(driver, "#cluster-name", "store-0042")
+        find(driver, "input[name=type][value=agent]").click()
+        assert not find(driver, "#kubeconfig").is_displayed()
+        find(driver, "#register-cluster button[type=submit]").click()
+        wait(driver, lambda d: d.current_url.endswith("/clusters/store-0042"))
+        assert find(driver, "#join-form")
+
+    def ready(name: str) -> None:
+        def probed(d: webdriver.Chrome) -> bool:
+            d.get(f"{console}/clusters/{name}")
+            return find(d, "#cluster-phase").text == "Ready"
+
+        wait(driver, probed, within=30)
+
+    def node_groups_and_refusals() -> None:
+        ready("shanghai-cluster")
+        fill(driver, "#group-name", "monitoring-nodes")
+        find(driver, "#new-nodegroup button[type=submit]").click()
+        wait(driver, lambda d: "monitoring-nodes" in find(d, "#nodegroups-table").text)
+
+        def counted(d: webdriver.Chrome) -> bool:
+            d.get(f"{console}/clusters/shanghai-cluster")
+            return "sh-1" in find(d, "#nodegroups-table").text
+
+        wait(driver, counted, within=30)
+        shot(driver, "admin-cluster-page")
+        # Disable, then enable again.
+        find(driver, "#cluster-actions button.secondary").click()
+        wait(driver, lambda d: "disabled" in find(d, ".phase-line").text)
+        find(driver, "#cluster-actions button.secondary").click()
+        wait(driver, lambda d: "disabled" not in find(d, ".phase-line").text)
+        # A region that clusters use cannot go: the page says which.
+        driver.get(f"{console}/admin/regions")
+        row = find(driver, "tr[data-region=east-china]")
+        row.find_element(By.CSS_SELECTOR, "button.danger").click()
+        wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "dialog[open]"))
+        find(driver, "dialog[open] button[value=yes]").click()
+        wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".error[role=alert]"))
+        assert "shanghai-cluster" in problem_text(driver)
+        shot(driver, "admin-regions")
+        # The fleet shows both registered clusters, with the region's display name once.
+        driver.get(f"{console}/fleet")
+        tiles = {
+            t.get_attribute("data-cluster") for t in driver.find_elements(By.CSS_SELECTOR, ".tile")
+        }
+        assert tiles == {"shanghai-cluster", "hangzhou-cluster", "store-0042"}
+
+    await asyncio.to_thread(from_nothing_to_a_region)
+    await asyncio.to_thread(register_clusters)
+    await asyncio.to_thread(node_groups_and_refusals)
+
+    # What the browser did is what the API holds.
+    async with httpx.AsyncClient(base_url=api_url) as client:
+        await authenticated(client)
+        region = (await client.get("/api/v1/regions/east-china")).json()
+        assert region["spec"]["displayName"] == "East China"
+        assert region["metadata"]["labels"] == {"geo": "cn"}
+        store = (await client.get("/api/v1/clusters/store-0042")).json()
+        assert store["spec"]["connection"]["type"] == "agent"
+        group = (await client.get("/api/v1/clusters/shanghai-cluster/nodegroups")).json()
+        assert [g["metadata"]["name"] for g in group["items"]] == ["monitoring-nodes"]
+        await create_user(client, "someone")
+
+    def someone_is_offered_nothing_of_it() -> None:
+        driver.delete_all_cookies()
+        sign_in(driver, console, "someone", PASSWORD)
+        assert not driver.find_elements(By.CSS_SELECTOR, "#register-link")
+        assert not driver.find_elements(By.CSS_SELECTOR, "nav a[href='/admin/regions']")
+        driver.get(f"{console}/clusters/shanghai-cluster")
+        assert not driver.find_elements(By.CSS_SELECTOR, "#cluster-actions, #new-nodegroup")
+        driver.get(f"{console}/admin/regions")
+        assert "platform admins" in find(driver, "main").text
+
+    await asyncio.to_thread(someone_is_offered_nothing_of_it)
