@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
@@ -18,7 +18,11 @@ Driver = webdriver.Chrome
 
 
 def wait(driver: Driver, condition: Callable[[Driver], Any], within: float = 30.0) -> Any:
-    return WebDriverWait(driver, within, poll_frequency=0.1).until(condition)
+    """Until `condition` holds; an element that went stale (the page was replaced while it was
+    read, as after a form's redirect) counts as not yet."""
+    return WebDriverWait(
+        driver, within, poll_frequency=0.1, ignored_exceptions=[StaleElementReferenceException]
+    ).until(condition)
 
 
 def find(driver: Driver, css: str) -> WebElement:
