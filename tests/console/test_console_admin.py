@@ -1,7 +1,8 @@
 """An operator sets a fresh platform up from the console alone, in headless Chromium: a region,
-clusters registered by a pasted kubeconfig and by an uploaded file, one behind NAT, node groups;
-refusals said in words with what was typed kept; a user who is not an admin is offered none of
-it. The edges are kmock emulators; the API runs the controller in its process, as `dev` does."""
+clusters registered by a pasted kubeconfig and by an uploaded file, one behind NAT, node groups,
+a user, a workspace with the user as a member, a service account for Helm; refusals said in
+words with what was typed kept; the user, not an admin, is offered none of it. The edges are
+kmock emulators; the API runs the controller in its process, as `dev` does."""
 
 from __future__ import annotations
 
@@ -25,7 +26,6 @@ from tests.support.edge import EdgeCluster, node
 from tests.support.platform import authenticated
 from tests.support.servers import http_server
 from tests.support.services import RedisProcess
-from tests.support.tenancy import PASSWORD, create_user
 
 
 @pytest.fixture
@@ -172,9 +172,43 @@ async def test_an_admin_sets_up_regions_clusters_and_node_groups_in_the_browser(
         }
         assert tiles == {"shanghai-cluster", "hangzhou-cluster", "store-0042"}
 
+    def people() -> str:
+        """A user (their first password shown once), a workspace granted both clusters with
+        the user as operator, a service account for Helm; the user's password."""
+        driver.get(f"{console}/admin/users")
+        fill(driver, "#user-name", "someone")
+        find(driver, "#new-user button[type=submit]").click()
+        wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#issued-password"))
+        password = find(driver, "#issued-password code").text
+        assert driver.find_elements(By.CSS_SELECTOR, "tr[data-user=someone]")
+
+        driver.get(f"{console}/admin/workspaces")
+        fill(driver, "#workspace-name", "team-a")
+        for name in ("shanghai-cluster", "hangzhou-cluster"):
+            find(driver, f"#new-workspace input[value={name}]").click()
+        find(driver, "#new-workspace button[type=submit]").click()
+        wait(driver, lambda d: d.current_url.endswith("/admin/workspaces/team-a"))
+        find(driver, "#member-user").send_keys("someone")
+        find(driver, "#add-member button[type=submit]").click()
+        wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "tr[data-member=someone]"))
+        role = find(driver, "#role-someone").get_attribute("value")
+        assert role == "operator"
+        shot(driver, "admin-workspace")
+
+        driver.get(f"{console}/admin/serviceaccounts")
+        fill(driver, "#account-name", "helm")
+        find(driver, "#new-account button[type=submit]").click()
+        wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#issued-secret"))
+        assert "helm repo add edge http://" in find(driver, "#issued-secret pre").text
+        # Shown once: the list does not show it again.
+        driver.get(f"{console}/admin/serviceaccounts")
+        assert not driver.find_elements(By.CSS_SELECTOR, "#issued-secret")
+        return password
+
     await asyncio.to_thread(from_nothing_to_a_region)
     await asyncio.to_thread(register_clusters)
     await asyncio.to_thread(node_groups_and_refusals)
+    password = await asyncio.to_thread(people)
 
     # What the browser did is what the API holds.
     async with httpx.AsyncClient(base_url=api_url) as client:
@@ -186,16 +220,22 @@ async def test_an_admin_sets_up_regions_clusters_and_node_groups_in_the_browser(
         assert store["spec"]["connection"]["type"] == "agent"
         group = (await client.get("/api/v1/clusters/shanghai-cluster/nodegroups")).json()
         assert [g["metadata"]["name"] for g in group["items"]] == ["monitoring-nodes"]
-        await create_user(client, "someone")
+        team = (await client.get("/api/v1/workspaces/team-a")).json()
+        assert sorted(team["spec"]["clusters"]) == ["hangzhou-cluster", "shanghai-cluster"]
+        member = (await client.get("/api/v1/workspaces/team-a/members/someone")).json()
+        assert member["role"] == "operator"
 
     def someone_is_offered_nothing_of_it() -> None:
         driver.delete_all_cookies()
-        sign_in(driver, console, "someone", PASSWORD)
+        sign_in(driver, console, "someone", password)
         assert not driver.find_elements(By.CSS_SELECTOR, "#register-link")
         assert not driver.find_elements(By.CSS_SELECTOR, "nav a[href='/admin/regions']")
+        # Their workspace's clusters, without the admin's controls.
         driver.get(f"{console}/clusters/shanghai-cluster")
+        assert find(driver, "#cluster-phase").text == "Ready"
         assert not driver.find_elements(By.CSS_SELECTOR, "#cluster-actions, #new-nodegroup")
-        driver.get(f"{console}/admin/regions")
-        assert "platform admins" in find(driver, "main").text
+        for path in ("regions", "workspaces", "users", "serviceaccounts", "clusters/new"):
+            driver.get(f"{console}/admin/{path}")
+            assert "platform admins" in find(driver, "main").text, path
 
     await asyncio.to_thread(someone_is_offered_nothing_of_it)
