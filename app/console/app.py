@@ -22,7 +22,16 @@ import app as app_package
 from app.config import Settings
 from app.console.api import ApiProblem, PlatformApi, SignInRequired
 from app.console.kit import ConsoleParts, CsrfRefused, age, is_demo, phase_class, seal_into
-from app.console.pages import admin, deployments, fleet, records, signin, tenancy, workloads
+from app.console.pages import (
+    admin,
+    catalog,
+    deployments,
+    fleet,
+    records,
+    signin,
+    tenancy,
+    workloads,
+)
 from app.console.pages.deployments import MAX_STREAMS, STREAMS_PER_USER, LiveStreams
 from app.console.session import COOKIE, SessionSealer, UserSession
 from app.console.views import agent_view, duration, time_left, timestamp
@@ -100,7 +109,7 @@ def create_console_app(settings: Settings, *, secret: str) -> FastAPI:
     console.state.public_url = settings.public_url  # the API as users reach it (Helm's lines)
     console.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     console.middleware("http")(security_headers_and_session)
-    for group in (signin, fleet, admin, tenancy, deployments, workloads, records):
+    for group in (signin, fleet, admin, tenancy, catalog, deployments, workloads, records):
         console.include_router(group.router)
 
     @console.get("/favicon.ico", include_in_schema=False)

@@ -1,6 +1,7 @@
 """An operator sets a fresh platform up from the console alone, in headless Chromium: a region,
 clusters registered by a pasted kubeconfig and by an uploaded file, one behind NAT, node groups,
-a user, a workspace with the user as a member, a service account for Helm; refusals said in
+a user, a workspace with the user as a member, a service account for Helm, a chart, an
+application and its version, and a rollout of it across two regions to Ready; refusals said in
 words with what was typed kept; the user, not an admin, is offered none of it. The edges are
 kmock emulators; the API runs the controller in its process, as `dev` does."""
 
@@ -20,6 +21,7 @@ from app.config import Settings
 from app.console.app import create_console_app
 from app.main import create_app
 from tests.support.browser import find, shot, sign_in, wait
+from tests.support.charts import chart_archive
 from tests.support.console import SESSION_SECRET
 from tests.support.deployments import fast_settings
 from tests.support.edge import EdgeCluster, node
@@ -45,9 +47,12 @@ async def fresh(
 async def edges() -> AsyncIterator[dict[str, EdgeCluster]]:
     clusters = {
         "shanghai-cluster": EdgeCluster(
-            nodes=[node("sh-1", zone="sh", group="monitoring-nodes"), node("sh-2", zone="sh")]
+            nodes=[node("sh-1", zone="sh", group="monitoring-nodes"), node("sh-2", zone="sh")],
+            auto_ready=True,
         ),
-        "hangzhou-cluster": EdgeCluster(nodes=[node("hz-1", zone="hz", group="monitoring-nodes")]),
+        "shenzhen-cluster": EdgeCluster(
+            nodes=[node("sz-1", zone="sz", group="monitoring-nodes")], auto_ready=True
+        ),
     }
     for edge in clusters.values():
         await edge.start()
@@ -80,8 +85,10 @@ async def test_an_admin_sets_up_regions_clusters_and_node_groups_in_the_browser(
 ) -> None:
     api_url, console, _ = fresh
     driver = browser
-    kubeconfig_file = tmp_path / "hangzhou.yaml"
-    kubeconfig_file.write_text(edges["hangzhou-cluster"].kubeconfig())
+    kubeconfig_file = tmp_path / "shenzhen.yaml"
+    kubeconfig_file.write_text(edges["shenzhen-cluster"].kubeconfig())
+    chart_file = tmp_path / "edge-demo-0.1.0.tgz"
+    chart_file.write_bytes(chart_archive("edge-demo", "0.1.0"))
 
     def from_nothing_to_a_region() -> None:
         sign_in(driver, console, "admin", "admin-test-password")
@@ -100,6 +107,10 @@ async def test_an_admin_sets_up_regions_clusters_and_node_groups_in_the_browser(
         wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".error[role=alert]"))
         assert "already exists" in problem_text(driver)
         assert find(driver, "#region-display").get_attribute("value") == "Again"
+        fill(driver, "#region-name", "south-china")
+        fill(driver, "#region-display", "")
+        find(driver, "#new-region button[type=submit]").click()
+        wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "tr[data-region=south-china]"))
 
     def register_clusters() -> None:
         driver.get(f"{console}/fleet")
@@ -119,10 +130,11 @@ async def test_an_admin_sets_up_regions_clusters_and_node_groups_in_the_browser(
         wait(driver, lambda d: d.current_url.endswith("/clusters/shanghai-cluster"))
         # Uploaded as a file.
         driver.get(f"{console}/admin/clusters/new")
-        fill(driver, "#cluster-name", "hangzhou-cluster")
+        fill(driver, "#cluster-name", "shenzhen-cluster")
+        find(driver, "#cluster-region").send_keys("south-china")
         find(driver, "#kubeconfig-file").send_keys(str(kubeconfig_file))
         find(driver, "#register-cluster button[type=submit]").click()
-        wait(driver, lambda d: d.current_url.endswith("/clusters/hangzhou-cluster"))
+        wait(driver, lambda d: d.current_url.endswith("/clusters/shenzhen-cluster"))
         # Behind NAT: its page offers the join token next.
         driver.get(f"{console}/admin/clusters/new")
         fill(driver, "#cluster-name", "store-0042")
@@ -140,10 +152,11 @@ async def test_an_admin_sets_up_regions_clusters_and_node_groups_in_the_browser(
         wait(driver, probed, within=30)
 
     def node_groups_and_refusals() -> None:
-        ready("shanghai-cluster")
-        fill(driver, "#group-name", "monitoring-nodes")
-        find(driver, "#new-nodegroup button[type=submit]").click()
-        wait(driver, lambda d: "monitoring-nodes" in find(d, "#nodegroups-table").text)
+        for name in ("shenzhen-cluster", "shanghai-cluster"):
+            ready(name)
+            fill(driver, "#group-name", "monitoring-nodes")
+            find(driver, "#new-nodegroup button[type=submit]").click()
+            wait(driver, lambda d: "monitoring-nodes" in find(d, "#nodegroups-table").text)
 
         def counted(d: webdriver.Chrome) -> bool:
             d.get(f"{console}/clusters/shanghai-cluster")
@@ -170,7 +183,7 @@ async def test_an_admin_sets_up_regions_clusters_and_node_groups_in_the_browser(
         tiles = {
             t.get_attribute("data-cluster") for t in driver.find_elements(By.CSS_SELECTOR, ".tile")
         }
-        assert tiles == {"shanghai-cluster", "hangzhou-cluster", "store-0042"}
+        assert tiles == {"shanghai-cluster", "shenzhen-cluster", "store-0042"}
 
     def people() -> str:
         """A user (their first password shown once), a workspace granted both clusters with
@@ -184,7 +197,7 @@ async def test_an_admin_sets_up_regions_clusters_and_node_groups_in_the_browser(
 
         driver.get(f"{console}/admin/workspaces")
         fill(driver, "#workspace-name", "team-a")
-        for name in ("shanghai-cluster", "hangzhou-cluster"):
+        for name in ("shanghai-cluster", "shenzhen-cluster"):
             find(driver, f"#new-workspace input[value={name}]").click()
         find(driver, "#new-workspace button[type=submit]").click()
         wait(driver, lambda d: d.current_url.endswith("/admin/workspaces/team-a"))
@@ -205,10 +218,46 @@ async def test_an_admin_sets_up_regions_clusters_and_node_groups_in_the_browser(
         assert not driver.find_elements(By.CSS_SELECTOR, "#issued-secret")
         return password
 
+    def catalog_and_a_rollout() -> None:
+        driver.get(f"{console}/catalog")
+        assert "No applications yet" in find(driver, "#catalog-empty").text
+        find(driver, "#chart-file").send_keys(str(chart_file))
+        find(driver, "#upload-chart button[type=submit]").click()
+        wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "tr[data-chart=edge-demo]"))
+        # The same version again: the repository refuses it, and the page says why.
+        find(driver, "#chart-file").send_keys(str(chart_file))
+        find(driver, "#upload-chart button[type=submit]").click()
+        wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".error[role=alert]"))
+        assert "exists" in problem_text(driver)
+        fill(driver, "#application-name", "monitoring-stack")
+        find(driver, "#application-provisioner").send_keys("Plain")
+        find(driver, "#new-application button[type=submit]").click()
+        wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#app-monitoring-stack"))
+        find(driver, "#app-monitoring-stack summary").click()
+        fill(driver, "#version-monitoring-stack", "2.0.0")
+        fill(driver, "#image-monitoring-stack", "prom/prometheus:v2.53.0")
+        find(driver, "#new-version-monitoring-stack button[type=submit]").click()
+        wait(driver, lambda d: d.find_elements(
+            By.CSS_SELECTOR, "tr[data-version='monitoring-stack-v2.0.0']"))  # fmt: skip
+        shot(driver, "admin-catalog")
+        # Deploy this version: the form comes with it chosen.
+        find(driver, "tr[data-version='monitoring-stack-v2.0.0'] a.deploy").click()
+        wait(driver, lambda d: d.current_url.endswith("version=monitoring-stack-v2.0.0"))
+        assert find(driver, "#version").get_attribute("value") == "monitoring-stack-v2.0.0"
+        fill(driver, "#name", "cross-region-app")
+        for region in ("east-china", "south-china"):
+            find(driver, f"input[name=all][value={region}]").click()
+            find(driver, f"#nodegroup-{region}").send_keys("monitoring-nodes")
+        find(driver, "button[name=action][value=save]").click()
+        wait(driver, lambda d: d.current_url.endswith("/deployments/cross-region-app"))
+        wait(driver, lambda d: "Ready" in find(d, "#deployment-phase").text, within=60)
+        shot(driver, "admin-rollout-ready")
+
     await asyncio.to_thread(from_nothing_to_a_region)
     await asyncio.to_thread(register_clusters)
     await asyncio.to_thread(node_groups_and_refusals)
     password = await asyncio.to_thread(people)
+    await asyncio.to_thread(catalog_and_a_rollout)
 
     # What the browser did is what the API holds.
     async with httpx.AsyncClient(base_url=api_url) as client:
@@ -221,7 +270,7 @@ async def test_an_admin_sets_up_regions_clusters_and_node_groups_in_the_browser(
         group = (await client.get("/api/v1/clusters/shanghai-cluster/nodegroups")).json()
         assert [g["metadata"]["name"] for g in group["items"]] == ["monitoring-nodes"]
         team = (await client.get("/api/v1/workspaces/team-a")).json()
-        assert sorted(team["spec"]["clusters"]) == ["hangzhou-cluster", "shanghai-cluster"]
+        assert sorted(team["spec"]["clusters"]) == ["shanghai-cluster", "shenzhen-cluster"]
         member = (await client.get("/api/v1/workspaces/team-a/members/someone")).json()
         assert member["role"] == "operator"
 

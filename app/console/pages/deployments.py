@@ -127,10 +127,12 @@ async def form_page(
 
 
 @router.get("/w/{ws}/deployments/new", response_class=HTMLResponse)
-async def new_deployment(request: Request, ws: str) -> Response:
+async def new_deployment(request: Request, ws: str, version: str = "") -> Response:
+    """The form; `?version=` (the catalog's "deploy this version") chooses the version."""
     seen = await viewer(request, ws)
     operator_only(seen)
-    return await form_page(request, seen, ws)
+    values = {"name": "", "version": version, "namespace": "", "regions": {}} if version else None
+    return await form_page(request, seen, ws, values=values)
 
 
 @router.post("/w/{ws}/deployments/new")

@@ -1,8 +1,7 @@
-"""The catalog of applications and their versions, and the audit log."""
+"""The audit log."""
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
@@ -12,18 +11,6 @@ from app.console.api import ApiProblem
 from app.console.kit import API, api, page, viewer
 
 router = APIRouter()
-
-
-@router.get("/catalog", response_class=HTMLResponse)
-async def catalog(request: Request) -> Response:
-    seen = await viewer(request)
-    platform = api(request)
-    applications = await platform.items(seen.session, f"{API}/applications")
-    versions = await platform.items(seen.session, f"{API}/applicationversions")
-    by_app: dict[str, list[dict[str, Any]]] = {}
-    for version in versions:
-        by_app.setdefault(version["spec"]["application"], []).append(version)
-    return page(request, seen, "catalog.html", applications=applications, versions=by_app)
 
 
 @router.get("/audit", response_class=HTMLResponse)
