@@ -2,7 +2,8 @@
 clusters registered by a pasted kubeconfig and by an uploaded file, one behind NAT, node groups,
 a user, a workspace with the user as a member, a service account for Helm, a chart, an
 application and its version, and a rollout of it across two regions to Ready; refusals said in
-words with what was typed kept; the user, not an admin, is offered none of it. The edges are
+words with what was typed kept; the user, not an admin, is offered none of it; the fleet page
+left open shows a stopped edge Unreachable. The edges are
 kmock emulators; the API runs the controller in its process, as `dev` does."""
 
 from __future__ import annotations
@@ -288,3 +289,17 @@ async def test_an_admin_sets_up_regions_clusters_and_node_groups_in_the_browser(
             assert "platform admins" in find(driver, "main").text, path
 
     await asyncio.to_thread(someone_is_offered_nothing_of_it)
+
+    # The fleet page, left open, shows an edge that stops answering as Unreachable.
+    def open_the_fleet() -> None:
+        driver.get(f"{console}/fleet")
+        wait(driver, lambda d: not find(d, "#live").get_attribute("hidden"))
+
+    def turned_unreachable() -> None:
+        tile = "#fleet-live .tile.unreachable[data-cluster=shenzhen-cluster]"
+        wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, tile), within=30)
+        assert "1 Unreachable" in find(driver, "#fleet-summary").text
+
+    await asyncio.to_thread(open_the_fleet)
+    await edges["shenzhen-cluster"].stop()
+    await asyncio.to_thread(turned_unreachable)

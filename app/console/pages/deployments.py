@@ -215,6 +215,14 @@ async def deployment_matrix(request: Request, ws: str, name: str) -> Response:
     )
 
 
+@router.get("/w/{ws}/deployments/{name}/recent", response_class=HTMLResponse)
+async def deployment_recent_events(request: Request, ws: str, name: str) -> Response:
+    """The recent events alone: redrawn with the matrix on each event."""
+    session = user_session(request)
+    events = await recent_events(request, session, f"{deployments_url(ws, name)}/events")
+    return parts(request).templates.TemplateResponse(request, "_events.html", {"events": events})
+
+
 @router.get("/w/{ws}/deployments/{name}/stream")
 async def deployment_stream(request: Request, ws: str, name: str) -> Response:
     """The API's event stream of the deployment, relayed with the session's token: the

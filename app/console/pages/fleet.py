@@ -30,6 +30,14 @@ async def fleet(request: Request) -> Response:
     return page(request, seen, "fleet.html", regions=regions, clusters=clusters)
 
 
+@router.get("/fleet/tiles", response_class=HTMLResponse)
+async def fleet_tiles(request: Request) -> Response:
+    """The fleet page's regions and tiles alone: the page redraws them while it is open."""
+    seen = await viewer(request)
+    regions, clusters = await fleet_view(api(request), seen.session)
+    return page(request, seen, "_fleet_tiles.html", regions=regions, clusters=clusters)
+
+
 def cluster_url(name: str) -> str:
     return f"{API}/clusters/{segment(name)}"
 

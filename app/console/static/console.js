@@ -51,6 +51,11 @@ document.querySelectorAll("[data-live-matrix]").forEach((holder) => {
       return;
     }
     if (response.ok) holder.innerHTML = await response.text();
+    const events = document.getElementById("recent-events");
+    if (events) {
+      const recent = await fetch(base + "/recent", { credentials: "same-origin" });
+      if (recent.ok) events.innerHTML = await recent.text();
+    }
   };
   const soon = () => {
     if (pending === null) pending = setTimeout(redraw, 250);
@@ -67,6 +72,29 @@ document.querySelectorAll("[data-live-matrix]").forEach((holder) => {
     // why, or sends them to sign in again.
     if (stream.readyState === EventSource.CLOSED) redraw();
   });
+});
+
+// The fleet redraws its tiles every few seconds while the page is in view: the API has no
+// stream of cluster changes (probes write them), so the page asks as often as probes run.
+document.querySelectorAll("[data-live-fleet]").forEach((holder) => {
+  const badge = document.getElementById("live");
+  const redraw = async () => {
+    if (document.hidden) return;
+    try {
+      const response = await fetch(holder.dataset.liveFleet, { credentials: "same-origin" });
+      if (response.status === 401) {
+        window.location.assign("/login?next=/fleet");
+        return;
+      }
+      if (badge) badge.hidden = !response.ok;
+      if (response.ok) holder.innerHTML = await response.text();
+    } catch {
+      if (badge) badge.hidden = true; // the console is out of reach: try again later
+    }
+  };
+  if (badge) badge.hidden = false;
+  setInterval(redraw, 5000);
+  document.addEventListener("visibilitychange", redraw);
 });
 
 // A command shown once: a button copies it (Clipboard API); without this script, or when the
