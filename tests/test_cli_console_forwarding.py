@@ -51,7 +51,7 @@ def test_dev_audits_console_sign_ins_under_the_browsers_address(
     base, console = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{console_port}"
     wait_ready(f"{base}/readyz", process, 60)
     wait_ready(f"{console}/healthz", process, 30)
-    password = output.wait_for(r"user 'admin' with password: (\S+)").group(1)
+    password = output.wait_for(r"sign in: +user admin, password (\S+)").group(1)
 
     # A browser on another address than the console's signs in with a wrong password.
     browser = httpx.Client(
