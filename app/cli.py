@@ -202,6 +202,8 @@ def cmd_dev(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
             )
             local = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host  # noqa: S104
             updates["console_api_url"] = f"http://{local}:{args.port}"
+            if args.console_port and not settings.console_public_url:
+                updates["console_public_url"] = f"http://{local}:{args.console_port}"
             # The controller runs in this process: agents' tunnels are this API's own.
             updates["agent_proxy_url"] = settings.agent_proxy_url or updates["console_api_url"]
             if settings.allow_private_cluster_endpoints is None:

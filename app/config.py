@@ -304,11 +304,25 @@ class Settings(BaseSettings):
         "per-address sign-in limit counts each browser rather than the console. Unset on "
         "either side: the console's own address. `dev` keeps one in the state folder.",
     )
+    console_public_url: str | None = Field(
+        None,
+        description="The console as browsers reach it (https://console.example.com). With "
+        "OAUTH_ISSUER, the console offers sign-in through the issuer, whose client must allow "
+        "the redirect URI <CONSOLE_PUBLIC_URL>/login/oidc/callback. Set for the API and the "
+        "console alike; `dev` sets it to its console's address.",
+    )
     console_cookie_secure: bool = Field(
         True,
         description="Mark the console's cookies Secure (browsers still send them to "
         "http://localhost); turn off only behind plain HTTP on another host.",
     )
+
+    def console_oidc_redirect(self) -> str | None:
+        """Where the issuer sends a browser back to the console, when the console may sign in
+        through the issuer."""
+        if not (self.oauth_issuer and self.console_public_url):
+            return None
+        return f"{self.console_public_url.rstrip('/')}/login/oidc/callback"
 
     @field_validator("redis_addresses", "encryption_keys_previous", mode="before")
     @classmethod

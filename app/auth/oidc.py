@@ -121,9 +121,12 @@ class OIDCClient:
     def _state_key(self, state: str) -> str:
         return redis_key("oidc-state", state, tag=f"oidc:{state}")
 
-    async def authorization_url(self) -> str:
+    async def authorization_url(self, redirect_uri: str | None = None) -> str:
+        """The issuer's login page; it sends the browser back to `redirect_uri` (the API's
+        callback unless the console asks for its own, which the caller has checked)."""
+        redirect_uri = redirect_uri or self.redirect_uri
         state, nonce, verifier = generate_token(32), generate_token(32), generate_token(64)
-        pending = json.dumps({"nonce": nonce, "verifier": verifier})
+        pending = json.dumps({"nonce": nonce, "verifier": verifier, "redirect": redirect_uri})
         try:
             await self._redis.run(
                 lambda c: c.set(self._state_key(state), pending, ex=STATE_TTL_SECONDS)
@@ -137,7 +140,7 @@ class OIDCClient:
             {
                 "response_type": "code",
                 "client_id": self.client_id,
-                "redirect_uri": self.redirect_uri,
+                "redirect_uri": redirect_uri,
                 "scope": "openid profile email",
                 "state": state,
                 "nonce": nonce,
@@ -167,7 +170,8 @@ class OIDCClient:
         form = {
             "grant_type": "authorization_code",
             "code": code,
-            "redirect_uri": self.redirect_uri,
+            # The one the login began with (RFC 6749 4.1.3: it must match).
+            "redirect_uri": pending.get("redirect", self.redirect_uri),
             "code_verifier": pending["verifier"],
             "client_id": self.client_id,
         }

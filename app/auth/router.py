@@ -17,6 +17,7 @@ from app.auth.oidc import OIDCClient, OIDCError
 from app.auth.principal import CurrentPrincipal
 from app.auth.ratelimit import RateLimiter
 from app.auth.service import OAuthError, TokenService
+from app.config import Settings
 from app.db.session import SessionDep
 from app.errors import NotFound
 from app.kit.body import media_type
@@ -170,9 +171,16 @@ def _oidc(request: Request) -> OIDCClient:
         **OAUTH_ERRORS,
     },
 )
-async def authorize(request: Request) -> Response:
+async def authorize(request: Request, redirect_uri: str | None = None) -> Response:
+    """`redirect_uri`, when given, must be the console's callback (CONSOLE_PUBLIC_URL): the
+    console then completes the login itself and keeps the tokens from the browser."""
+    settings: Settings = request.app.state.settings
+    if redirect_uri is not None and redirect_uri != settings.console_oidc_redirect():
+        return _oauth_error(
+            OAuthError("invalid_request", "redirect_uri is not the console's callback")
+        )
     try:
-        url = await _oidc(request).authorization_url()
+        url = await _oidc(request).authorization_url(redirect_uri)
     except OIDCError as error:
         return _oauth_error(OAuthError(error.error, error.description, error.status))
     return RedirectResponse(url, status_code=302, headers=NO_STORE)

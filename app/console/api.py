@@ -115,6 +115,34 @@ class PlatformApi:
             username, body["access_token"], body.get("refresh_token"), lifetime
         )
 
+    async def external_sign_in_url(self, redirect_uri: str) -> str:
+        """Where the browser goes to sign in at the external issuer: the API keeps the login's
+        state and PKCE verifier, and the issuer sends the browser back to `redirect_uri`."""
+        response = await self.http.get(
+            "/oauth/authorize", params={"redirect_uri": redirect_uri}, headers=self._forwarded()
+        )
+        if response.status_code != 302:
+            raise ApiProblem.from_response(response)
+        return response.headers["location"]
+
+    async def complete_external_sign_in(self, code: str, state: str) -> UserSession:
+        """The issuer's answer exchanged for the platform's tokens, which stay here."""
+        response = await self.http.get(
+            "/oauth/callback", params={"code": code, "state": state}, headers=self._forwarded()
+        )
+        if response.status_code != 200:
+            raise ApiProblem.from_response(response)
+        body = response.json()
+        me = await self.http.get(
+            "/api/v1/users/me", headers={"Authorization": f"Bearer {body['access_token']}"}
+        )
+        if me.status_code != 200:
+            raise ApiProblem.from_response(me)
+        return UserSession.start(
+            me.json()["metadata"]["name"], body["access_token"], body.get("refresh_token"),
+            _lifetime(body),
+        )  # fmt: skip
+
     async def sign_out(self, session: UserSession) -> None:
         """Revoke the refresh token (the whole login) and the access token."""
         for token in (session.refresh_token, session.access_token):

@@ -107,6 +107,7 @@ def create_console_app(settings: Settings, *, secret: str) -> FastAPI:
     )
     console.state.parts = parts
     console.state.public_url = settings.public_url  # the API as users reach it (Helm's lines)
+    console.state.oidc_redirect = settings.console_oidc_redirect()
     console.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     console.middleware("http")(security_headers_and_session)
     for group in (signin, fleet, admin, tenancy, catalog, deployments, workloads, records):

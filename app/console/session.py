@@ -18,6 +18,7 @@ from app.crypto import DecryptionError, Sealed, SecretBox
 
 COOKIE = "edge_console"
 LOGIN_CSRF_COOKIE = "edge_console_login"  # double-submit token of the sign-in form
+OIDC_STATE_COOKIE = "edge_console_oidc"  # the external login this browser began
 WORKSPACE_COOKIE = "edge_console_ws"  # the workspace last chosen (a preference, not a secret)
 # The join-token forms this browser has used (random tickets, never a token): a reload that
 # sends one again is not a second join token (app.py, issue_join_token).

@@ -15,10 +15,12 @@ from app.main import create_app
 
 
 @contextlib.asynccontextmanager
-async def http_server(app: ASGIApp, *, lifespan: str = "on") -> AsyncIterator[str]:
-    """`app` on a free loopback port, with its lifespan unless the caller runs it ("off");
-    yields its base URL."""
-    port = free_port()
+async def http_server(
+    app: ASGIApp, *, lifespan: str = "on", port: int | None = None
+) -> AsyncIterator[str]:
+    """`app` on a loopback port (a free one unless told), with its lifespan unless the caller
+    runs it ("off"); yields its base URL."""
+    port = port or free_port()
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_level="warning", lifespan=lifespan
     )

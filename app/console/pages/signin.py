@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 from fastapi import APIRouter, Request
@@ -23,7 +24,7 @@ from app.console.kit import (
     user_session,
     viewer,
 )
-from app.console.session import COOKIE, LOGIN_CSRF_COOKIE, WORKSPACE_COOKIE
+from app.console.session import COOKIE, LOGIN_CSRF_COOKIE, OIDC_STATE_COOKIE, WORKSPACE_COOKIE
 
 router = APIRouter()
 
@@ -38,7 +39,8 @@ def login_page(request: Request, status: int = 200, **context: Any) -> Response:
     kept = parts(request)
     response = kept.templates.TemplateResponse(
         request, "login.html",
-        {"me": None, "login_csrf": token, "next": safe_next(request), **context},
+        {"me": None, "login_csrf": token, "next": safe_next(request),
+         "external": request.app.state.oidc_redirect is not None, **context},
         status_code=status,
     )  # fmt: skip
     response.set_cookie(
@@ -70,6 +72,45 @@ async def login(request: Request) -> Response:
     response = RedirectResponse(safe_next(request, form), status_code=303)
     seal_into(request, response, session)
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
+    return response
+
+
+@router.get("/login/oidc")
+async def external_login(request: Request) -> Response:
+    """To the external issuer; the login's `state` is kept in a cookie of this browser, so
+    that only the browser that began a login can complete it (no login CSRF)."""
+    redirect = request.app.state.oidc_redirect
+    if redirect is None:
+        return login_page(request, 404, error="Sign-in through an identity provider is not set up.")
+    try:
+        location = await api(request).external_sign_in_url(redirect)
+    except ApiProblem as problem:
+        return login_page(request, 502, error=f"The identity provider: {problem.detail}")
+    state = parse_qs(urlsplit(location).query).get("state", [""])[0]
+    response = RedirectResponse(location, status_code=303)
+    response.set_cookie(
+        OIDC_STATE_COOKIE, state, max_age=600, httponly=True, secure=parts(request).secure,
+        samesite="lax", path="/login/oidc",
+    )  # fmt: skip
+    return response
+
+
+@router.get("/login/oidc/callback")
+async def external_login_done(
+    request: Request, code: str = "", state: str = "", error: str = ""
+) -> Response:
+    began = request.cookies.get(OIDC_STATE_COOKIE, "")
+    if error:
+        return login_page(request, 401, error=f"The identity provider refused: {error}.")
+    if not began or not state or not same_secret(state, began):
+        return login_page(request, 403, error="That sign-in was not begun here; please try again.")
+    try:
+        session = await api(request).complete_external_sign_in(code, state)
+    except ApiProblem as problem:
+        return login_page(request, 401, error=f"Signing in failed: {problem.detail}")
+    response = RedirectResponse("/fleet", status_code=303)
+    seal_into(request, response, session)
+    response.delete_cookie(OIDC_STATE_COOKIE, path="/login/oidc")
     return response
 
 
