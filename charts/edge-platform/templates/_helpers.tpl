@@ -94,6 +94,10 @@ The API server's values: `apiServer` (the guide's values file) deep-merged with 
 - name: PUBLIC_URL
   value: {{ $api.publicUrl | quote }}
 {{- end }}
+{{- if .Values.console.publicUrl }}
+- name: CONSOLE_PUBLIC_URL
+  value: {{ .Values.console.publicUrl | quote }}
+{{- end }}
 {{- end -}}
 
 {{- define "edge.podSecurity" -}}
