@@ -253,6 +253,10 @@ async def test_an_admin_sets_up_regions_clusters_and_node_groups_in_the_browser(
         wait(driver, lambda d: d.current_url.endswith("/deployments/cross-region-app"))
         wait(driver, lambda d: "Ready" in find(d, "#deployment-phase").text, within=60)
         shot(driver, "admin-rollout-ready")
+        # The cluster's page lists the rollouts of the workspace that target it.
+        driver.get(f"{console}/clusters/shanghai-cluster")
+        assert "cross-region-app" in find(driver, "#rollouts-table").text
+        assert "Ready" in find(driver, "#rollouts-table").text
 
     await asyncio.to_thread(from_nothing_to_a_region)
     await asyncio.to_thread(register_clusters)

@@ -50,12 +50,27 @@ async def cluster_page(
     if cluster is None:
         cluster = await platform.get(seen.session, cluster_url(name))
     groups = await platform.items(seen.session, f"{cluster_url(name)}/nodegroups")
+    rollouts = await rollouts_here(request, seen, name)
     # Each drawing of the join form gets a ticket of its own: the form works once.
     ticket = f"{int(time.time())}x{secrets.token_hex(12)}"
     return page(
         request, seen, "cluster.html", status, c=cluster, agent=agent_view(cluster),
-        node_groups=groups, ticket=ticket, **context,
+        node_groups=groups, ticket=ticket, rollouts=rollouts, **context,
     )  # fmt: skip
+
+
+async def rollouts_here(request: Request, seen: Viewer, name: str) -> list[dict[str, Any]]:
+    """The rollouts of the workspace on screen that target this cluster, each with its row
+    for the cluster (the API lists rollouts per workspace, not per cluster)."""
+    if seen.workspace is None:
+        return []
+    path = f"{API}/workspaces/{segment(seen.workspace)}/applicationdeployments"
+    here = []
+    for rollout in await api(request).items(seen.session, path):
+        for target in rollout.get("status", {}).get("targets", []):
+            if target["cluster"] == name:
+                here.append({"d": rollout, "t": target})
+    return here
 
 
 @router.get("/clusters/{name}", response_class=HTMLResponse)
