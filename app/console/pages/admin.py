@@ -28,6 +28,13 @@ def admin_only(seen: Viewer) -> None:
         raise ApiProblem(403, "Forbidden", "this page is for platform admins", [])
 
 
+def refused(problem: ApiProblem) -> ApiProblem:
+    """A refusal the page shows; a fault (5xx) goes to the error page instead."""
+    if problem.status >= 500:
+        raise problem
+    return problem
+
+
 LABEL = re.compile(r"^\s*([^=,\s]+)\s*=\s*([^=,\s]*)\s*$")
 
 
@@ -84,9 +91,9 @@ async def create_region(request: Request) -> Response:
         }
         await api(request).request(seen.session, "POST", f"{API}/regions", json=body)
     except ApiProblem as problem:
-        if problem.status >= 500:
-            raise
-        return await regions_page(request, seen, problem.status, problem=problem, values=values)
+        return await regions_page(
+            request, seen, problem.status, problem=refused(problem), values=values
+        )
     return back("/admin/regions")
 
 
@@ -105,9 +112,9 @@ async def edit_region(request: Request, name: str) -> Response:
             headers={**MERGE_PATCH, "If-Match": f'"{form.get("resourceVersion", "")}"'},
         )  # fmt: skip
     except ApiProblem as problem:
-        if problem.status >= 500:
-            raise
-        return await regions_page(request, seen, problem.status, problem=problem, editing=name)
+        return await regions_page(
+            request, seen, problem.status, problem=refused(problem), editing=name
+        )
     return back("/admin/regions")
 
 
@@ -125,9 +132,7 @@ async def delete_region(request: Request, name: str) -> Response:
     try:
         await api(request).request(seen.session, "DELETE", f"{API}/regions/{segment(name)}")
     except ApiProblem as problem:  # still used by clusters: the API names them
-        if problem.status >= 500:
-            raise
-        return await regions_page(request, seen, problem.status, problem=problem)
+        return await regions_page(request, seen, problem.status, problem=refused(problem))
     return back("/admin/regions")
 
 
@@ -189,11 +194,11 @@ async def register_cluster(request: Request) -> Response:
         }
         await api(request).request(seen.session, "POST", f"{API}/clusters", json=body)
     except ApiProblem as problem:
-        if problem.status >= 500:
-            raise
         # The kubeconfig is not drawn again (it holds credentials); the rest is.
         values.pop("kubeconfig")
-        return await new_cluster_page(request, seen, problem.status, problem=problem, values=values)
+        return await new_cluster_page(
+            request, seen, problem.status, problem=refused(problem), values=values
+        )
     # Behind NAT, the cluster's page offers the join token next.
     return back(f"/clusters/{segment(values['name'])}")
 
@@ -210,9 +215,7 @@ async def set_enabled(request: Request, name: str) -> Response:
             headers=MERGE_PATCH,
         )  # fmt: skip
     except ApiProblem as problem:
-        if problem.status >= 500:
-            raise
-        return await cluster_page(request, seen, name, problem.status, problem=problem)
+        return await cluster_page(request, seen, name, problem.status, problem=refused(problem))
     return back(f"/clusters/{segment(name)}")
 
 
@@ -233,9 +236,7 @@ async def delete_cluster(request: Request, name: str) -> Response:
     try:
         await api(request).request(seen.session, "DELETE", cluster_url(name))
     except ApiProblem as problem:  # still used by rollouts: the API names them
-        if problem.status >= 500:
-            raise
-        return await cluster_page(request, seen, name, problem.status, problem=problem)
+        return await cluster_page(request, seen, name, problem.status, problem=refused(problem))
     return back("/fleet")
 
 
@@ -257,10 +258,8 @@ async def create_node_group(request: Request, name: str) -> Response:
             seen.session, "POST", f"{cluster_url(name)}/nodegroups", json=body
         )
     except ApiProblem as problem:
-        if problem.status >= 500:
-            raise
         return await cluster_page(
-            request, seen, name, problem.status, problem=problem, group_values=values
+            request, seen, name, problem.status, problem=refused(problem), group_values=values
         )
     return back(f"/clusters/{segment(name)}#groups")
 
@@ -283,7 +282,5 @@ async def delete_node_group(request: Request, name: str, group: str) -> Response
             seen.session, "DELETE", f"{cluster_url(name)}/nodegroups/{segment(group)}"
         )
     except ApiProblem as problem:  # still used by rollouts: the API names them
-        if problem.status >= 500:
-            raise
-        return await cluster_page(request, seen, name, problem.status, problem=problem)
+        return await cluster_page(request, seen, name, problem.status, problem=refused(problem))
     return back(f"/clusters/{segment(name)}#groups")

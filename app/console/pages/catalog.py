@@ -13,8 +13,7 @@ from starlette.datastructures import UploadFile
 
 from app.console.api import ApiProblem
 from app.console.kit import API, Viewer, api, back, checked_form, page, segment, viewer
-from app.console.pages.admin import admin_only
-from app.console.pages.tenancy import refused
+from app.console.pages.admin import admin_only, refused
 
 router = APIRouter()
 

@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from app.console.api import ApiProblem
 from app.console.kit import API, Viewer, api, back, checked_form, confirm, page, segment, viewer
-from app.console.pages.admin import MERGE_PATCH, admin_only
+from app.console.pages.admin import MERGE_PATCH, admin_only, refused
 
 router = APIRouter()
 
@@ -22,13 +22,6 @@ PLATFORM_ROLES = ("platform-regular", "platform-admin")
 
 def workspace_url(name: str) -> str:
     return f"{API}/workspaces/{segment(name)}"
-
-
-def refused(problem: ApiProblem) -> ApiProblem:
-    """A refusal the page shows; a fault (5xx) goes to the error page instead."""
-    if problem.status >= 500:
-        raise problem
-    return problem
 
 
 def once(response: Response) -> Response:
