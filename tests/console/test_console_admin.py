@@ -164,6 +164,16 @@ async def test_an_admin_sets_up_regions_clusters_and_node_groups_in_the_browser(
             return "sh-1" in find(d, "#nodegroups-table").text
 
         wait(driver, counted, within=30)
+        # Edited: the group becomes the nodes of zone sh, both of them.
+        find(driver, "#nodegroups-table details.edit-group summary").click()
+        fill(driver, "#selector-monitoring-nodes", "topology.kubernetes.io/zone=sh")
+        find(driver, "#nodegroups-table details.edit-group button[type=submit]").click()
+
+        def both(d: webdriver.Chrome) -> bool:
+            d.get(f"{console}/clusters/shanghai-cluster")
+            return "sh-1, sh-2" in find(d, "#nodegroups-table").text
+
+        wait(driver, both, within=30)
         shot(driver, "admin-cluster-page")
         # Disable, then enable again.
         find(driver, "#cluster-actions button.secondary").click()

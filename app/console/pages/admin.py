@@ -264,6 +264,28 @@ async def create_node_group(request: Request, name: str) -> Response:
     return back(f"/clusters/{segment(name)}#groups")
 
 
+@router.post("/clusters/{name}/nodegroups/{group}", response_class=HTMLResponse)
+async def edit_node_group(request: Request, name: str, group: str) -> Response:
+    """The group's nodes (labels; empty: the default label) and display name."""
+    seen = await viewer(request)
+    form = await checked_form(request, seen.session)
+    admin_only(seen)
+    selector = str(form.get("selector", "")).strip()
+    try:
+        spec = {
+            "displayName": str(form.get("displayName", "")).strip() or None,
+            # null in a merge patch removes the selector: the default label again.
+            "selector": {"matchLabels": parse_labels(selector)} if selector else None,
+        }
+        await api(request).request(
+            seen.session, "PATCH", f"{cluster_url(name)}/nodegroups/{segment(group)}",
+            json={"spec": spec}, headers=MERGE_PATCH,
+        )  # fmt: skip
+    except ApiProblem as problem:
+        return await cluster_page(request, seen, name, problem.status, problem=refused(problem))
+    return back(f"/clusters/{segment(name)}#groups")
+
+
 @router.post("/clusters/{name}/nodegroups/{group}/delete", response_class=HTMLResponse)
 async def delete_node_group(request: Request, name: str, group: str) -> Response:
     seen = await viewer(request)
