@@ -58,6 +58,8 @@ class Cluster(ResourceMixin, Base):
     node_count: Mapped[int] = mapped_column(default=0, server_default="0")
     ready_node_count: Mapped[int] = mapped_column(default=0, server_default="0")
     zones: Mapped[list[str]] = mapped_column(default=list, server_default="[]")
+    # [{name, ready, labels}] as the last successful probe saw them, in name order.
+    nodes: Mapped[list[dict[str, Any]]] = mapped_column(default=list, server_default="[]")
     conditions: Mapped[list[dict[str, Any]]] = mapped_column(default=list, server_default="[]")
     last_probe_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_ready_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -9,6 +9,8 @@ from app.clusters.models import Cluster
 from app.clusters.schemas import (
     ClusterIn,
     ClusterList,
+    ClusterNode,
+    ClusterNodeList,
     ClusterOut,
     JoinToken,
     NodeGroupIn,
@@ -106,3 +108,15 @@ async def issue_join_token(
     the agent the cluster had: it must join again."""
     response.headers["Cache-Control"] = "no-store"
     return await service.issue_join_token(name)
+
+
+@router.get("/{name}/nodes", operation_id="listClusterNodes", response_model=ClusterNodeList)
+async def list_nodes(
+    name: str, service: Annotated[ClusterService, Depends(cluster_service)]
+) -> ClusterNodeList:
+    """The cluster's nodes (name, ready, labels) as its last successful probe saw them: what
+    a node group's selector matches. Empty until the first probe answers."""
+    row = await service.repository.get(name)
+    if row is None:
+        raise NotFound(f"Cluster {name!r} not found")
+    return ClusterNodeList(items=[ClusterNode(**node) for node in row.nodes or []])

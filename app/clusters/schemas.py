@@ -97,6 +97,20 @@ class ClusterStatus(BaseModel):
     agent: AgentStatus | None = None
 
 
+class ClusterNode(BaseModel):
+    name: str
+    ready: bool
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class ClusterNodeList(BaseModel):
+    """A cluster's nodes as its last successful probe saw them (what node groups select)."""
+
+    apiVersion: str = "v1"
+    kind: Literal["NodeList"] = "NodeList"
+    items: list[ClusterNode]
+
+
 class ClusterIn(ResourceIn[ClusterSpecIn]):
     apiVersion: Literal["edge.theriseunion.io/v1alpha1"] = "edge.theriseunion.io/v1alpha1"
     kind: Literal["Cluster"] = "Cluster"

@@ -156,11 +156,15 @@ STATUS = (
     "node_count",
     "ready_node_count",
     "zones",
+    "nodes",
     "conditions",
     "status_message",
     "failing_since",
     "consecutive_failures",
 )
+
+
+JSON_STATUS = ("zones", "nodes", "conditions")  # sent as JSON text, stored as JSONB
 
 
 def _write_statement(rows: Any, **values: Any) -> Any:
@@ -188,13 +192,15 @@ _times = unnest_rows("probe", _TIME_COLUMNS)
 _TIMES = _write_statement(_times)
 _status = unnest_rows("probe", _TIME_COLUMNS | {
     "phase": String, "kubernetes_version": String, "node_count": Integer,
-    "ready_node_count": Integer, "zones": Text, "conditions": Text, "status_message": String,
+    "ready_node_count": Integer, "zones": Text, "nodes": Text, "conditions": Text,
+    "status_message": String,
     "failing_since": TIMESTAMP, "consecutive_failures": Integer,
 })  # fmt: skip
 _STATUS = _write_statement(
     _status,
-    **{key: _status.c[key] for key in STATUS if key not in ("zones", "conditions")},
+    **{key: _status.c[key] for key in STATUS if key not in JSON_STATUS},
     zones=cast(_status.c.zones, JSONB),
+    nodes=cast(_status.c.nodes, JSONB),
     conditions=cast(_status.c.conditions, JSONB),
 )
 
@@ -362,7 +368,7 @@ class ClusterProber:
                         (
                             await session.scalars(
                                 statement,
-                                {"token": token} | row_arrays(rows, ("zones", "conditions")),
+                                {"token": token} | row_arrays(rows, JSON_STATUS),
                                 execution_options={"synchronize_session": False},
                             )
                         ).all()
@@ -393,6 +399,10 @@ class ClusterProber:
                 "node_count": len(nodes),
                 "ready_node_count": len(ready_nodes),
                 "zones": sorted({n.labels[ZONE_LABEL] for n in nodes if ZONE_LABEL in n.labels}),
+                "nodes": [
+                    {"name": n.name, "ready": n.ready, "labels": n.labels}
+                    for n in sorted(nodes, key=lambda n: n.name)
+                ],
                 "conditions": [
                     _condition(conditions_before, "Reachable", True, "ProbeSucceeded", None, at),
                     _condition(

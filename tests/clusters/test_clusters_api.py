@@ -196,6 +196,10 @@ async def test_workspace_members_see_only_granted_clusters(api: httpx.AsyncClien
     assert (await api.get("/api/v1/clusters/tianjin-cluster", headers=tenant)).status_code == 404
     hidden = await api.get("/api/v1/clusters/tianjin-cluster/nodegroups", headers=tenant)
     assert hidden.status_code == 404
+    hidden = await api.get("/api/v1/clusters/tianjin-cluster/nodes", headers=tenant)
+    assert hidden.status_code == 404
+    granted = await api.get("/api/v1/clusters/shanghai-cluster/nodes", headers=tenant)
+    assert granted.status_code == 200
     denied = await api.delete("/api/v1/clusters/shanghai-cluster", headers=tenant)
     assert denied.status_code == 403
 

@@ -156,7 +156,12 @@ async def test_an_admin_sets_up_regions_clusters_and_node_groups_in_the_browser(
         for name in ("shenzhen-cluster", "shanghai-cluster"):
             ready(name)
             fill(driver, "#group-name", "monitoring-nodes")
-            find(driver, "#new-nodegroup button[type=submit]").click()
+            # Which nodes it would hold, before anything is saved.
+            find(driver, "#new-nodegroup button[value=preview]").click()
+            wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#group-preview"))
+            assert "It would hold 1 node" in find(driver, "#group-preview").text
+            assert "monitoring-nodes" not in find(driver, "#nodegroups-table").text
+            find(driver, "#new-nodegroup button[value=save]").click()
             wait(driver, lambda d: "monitoring-nodes" in find(d, "#nodegroups-table").text)
 
         def counted(d: webdriver.Chrome) -> bool:

@@ -109,6 +109,18 @@ async def test_fleet_becomes_ready_with_what_the_clusters_report(
         await client.get("/api/v1/clusters/shanghai-cluster/nodegroups/monitoring-nodes")
     ).json()
     assert group["status"] == {"nodeCount": 2, "readyNodeCount": 2, "nodes": ["sh-1", "sh-2"]}
+    # The nodes as the probe saw them: what a node group's selector is matched against.
+    nodes = (await client.get("/api/v1/clusters/shanghai-cluster/nodes")).json()
+    assert nodes["kind"] == "NodeList"
+    assert [(n["name"], n["ready"]) for n in nodes["items"]] == [
+        ("sh-1", True),
+        ("sh-2", True),
+        ("sh-3", False),
+    ]
+    assert nodes["items"][0]["labels"]["theriseunion.io/nodegroup"] == "monitoring-nodes"
+    assert nodes["items"][2]["labels"]["topology.kubernetes.io/zone"] == "sh-b"
+    missing = await client.get("/api/v1/clusters/no-such-cluster/nodes")
+    assert missing.status_code == 404
     regions = {
         r["metadata"]["name"]: r["status"]
         for r in (await client.get("/api/v1/regions")).json()["items"]

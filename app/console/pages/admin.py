@@ -21,6 +21,7 @@ router = APIRouter()
 
 MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
 MAX_KUBECONFIG_BYTES = 512 * 1024  # the API's own limit
+NODEGROUP_LABEL = "theriseunion.io/nodegroup"  # what a node group selects by default
 
 
 def admin_only(seen: Viewer) -> None:
@@ -251,8 +252,18 @@ async def create_node_group(request: Request, name: str) -> Response:
     values = {k: str(form.get(k, "")).strip() for k in ("name", "displayName", "selector")}
     try:
         spec: dict[str, Any] = {"displayName": values["displayName"] or None}
+        wanted = {NODEGROUP_LABEL: values["name"]}
         if values["selector"]:
-            spec["selector"] = {"matchLabels": parse_labels(values["selector"])}
+            wanted = parse_labels(values["selector"])
+            spec["selector"] = {"matchLabels": wanted}
+        if form.get("action") == "preview":
+            nodes = await api(request).get(seen.session, f"{cluster_url(name)}/nodes")
+            matching = [
+                n["name"]
+                for n in nodes["items"]
+                if all(n["labels"].get(k) == v for k, v in wanted.items())
+            ]
+            return await cluster_page(request, seen, name, group_values=values, preview=matching)
         body = {"metadata": {"name": values["name"]}, "spec": spec}
         await api(request).request(
             seen.session, "POST", f"{cluster_url(name)}/nodegroups", json=body

@@ -50,12 +50,13 @@ async def cluster_page(
     if cluster is None:
         cluster = await platform.get(seen.session, cluster_url(name))
     groups = await platform.items(seen.session, f"{cluster_url(name)}/nodegroups")
+    nodes = (await platform.get(seen.session, f"{cluster_url(name)}/nodes"))["items"]
     rollouts = await rollouts_here(request, seen, name)
     # Each drawing of the join form gets a ticket of its own: the form works once.
     ticket = f"{int(time.time())}x{secrets.token_hex(12)}"
     return page(
         request, seen, "cluster.html", status, c=cluster, agent=agent_view(cluster),
-        node_groups=groups, ticket=ticket, rollouts=rollouts, **context,
+        node_groups=groups, nodes=nodes, ticket=ticket, rollouts=rollouts, **context,
     )  # fmt: skip
 
 
