@@ -234,9 +234,7 @@ async def _dev(args: argparse.Namespace, settings: Settings, welcome: Welcome, l
     """The platform in this process; with `--demo`, the demo fleet beside it. Once all
     listens, the welcome block is printed last, after the start-up logs."""
     from app.demo import command as demo
-    from app.demo.fleet import DemoError
 
-    password = settings.admin_password or ""
     api_url = f"http://{local}:{args.port}"
     async with contextlib.AsyncExitStack() as stack:
         fleet = None
@@ -245,20 +243,7 @@ async def _dev(args: argparse.Namespace, settings: Settings, welcome: Welcome, l
             fleet = await stack.enter_async_context(demo.demo_fleet(local, port))
 
         async def on_started() -> None:
-            note, valid = await demo.admin_password_note(
-                api_url, password, welcome.password_from_env
-            )
-            demo_lines = None
-            if fleet is not None:
-                try:
-                    demo_lines = (
-                        await demo.register_fleet(api_url, password, fleet)
-                        if valid
-                        else "  demo:      not registered: it signs in as admin (ADMIN_PASSWORD)"
-                    )
-                except DemoError as exc:
-                    demo_lines = f"  demo:      not registered: {exc}"
-            print(demo.welcome_block(welcome, note, demo_lines), flush=True)
+            await demo.announce(welcome, api_url, settings.admin_password or "", fleet)
 
         await serve_api(
             settings, args.host, args.port, dev=True, console_port=args.console_port,

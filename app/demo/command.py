@@ -29,20 +29,30 @@ class Welcome:
     password_from_env: bool
 
 
-async def admin_password_note(api_url: str, password: str, from_env: bool) -> tuple[str, bool]:
-    """What to say of the admin's password, and whether it still signs in."""
+async def announce(welcome: Welcome, api_url: str, password: str, fleet: DemoFleet | None) -> None:
+    """Once everything listens: sign in as admin once, to tell whether the kept password
+    still works and (with a demo fleet) to register the fleet; then print the block."""
+    changed = (
+        "admin's password was changed since it was first set; forgotten? "
+        "`edge-platform users reset-password admin`"
+    )
+    demo: str | None = None
     try:
         platform = await Platform.sign_in(api_url, "admin", password)
     except DemoError:
-        return (
-            "admin's password was changed since it was first set; forgotten? "
-            "`edge-platform users reset-password admin`",
-            False,
-        )
-    await platform.close()
-    if from_env:
-        return "the ADMIN_PASSWORD you set", True
-    return password, True
+        note = changed
+        if fleet is not None:
+            demo = "  demo:      not registered: it signs in as admin (set ADMIN_PASSWORD)"
+    else:
+        note = "the ADMIN_PASSWORD you set" if welcome.password_from_env else password
+        try:
+            if fleet is not None:
+                demo = await register_fleet(platform, fleet)
+        except DemoError as exc:
+            demo = f"  demo:      not registered: {exc}"
+        finally:
+            await platform.close()
+    print(welcome_block(welcome, note, demo), flush=True)
 
 
 @contextlib.asynccontextmanager
@@ -54,13 +64,9 @@ async def demo_fleet(host: str, port: int) -> AsyncIterator[DemoFleet]:
         await fleet.stop()
 
 
-async def register_fleet(api_url: str, password: str, fleet: DemoFleet) -> str:
+async def register_fleet(platform: Platform, fleet: DemoFleet) -> str:
     """Register the fleet with the platform; a line or two for the welcome block."""
-    platform = await Platform.sign_in(api_url, "admin", password)
-    try:
-        created = await register(platform, fleet)
-    finally:
-        await platform.close()
+    created = await register(platform, fleet)
     clusters = ", ".join(fleet.clusters)
     fresh = f" (created: {len(created)} objects)" if created else " (already registered)"
     return (
@@ -99,7 +105,11 @@ async def run_demo_fleet(api_url: str, host: str, port: int, state_dir: Path) ->
     password = _admin_password(state_dir)
     async with demo_fleet(host, port) as fleet:
         try:
-            print(await register_fleet(api_url, password, fleet), flush=True)
+            platform = await Platform.sign_in(api_url, "admin", password)
+            try:
+                print(await register_fleet(platform, fleet), flush=True)
+            finally:
+                await platform.close()
         except DemoError as exc:
             print(f"edge-platform demo-fleet: {exc}", flush=True)
             return 1

@@ -18,6 +18,7 @@ from selenium.webdriver.common.by import By
 from app.config import Settings
 from app.embedded import free_port
 from tests.support.browser import find, shot, sign_in, wait
+from tests.support.platform import authenticated
 from tests.support.processes import Output, clean_env, wait_ready
 
 CLUSTERS = {"shanghai-cluster", "hangzhou-cluster", "beijing-cluster", "tianjin-cluster",
@@ -60,12 +61,7 @@ async def test_dev_demo_takes_the_guides_rollout_and_is_removed_with_one_command
     output.wait_for(r"demo: +5 emulated edge clusters at https://127\.0\.0\.1:\d+ \(created")
 
     async with httpx.AsyncClient(base_url=api, timeout=30) as client:
-        token = await client.post(
-            "/oauth/token",
-            data={"grant_type": "password", "username": "admin", "password": password,
-                  "client_id": "edge-console"},
-        )  # fmt: skip
-        client.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+        await authenticated(client, "admin", password)
         while True:  # the first probes: a few seconds
             listed = (await client.get("/api/v1/clusters")).json()["items"]
             phases = {c["metadata"]["name"]: c["status"]["phase"] for c in listed}
@@ -117,13 +113,8 @@ async def test_dev_demo_takes_the_guides_rollout_and_is_removed_with_one_command
     assert "applicationdeployment team-a/cross-region-app" in removed.stdout
     assert "cluster shanghai-cluster" in removed.stdout
     async with httpx.AsyncClient(base_url=api, timeout=30) as client:
-        token = await client.post(
-            "/oauth/token",
-            data={"grant_type": "password", "username": "admin", "password": password,
-                  "client_id": "edge-console"},
-        )  # fmt: skip
-        auth = {"Authorization": f"Bearer {token.json()['access_token']}"}
-        assert (await client.get("/api/v1/clusters", headers=auth)).json()["items"] == []
-        assert (await client.get("/api/v1/regions", headers=auth)).json()["items"] == []
+        await authenticated(client, "admin", password)
+        assert (await client.get("/api/v1/clusters")).json()["items"] == []
+        assert (await client.get("/api/v1/regions")).json()["items"] == []
     process.terminate()
     process.wait(timeout=60)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import ipaddress
 import json
 import os
 import resource
@@ -28,17 +27,13 @@ import ssl
 import subprocess
 import sys
 import tempfile
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from app.certs import issue_server_identity
 from app.embedded import free_port
 from tests.perf.harness import spawn, stop, wait_ready
 
@@ -62,44 +57,11 @@ def _nodes(cluster: int, ready: bool) -> dict[str, Any]:
 def _certificates(directory: Path) -> bytes:
     """A CA and a certificate it signs for 127.0.0.1, written as ca.pem, cert.pem, key.pem:
     the CA's PEM."""
-    now = datetime.now(UTC)
-
-    def issue(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Certificate | None,
-              signer: ec.EllipticCurvePrivateKey) -> x509.Certificate:  # fmt: skip
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(issuer.subject if issuer else name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(minutes=5))
-            .not_valid_after(now + timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-        )
-        if issuer is None:
-            usage = x509.KeyUsage(False, False, False, False, False, True, True, False, False)
-            builder = builder.add_extension(usage, True)
-        else:
-            builder = builder.add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()), False
-            ).add_extension(
-                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                False,
-            )
-        return builder.sign(signer, hashes.SHA256())
-
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca = issue("fleet CA", ca_key, None, ca_key)
-    cert = issue("fleet", key, ca, ca_key)
-    pem = serialization.Encoding.PEM
-    (directory / "ca.pem").write_bytes(ca.public_bytes(pem))
-    (directory / "cert.pem").write_bytes(cert.public_bytes(pem))
-    (directory / "key.pem").write_bytes(
-        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return ca.public_bytes(pem)
+    identity = issue_server_identity("127.0.0.1", days=1)
+    (directory / "ca.pem").write_bytes(identity.ca)
+    (directory / "cert.pem").write_bytes(identity.certificate)
+    (directory / "key.pem").write_bytes(identity.key)
+    return identity.ca
 
 
 class Fleet:

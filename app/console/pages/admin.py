@@ -7,6 +7,7 @@ API checks permissions itself, and these pages are offered to platform admins on
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -34,6 +35,35 @@ def refused(problem: ApiProblem) -> ApiProblem:
     if problem.status >= 500:
         raise problem
     return problem
+
+
+async def admin_form(request: Request) -> tuple[Viewer, FormData]:
+    """Who sends an administration form, and the form, checked (CSRF) and for admins only."""
+    seen = await viewer(request)
+    form = await checked_form(request, seen.session)
+    admin_only(seen)
+    return seen, form
+
+
+async def confirmed_delete(
+    request: Request, seen: Viewer, form: FormData, *, title: str, question: str,
+    action: str, cancel: str, section: str, path: str, done: str,
+    redraw: Callable[[ApiProblem], Awaitable[Response]],
+) -> Response:  # fmt: skip
+    """DELETE `path` once the user has confirmed (asked on a page of its own without
+    JavaScript), then to `done`; a refusal (still in use: the API names by what) is shown on
+    the page `redraw` draws."""
+    asked = confirm(
+        request, seen, form, title=title, question=question, action=action, cancel=cancel,
+        section=section,
+    )  # fmt: skip
+    if asked is not None:
+        return asked
+    try:
+        await api(request).request(seen.session, "DELETE", path)
+    except ApiProblem as problem:
+        return await redraw(refused(problem))
+    return back(done)
 
 
 LABEL = re.compile(r"^\s*([^=,\s]+)\s*=\s*([^=,\s]*)\s*$")
@@ -81,9 +111,7 @@ async def regions(request: Request) -> Response:
 
 @router.post("/admin/regions", response_class=HTMLResponse)
 async def create_region(request: Request) -> Response:
-    seen = await viewer(request)
-    form = await checked_form(request, seen.session)
-    admin_only(seen)
+    seen, form = await admin_form(request)
     values = {k: str(form.get(k, "")).strip() for k in ("name", "displayName", "labels")}
     try:
         body = {
@@ -100,9 +128,7 @@ async def create_region(request: Request) -> Response:
 
 @router.post("/admin/regions/{name}", response_class=HTMLResponse)
 async def edit_region(request: Request, name: str) -> Response:
-    seen = await viewer(request)
-    form = await checked_form(request, seen.session)
-    admin_only(seen)
+    seen, form = await admin_form(request)
     try:
         body = {
             "metadata": {"labels": parse_labels(str(form.get("labels", "")))},
@@ -121,20 +147,13 @@ async def edit_region(request: Request, name: str) -> Response:
 
 @router.post("/admin/regions/{name}/delete", response_class=HTMLResponse)
 async def delete_region(request: Request, name: str) -> Response:
-    seen = await viewer(request)
-    form = await checked_form(request, seen.session)
-    admin_only(seen)
-    asked = confirm(
-        request, seen, form, title="Delete region", section="admin", cancel="/admin/regions",
-        action=f"/admin/regions/{segment(name)}/delete", question=f"Delete region {name}?",
+    seen, form = await admin_form(request)
+    return await confirmed_delete(
+        request, seen, form, title="Delete region", question=f"Delete region {name}?",
+        action=f"/admin/regions/{segment(name)}/delete", cancel="/admin/regions",
+        section="admin", path=f"{API}/regions/{segment(name)}", done="/admin/regions",
+        redraw=lambda problem: regions_page(request, seen, problem.status, problem=problem),
     )  # fmt: skip
-    if asked is not None:
-        return asked
-    try:
-        await api(request).request(seen.session, "DELETE", f"{API}/regions/{segment(name)}")
-    except ApiProblem as problem:  # still used by clusters: the API names them
-        return await regions_page(request, seen, problem.status, problem=refused(problem))
-    return back("/admin/regions")
 
 
 # Clusters -------------------------------------------------------------------------------------
@@ -174,9 +193,7 @@ async def kubeconfig_of(form: FormData) -> str:
 
 @router.post("/admin/clusters/new", response_class=HTMLResponse)
 async def register_cluster(request: Request) -> Response:
-    seen = await viewer(request)
-    form = await checked_form(request, seen.session)
-    admin_only(seen)
+    seen, form = await admin_form(request)
     values = {
         k: str(form.get(k, "")).strip()
         for k in ("name", "region", "type", "provider", "labels", "kubeconfig")
@@ -206,9 +223,7 @@ async def register_cluster(request: Request) -> Response:
 
 @router.post("/clusters/{name}/enabled", response_class=HTMLResponse)
 async def set_enabled(request: Request, name: str) -> Response:
-    seen = await viewer(request)
-    form = await checked_form(request, seen.session)
-    admin_only(seen)
+    seen, form = await admin_form(request)
     enabled = form.get("enabled") == "true"
     try:
         await api(request).request(
@@ -222,23 +237,16 @@ async def set_enabled(request: Request, name: str) -> Response:
 
 @router.post("/clusters/{name}/delete", response_class=HTMLResponse)
 async def delete_cluster(request: Request, name: str) -> Response:
-    seen = await viewer(request)
-    form = await checked_form(request, seen.session)
-    admin_only(seen)
+    seen, form = await admin_form(request)
     here = f"/clusters/{segment(name)}"
-    asked = confirm(
-        request, seen, form, title="Delete cluster", section="fleet", cancel=here,
-        action=f"{here}/delete",
+    return await confirmed_delete(
+        request, seen, form, title="Delete cluster",
         question=f"Delete cluster {name}? The platform forgets it and its node groups; what "
         "runs in it stays.",
+        action=f"{here}/delete", cancel=here, section="fleet", path=cluster_url(name),
+        done="/fleet",
+        redraw=lambda problem: cluster_page(request, seen, name, problem.status, problem=problem),
     )  # fmt: skip
-    if asked is not None:
-        return asked
-    try:
-        await api(request).request(seen.session, "DELETE", cluster_url(name))
-    except ApiProblem as problem:  # still used by rollouts: the API names them
-        return await cluster_page(request, seen, name, problem.status, problem=refused(problem))
-    return back("/fleet")
 
 
 # Node groups ----------------------------------------------------------------------------------
@@ -246,9 +254,7 @@ async def delete_cluster(request: Request, name: str) -> Response:
 
 @router.post("/clusters/{name}/nodegroups", response_class=HTMLResponse)
 async def create_node_group(request: Request, name: str) -> Response:
-    seen = await viewer(request)
-    form = await checked_form(request, seen.session)
-    admin_only(seen)
+    seen, form = await admin_form(request)
     values = {k: str(form.get(k, "")).strip() for k in ("name", "displayName", "selector")}
     try:
         spec: dict[str, Any] = {"displayName": values["displayName"] or None}
@@ -278,9 +284,7 @@ async def create_node_group(request: Request, name: str) -> Response:
 @router.post("/clusters/{name}/nodegroups/{group}", response_class=HTMLResponse)
 async def edit_node_group(request: Request, name: str, group: str) -> Response:
     """The group's nodes (labels; empty: the default label) and display name."""
-    seen = await viewer(request)
-    form = await checked_form(request, seen.session)
-    admin_only(seen)
+    seen, form = await admin_form(request)
     selector = str(form.get("selector", "")).strip()
     try:
         spec = {
@@ -299,21 +303,12 @@ async def edit_node_group(request: Request, name: str, group: str) -> Response:
 
 @router.post("/clusters/{name}/nodegroups/{group}/delete", response_class=HTMLResponse)
 async def delete_node_group(request: Request, name: str, group: str) -> Response:
-    seen = await viewer(request)
-    form = await checked_form(request, seen.session)
-    admin_only(seen)
+    seen, form = await admin_form(request)
     here = f"/clusters/{segment(name)}"
-    asked = confirm(
-        request, seen, form, title="Delete node group", section="fleet", cancel=here,
-        action=f"{here}/nodegroups/{segment(group)}/delete",
+    return await confirmed_delete(
+        request, seen, form, title="Delete node group",
         question=f"Delete node group {group} of {name}?",
+        action=f"{here}/nodegroups/{segment(group)}/delete", cancel=here, section="fleet",
+        path=f"{cluster_url(name)}/nodegroups/{segment(group)}", done=f"{here}#groups",
+        redraw=lambda problem: cluster_page(request, seen, name, problem.status, problem=problem),
     )  # fmt: skip
-    if asked is not None:
-        return asked
-    try:
-        await api(request).request(
-            seen.session, "DELETE", f"{cluster_url(name)}/nodegroups/{segment(group)}"
-        )
-    except ApiProblem as problem:  # still used by rollouts: the API names them
-        return await cluster_page(request, seen, name, problem.status, problem=refused(problem))
-    return back(f"/clusters/{segment(name)}#groups")

@@ -12,8 +12,8 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.datastructures import UploadFile
 
 from app.console.api import ApiProblem
-from app.console.kit import API, Viewer, api, back, checked_form, page, segment, viewer
-from app.console.pages.admin import admin_only, refused
+from app.console.kit import API, Viewer, api, back, page, segment, viewer
+from app.console.pages.admin import admin_form, refused
 
 router = APIRouter()
 
@@ -46,9 +46,7 @@ async def catalog(request: Request) -> Response:
 @router.post("/catalog/charts", response_class=HTMLResponse)
 async def upload_chart(request: Request) -> Response:
     """A chart archive as Helm packages it; the API checks it as it would any upload."""
-    seen = await viewer(request)
-    form = await checked_form(request, seen.session)
-    admin_only(seen)
+    seen, form = await admin_form(request)
     upload = form.get("chart")
     try:
         if not isinstance(upload, UploadFile) or not upload.filename:
@@ -67,9 +65,7 @@ async def upload_chart(request: Request) -> Response:
 
 @router.post("/catalog/applications", response_class=HTMLResponse)
 async def create_application(request: Request) -> Response:
-    seen = await viewer(request)
-    form = await checked_form(request, seen.session)
-    admin_only(seen)
+    seen, form = await admin_form(request)
     values = {k: str(form.get(k, "")).strip() for k in ("name", "provisioner", "description")}
     body = {
         "metadata": {"name": values["name"]},
@@ -111,9 +107,7 @@ def version_source(form: Any, provisioner: str) -> dict[str, Any]:
 
 @router.post("/catalog/applications/{application}/versions", response_class=HTMLResponse)
 async def create_version(request: Request, application: str) -> Response:
-    seen = await viewer(request)
-    form = await checked_form(request, seen.session)
-    admin_only(seen)
+    seen, form = await admin_form(request)
     version = str(form.get("version", "")).strip()
     try:
         app = await api(request).get(seen.session, f"{API}/applications/{segment(application)}")

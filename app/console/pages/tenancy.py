@@ -11,8 +11,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from app.console.api import ApiProblem
-from app.console.kit import API, Viewer, api, back, checked_form, confirm, page, segment, viewer
-from app.console.pages.admin import MERGE_PATCH, admin_only, refused
+from app.console.kit import API, Viewer, api, back, page, segment, viewer
+from app.console.pages.admin import (
+    MERGE_PATCH,
+    admin_form,
+    admin_only,
+    confirmed_delete,
+    refused,
+)
 
 router = APIRouter()
 
@@ -54,9 +60,7 @@ async def workspaces(request: Request) -> Response:
 
 @router.post("/admin/workspaces", response_class=HTMLResponse)
 async def create_workspace(request: Request) -> Response:
-    seen = await viewer(request)
-    form = await checked_form(request, seen.session)
-    admin_only(seen)
+    seen, form = await admin_form(request)
     values = {k: str(form.get(k, "")).strip() for k in ("name", "displayName")}
     granted = [str(c) for c in form.getlist("clusters")]
     body = {
@@ -96,9 +100,7 @@ async def workspace(request: Request, name: str) -> Response:
 
 @router.post("/admin/workspaces/{name}/clusters", response_class=HTMLResponse)
 async def grant_clusters(request: Request, name: str) -> Response:
-    seen = await viewer(request)
-    form = await checked_form(request, seen.session)
-    admin_only(seen)
+    seen, form = await admin_form(request)
     granted = [str(c) for c in form.getlist("clusters")]
     try:
         await api(request).request(
@@ -113,9 +115,7 @@ async def grant_clusters(request: Request, name: str) -> Response:
 @router.post("/admin/workspaces/{name}/members", response_class=HTMLResponse)
 async def add_member(request: Request, name: str) -> Response:
     """Adds a member, or changes the role of one (`change` set)."""
-    seen = await viewer(request)
-    form = await checked_form(request, seen.session)
-    admin_only(seen)
+    seen, form = await admin_form(request)
     user, role = str(form.get("user", "")), str(form.get("role", ""))
     members = f"{workspace_url(name)}/members"
     try:
@@ -134,43 +134,27 @@ async def add_member(request: Request, name: str) -> Response:
 
 @router.post("/admin/workspaces/{name}/members/{user}/delete", response_class=HTMLResponse)
 async def remove_member(request: Request, name: str, user: str) -> Response:
-    seen = await viewer(request)
-    form = await checked_form(request, seen.session)
-    admin_only(seen)
+    seen, form = await admin_form(request)
     here = f"/admin/workspaces/{segment(name)}"
-    asked = confirm(
-        request, seen, form, title="Remove member", section="admin", cancel=here,
-        action=f"{here}/members/{segment(user)}/delete",
+    return await confirmed_delete(
+        request, seen, form, title="Remove member",
         question=f"Remove {user} from workspace {name}?",
+        action=f"{here}/members/{segment(user)}/delete", cancel=here, section="admin",
+        path=f"{workspace_url(name)}/members/{segment(user)}", done=here,
+        redraw=lambda problem: workspace_page(request, seen, name, problem.status, problem=problem),
     )  # fmt: skip
-    if asked is not None:
-        return asked
-    try:
-        await api(request).request(
-            seen.session, "DELETE", f"{workspace_url(name)}/members/{segment(user)}"
-        )
-    except ApiProblem as problem:
-        return await workspace_page(request, seen, name, problem.status, problem=refused(problem))
-    return back(here)
 
 
 @router.post("/admin/workspaces/{name}/delete", response_class=HTMLResponse)
 async def delete_workspace(request: Request, name: str) -> Response:
-    seen = await viewer(request)
-    form = await checked_form(request, seen.session)
-    admin_only(seen)
+    seen, form = await admin_form(request)
     here = f"/admin/workspaces/{segment(name)}"
-    asked = confirm(
-        request, seen, form, title="Delete workspace", section="admin", cancel=here,
-        action=f"{here}/delete", question=f"Delete workspace {name}?",
+    return await confirmed_delete(
+        request, seen, form, title="Delete workspace", question=f"Delete workspace {name}?",
+        action=f"{here}/delete", cancel=here, section="admin", path=workspace_url(name),
+        done="/admin/workspaces",
+        redraw=lambda problem: workspace_page(request, seen, name, problem.status, problem=problem),
     )  # fmt: skip
-    if asked is not None:
-        return asked
-    try:
-        await api(request).request(seen.session, "DELETE", workspace_url(name))
-    except ApiProblem as problem:
-        return await workspace_page(request, seen, name, problem.status, problem=refused(problem))
-    return back("/admin/workspaces")
 
 
 # Users ----------------------------------------------------------------------------------------
@@ -194,9 +178,7 @@ async def users(request: Request) -> Response:
 @router.post("/admin/users", response_class=HTMLResponse)
 async def create_user(request: Request) -> Response:
     """A new user with a generated password, shown once on the answer."""
-    seen = await viewer(request)
-    form = await checked_form(request, seen.session)
-    admin_only(seen)
+    seen, form = await admin_form(request)
     values = {k: str(form.get(k, "")).strip() for k in ("name", "displayName", "role")}
     password = secrets.token_urlsafe(12)
     body = {
@@ -221,9 +203,7 @@ async def create_user(request: Request) -> Response:
 @router.post("/admin/users/{name}", response_class=HTMLResponse)
 async def edit_user(request: Request, name: str) -> Response:
     """The platform role and disabled; with `reset` set, a new password shown once."""
-    seen = await viewer(request)
-    form = await checked_form(request, seen.session)
-    admin_only(seen)
+    seen, form = await admin_form(request)
     spec: dict[str, Any] = {}
     password = None
     if form.get("reset"):
@@ -266,9 +246,7 @@ async def accounts(request: Request) -> Response:
 
 @router.post("/admin/serviceaccounts", response_class=HTMLResponse)
 async def create_account(request: Request) -> Response:
-    seen = await viewer(request)
-    form = await checked_form(request, seen.session)
-    admin_only(seen)
+    seen, form = await admin_form(request)
     values = {k: str(form.get(k, "")).strip() for k in ("name", "role")}
     body = {"metadata": {"name": values["name"]}, "spec": {"role": values["role"]}}
     try:
@@ -284,19 +262,12 @@ async def create_account(request: Request) -> Response:
 
 @router.post("/admin/serviceaccounts/{name}/delete", response_class=HTMLResponse)
 async def delete_account(request: Request, name: str) -> Response:
-    seen = await viewer(request)
-    form = await checked_form(request, seen.session)
-    admin_only(seen)
+    seen, form = await admin_form(request)
     here = "/admin/serviceaccounts"
-    asked = confirm(
-        request, seen, form, title="Delete service account", section="admin", cancel=here,
-        action=f"{here}/{segment(name)}/delete",
+    return await confirmed_delete(
+        request, seen, form, title="Delete service account",
         question=f"Delete service account {name}? What uses its secret stops working.",
+        action=f"{here}/{segment(name)}/delete", cancel=here, section="admin",
+        path=f"{API}/serviceaccounts/{segment(name)}", done=here,
+        redraw=lambda problem: accounts_page(request, seen, problem.status, problem=problem),
     )  # fmt: skip
-    if asked is not None:
-        return asked
-    try:
-        await api(request).request(seen.session, "DELETE", f"{API}/serviceaccounts/{segment(name)}")
-    except ApiProblem as problem:
-        return await accounts_page(request, seen, problem.status, problem=refused(problem))
-    return back(here)
