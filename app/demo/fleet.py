@@ -9,15 +9,12 @@ emulator as it runs now."""
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from app.demo.emulator import DemoCluster, DemoFleet, DemoNode
-
-logger = logging.getLogger(__name__)
 
 DEMO_LABEL = "theriseunion.io/demo"
 DEMO_LABELS = {DEMO_LABEL: "true"}
