@@ -104,6 +104,12 @@ class LeaderElector:
             )
         return int(epoch or 0)
 
+    async def lead_alone(self) -> None:
+        """Lead without an election (one controller runs): a new epoch, which still fences."""
+        self.epoch = await self.bump_epoch()
+        IS_LEADER.set(1)
+        EPOCH.set(self.epoch)
+
     def _step_down(self, why: str, *, expected: bool = False) -> None:
         if self.epoch is not None:
             if expected:  # a shutdown gives the lease up; nothing for an operator to look at

@@ -47,6 +47,7 @@ from app.controller.claims import (
     row_arrays,
     unnest_rows,
 )
+from app.controller.gauges import measure_fleet
 from app.controller.kube import REQUEST_TIMEOUT, ClusterTarget, KubeClients, get_json
 from app.db.base import resource_version_seq
 from app.deployments import target_rows
@@ -68,7 +69,6 @@ CLAIM_SECONDS = Histogram(
     "edge_controller_claim_duration_seconds", "Time to claim a batch of due work."
 )
 QUEUE_DEPTH = Gauge("edge_controller_queue_depth", "Clusters whose probe is due.")
-CLUSTERS = Gauge("edge_clusters", "Registered clusters by phase.", ["phase"])
 
 
 @dataclass(frozen=True)
@@ -239,12 +239,13 @@ class ClusterProber:
         reachable = (agent & Cluster.agent_credential_hash.is_not(None)) | (
             ~agent & Cluster.kubeconfig_ciphertext.is_not(None)
         )  # a cluster behind NAT is probed once an agent has joined (Pending until then)
-        ready = Cluster.enabled.is_(True) & reachable & (Cluster.next_probe_at <= func.now())
+        probed = Cluster.enabled.is_(True) & reachable
+        ready = probed & (Cluster.next_probe_at <= func.now())
         started = time.perf_counter()
         async with self._sessionmaker.begin() as session:
             if time.monotonic() - self._gauges_at >= QUEUE_GAUGE_SECONDS:
                 self._gauges_at = time.monotonic()
-                await self._measure(session, ready)
+                await self._measure(session, ready, probed)
             token, ids = await claim(
                 session,
                 Cluster,
@@ -285,12 +286,9 @@ class ClusterProber:
                     await release(session, Cluster, token)
         return len(targets)
 
-    async def _measure(self, session: AsyncSession, ready: Any) -> None:
+    async def _measure(self, session: AsyncSession, ready: Any, probed: Any) -> None:
         QUEUE_DEPTH.set(float(await session.scalar(select(func.count()).where(ready)) or 0))
-        counts = await session.execute(select(Cluster.phase, func.count()).group_by(Cluster.phase))
-        by_phase = {phase: count for phase, count in counts.all()}
-        for phase in ("Pending", "Ready", "NotReady", "Unreachable", "Disabled"):
-            CLUSTERS.labels(phase).set(by_phase.get(phase, 0))
+        await measure_fleet(session, probed)
 
     async def _probe(self, target: ClusterTarget, results: asyncio.Queue[Probe | None]) -> None:
         started = time.perf_counter()

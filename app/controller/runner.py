@@ -151,7 +151,7 @@ class Controller:
             election = None
             while not stop.is_set() and not self.elector.is_leader:
                 try:
-                    self.elector.epoch = await self.elector.bump_epoch()
+                    await self.elector.lead_alone()
                 except Exception:
                     logger.warning("cannot record the leader epoch yet; retrying")
                     with contextlib.suppress(TimeoutError):

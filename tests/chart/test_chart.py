@@ -125,7 +125,8 @@ def test_the_guides_production_command_line(chart: helm.Chart) -> None:
     assert variables["REDIS_ADDRESSES"] == "edge-platform-redis-leader:6379"
     rules = find(docs, "PrometheusRule", "edge-platform")["spec"]["groups"][0]["rules"]
     assert {r["alert"] for r in rules} == {
-        "EdgeClusterUnreachable", "EdgeRolloutFailed", "EdgeApiErrorRate",
+        "EdgeClusterUnreachable", "EdgeClusterProbesStalled", "EdgeRolloutFailed",
+        "EdgeControllerNoLeader", "EdgeApiErrorRate",
     }  # fmt: skip
 
 

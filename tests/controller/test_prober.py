@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator
 
@@ -178,6 +179,23 @@ async def test_probe_metrics(
     assert "edge_cluster_probe_duration_seconds_bucket" in text
     assert "edge_controller_queue_depth" in text
     assert "edge_controller_claim_duration_seconds" in text
+    # The fleet's gauges (the Grafana dashboard's), measured before that first pass probed.
+    assert 'edge_clusters{phase="Pending",region="east-china"} 2.0' in text
+    assert 'edge_clusters{phase="Pending",region="north-china"} 2.0' in text
+    assert 'edge_clusters{phase="Ready",region="south-china"} 0.0' in text
+    assert "edge_cluster_probe_age_seconds 0.0" in text
+
+    await client.delete("/api/v1/clusters/shenzhen-cluster")
+    await client.delete("/api/v1/regions/south-china")
+    controller.prober._gauges_at = -1e9  # measure again on this pass
+    await controller.prober.run_once()
+    text = (await client.get("/metrics")).text
+    assert 'edge_clusters{phase="Ready",region="east-china"} 2.0' in text
+    assert 'edge_clusters{phase="NotReady",region="north-china"} 1.0' in text  # tianjin
+    assert 'region="south-china"' not in text  # a region deleted leaves the dashboard
+    age = re.search(r"^edge_cluster_probe_age_seconds (\S+)$", text, re.MULTILINE)
+    assert age is not None
+    assert 0 < float(age.group(1)) < 30
 
 
 async def test_a_probe_that_changes_nothing_writes_its_times(
