@@ -14,7 +14,7 @@ import secrets
 import shlex
 import ssl
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import BeforeValidator, Field, field_validator
@@ -23,6 +23,16 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 class ConfigError(Exception):
     """A setting that makes it unsafe or impossible to start; the message names the setting."""
+
+
+class BuiltinChart(NamedTuple):
+    """A built-in chart put in the catalog at start (`name:version` in BUILTIN_CHARTS)."""
+
+    name: str
+    version: str
+
+
+_BUILTIN_CHART = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?):(\d+\.\d+\.\d+[-+.0-9A-Za-z]*)$")
 
 
 class Mode(enum.StrEnum):
@@ -256,6 +266,16 @@ class Settings(BaseSettings):
         4, ge=1, le=1000, description="Targets of one edge cluster worked on at once."
     )
     charts_dir: Path | None = Field(None, description="Built-in charts loaded at start.")
+    builtin_charts: Annotated[list[BuiltinChart], NoDecode] = Field(
+        default_factory=lambda: [
+            BuiltinChart("monitoring-stack", "1.5.0"),
+            BuiltinChart("logging-stack", "1.2.0"),
+            BuiltinChart("ingress-nginx", "4.8.0"),
+        ],
+        description="Built-in charts put in the catalog at start (an Application and its "
+        "version each), `name:version,name:version`; empty: none. Every built-in chart is in "
+        "the chart repository whatever this says.",
+    )
     agent_join_token_ttl: Seconds = Field(
         24 * 3600.0, gt=0, description="How long a cluster's join token can be used."
     )
@@ -328,6 +348,19 @@ class Settings(BaseSettings):
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         return _split_addresses(value)
+
+    @field_validator("builtin_charts", mode="before")
+    @classmethod
+    def _builtin_charts(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        charts = []
+        for item in _split_addresses(value):
+            match = _BUILTIN_CHART.match(item)
+            if match is None:
+                raise ValueError(f"{item!r} is not name:version (e.g. monitoring-stack:1.5.0)")
+            charts.append(BuiltinChart(match.group(1), match.group(3)))
+        return charts
 
     @field_validator("redis_addresses")
     @classmethod

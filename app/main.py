@@ -78,7 +78,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         await ensure_admin(app.state.sessionmaker, settings.admin_password)
         if charts_dir is not None:
-            await load_charts(app.state.sessionmaker, app.state.redis, charts_dir)
+            await load_charts(
+                app.state.sessionmaker, app.state.redis, charts_dir, settings.builtin_charts
+            )
     except Exception as exc:
         if not is_database_unavailable(exc):
             raise

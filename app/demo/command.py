@@ -11,7 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.demo.emulator import DemoFleet
-from app.demo.fleet import DemoError, Platform, guide_clusters, register, remove
+from app.demo.fleet import (
+    VERSION,
+    DemoError,
+    Platform,
+    guide_clusters,
+    has_rollout_version,
+    register,
+    remove,
+)
 
 # Kept in the dev state folder: the password `admin` was created with (mode 0600), as Argo
 # CD keeps its initial admin secret until the user changes the password.
@@ -69,11 +77,17 @@ async def register_fleet(platform: Platform, fleet: DemoFleet) -> str:
     created = await register(platform, fleet)
     clusters = ", ".join(fleet.clusters)
     fresh = f" (created: {len(created)} objects)" if created else " (already registered)"
+    catalog = (
+        ""
+        if await has_rollout_version(platform)
+        else f"\n             the catalog lacks {VERSION}, which the README's rollout deploys: "
+        "start without BUILTIN_CHARTS, or with it listing monitoring-stack:1.5.0"
+    )
     return (
         f"  demo:      {len(fleet.clusters)} emulated edge clusters at "
         f"https://{fleet.host}:{fleet.port}{fresh}\n"
         f"             {clusters}\n"
-        "             remove them: edge-platform demo-fleet --remove"
+        f"             remove them: edge-platform demo-fleet --remove{catalog}"
     )
 
 
@@ -131,7 +145,7 @@ async def remove_demo_fleet(api_url: str, state_dir: Path) -> int:
     print("removed: " + (", ".join(removed) if removed else "nothing (no demo clusters)"))
     for line in kept:
         print(f"kept: {line}")
-    print("kept: workspace team-a and application monitoring-stack (delete them if unwanted)")
+    print("kept: workspace team-a (delete it if unwanted)")
     return 1 if kept else 0
 
 

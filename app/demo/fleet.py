@@ -19,8 +19,8 @@ from app.demo.emulator import DemoCluster, DemoFleet, DemoNode
 DEMO_LABEL = "theriseunion.io/demo"
 DEMO_LABELS = {DEMO_LABEL: "true"}
 WORKSPACE = "team-a"
-APPLICATION = "monitoring-stack"
-VERSION = "monitoring-stack-v2.0.0"
+# The built-in catalog's version the README's rollout deploys (BUILTIN_CHARTS puts it there).
+VERSION = "monitoring-stack-v1.5.0"
 
 REGIONS = {
     "east-china": "East China (华东)",
@@ -95,8 +95,8 @@ def _said(answer: httpx.Response) -> str:
 
 
 async def register(platform: Platform, fleet: DemoFleet) -> list[str]:
-    """Register the fleet's regions, clusters, node groups, the guide's application version
-    and a workspace granted the demo clusters. What was created, in words."""
+    """Register the fleet's regions, clusters, node groups and a workspace granted the demo
+    clusters. What was created, in words."""
     created: list[str] = []
     for name, display in REGIONS.items():
         region = {
@@ -119,24 +119,6 @@ async def register(platform: Platform, fleet: DemoFleet) -> list[str]:
             path = f"/api/v1/clusters/{cluster.name}/nodegroups"
             if await platform.create(path, {"metadata": {"name": group}}):
                 created.append(f"node group {cluster.name}/{group}")
-    application = {"metadata": {"name": APPLICATION, "labels": DEMO_LABELS},
-                   "spec": {"provisioner": "workload"}}  # fmt: skip
-    if await platform.create("/api/v1/applications", application):
-        created.append(f"application {APPLICATION}")
-    version = {
-        "metadata": {"name": VERSION, "labels": DEMO_LABELS},
-        "spec": {
-            "application": APPLICATION,
-            "version": "2.0.0",
-            "workload": {"deployments": [{
-                "name": "prometheus",
-                "spec": {"replicas": 1, "template": {"spec": {"containers": [
-                    {"name": "prometheus", "image": "prom/prometheus:v2.53.0"}]}}},
-            }]},
-        },
-    }  # fmt: skip
-    if await platform.create("/api/v1/applicationversions", version):
-        created.append(f"application version {VERSION}")
     workspace = {
         "metadata": {"name": WORKSPACE, "labels": DEMO_LABELS},
         "spec": {
@@ -147,6 +129,12 @@ async def register(platform: Platform, fleet: DemoFleet) -> list[str]:
     if await platform.create("/api/v1/workspaces", workspace):
         created.append(f"workspace {WORKSPACE}")
     return created
+
+
+async def has_rollout_version(platform: Platform) -> bool:
+    """Whether the catalog holds the version the README's rollout deploys."""
+    found = await platform.client.get(f"/api/v1/applicationversions/{VERSION}")
+    return found.status_code == 200
 
 
 async def _repoint(platform: Platform, name: str, connection: dict[str, Any]) -> None:

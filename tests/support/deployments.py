@@ -143,7 +143,11 @@ def fast_settings(database_url: str, **overrides: Any) -> Settings:
     return make_settings(database_url, **(fast | overrides))
 
 
-async def register_fleet(client: httpx.AsyncClient, fleet: dict[str, EdgeCluster]) -> None:
+async def register_fleet(
+    client: httpx.AsyncClient, fleet: dict[str, EdgeCluster], *, catalog: bool = True
+) -> None:
+    """Regions, clusters, node groups and workspace `team-a`; with `catalog`, the application
+    `monitoring-stack` (workload) in versions 2.0.0 and 2.1.0."""
     for region in ("east-china", "north-china", "south-china"):
         response = await client.post("/api/v1/regions", json={"metadata": {"name": region}})
         assert response.status_code == 201, response.text
@@ -162,6 +166,8 @@ async def register_fleet(client: httpx.AsyncClient, fleet: dict[str, EdgeCluster
         json={"metadata": {"name": WORKSPACE}, "spec": {"clusters": sorted(FLEET)}},
     )
     assert response.status_code == 201, response.text
+    if not catalog:
+        return
     response = await client.post(
         "/api/v1/applications",
         json={"metadata": {"name": "monitoring-stack"}, "spec": {"provisioner": "workload"}},

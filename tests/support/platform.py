@@ -33,6 +33,9 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "admin_password": ADMIN_PASSWORD,
         # Tests log in far more often than people do; the limit itself has its own test.
         "rate_limit_token_per_minute": 100_000,
+        # The built-in charts stay in /chartrepo; the catalog starts empty, as most tests
+        # create applications of their own (tests/catalog/test_builtin_catalog.py: the default).
+        "builtin_charts": [],
     }
     values.update(overrides)
     return Settings(**values)

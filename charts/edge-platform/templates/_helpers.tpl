@@ -94,10 +94,21 @@ The API server's values: `apiServer` (the guide's values file) deep-merged with 
 - name: PUBLIC_URL
   value: {{ $api.publicUrl | quote }}
 {{- end }}
+- name: BUILTIN_CHARTS
+  value: {{ include "edge.builtinCharts" . | quote }}
 {{- if .Values.console.publicUrl }}
 - name: CONSOLE_PUBLIC_URL
   value: {{ .Values.console.publicUrl | quote }}
 {{- end }}
+{{- end -}}
+
+{{/* chartMuseum.builtinCharts as BUILTIN_CHARTS: name:version,name:version. */}}
+{{- define "edge.builtinCharts" -}}
+{{- $charts := list -}}
+{{- range .Values.chartMuseum.builtinCharts -}}
+{{- $charts = append $charts (printf "%s:%s" .name (toString .version)) -}}
+{{- end -}}
+{{- join "," $charts -}}
 {{- end -}}
 
 {{- define "edge.podSecurity" -}}
@@ -113,6 +124,23 @@ securityContext:
   allowPrivilegeEscalation: false
   readOnlyRootFilesystem: true
   capabilities: {drop: [ALL]}
+{{- end -}}
+
+{{/* "true" when this chart brings Prometheus and Grafana (monitoring.enabled, unless
+monitoring.bundled is false: then the cluster's Prometheus operator is used). */}}
+{{- define "edge.bundledMonitoring" -}}
+{{- if hasKey .Values.monitoring "bundled" }}{{ if .Values.monitoring.bundled }}true{{ end }}
+{{- else if .Values.monitoring.enabled }}true{{ end }}
+{{- end -}}
+
+{{/* Pod annotations the bundled Prometheus scrapes the metrics port by. */}}
+{{- define "edge.scrapeAnnotations" -}}
+{{- if include "edge.bundledMonitoring" . }}
+annotations:
+  prometheus.io/scrape: "true"
+  prometheus.io/port: "8080"
+  prometheus.io/path: /metrics
+{{- end }}
 {{- end -}}
 
 {{- define "edge.logLabels" -}}
