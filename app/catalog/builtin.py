@@ -7,7 +7,6 @@ stored first is simply skipped (the unique constraints decide)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from pathlib import Path
 
@@ -106,58 +105,63 @@ async def _ensure_in_catalog(
     sessionmaker: async_sessionmaker[AsyncSession], info: ChartInfo
 ) -> None:
     """The chart's Application (helm) and its version, created when absent; never changed
-    once there (an operator may have edited the application's description)."""
+    once there (an operator may have edited the application's description). A Conflict means
+    another replica, starting at the same time, created it first: its transaction is over, and
+    what it wanted is there."""
     name = version_name(info.name, info.version)
     annotations = info.metadata.get("annotations") or {}
     labels = {BUILTIN_LABEL: "true"}
-    async with sessionmaker.begin() as session:
-        provisioner = await session.scalar(
-            select(Application.provisioner).where(Application.name == info.name)
-        )
-        if provisioner is None:
-            application = ApplicationIn.model_validate(
-                {
-                    "metadata": {"name": info.name, "labels": labels},
-                    "spec": ApplicationSpec(
-                        displayName=annotations.get(DISPLAY_NAME_ANNOTATION),
-                        description=info.description,
-                        category=annotations.get(CATEGORY_ANNOTATION),
-                        provisioner="helm",
-                    ),
-                }
+    try:
+        async with sessionmaker.begin() as session:
+            provisioner = await session.scalar(
+                select(Application.provisioner).where(Application.name == info.name)
             )
-            with contextlib.suppress(Conflict):  # another replica created it meanwhile
+            if provisioner is None:
+                application = ApplicationIn.model_validate(
+                    {
+                        "metadata": {"name": info.name, "labels": labels},
+                        "spec": ApplicationSpec(
+                            displayName=annotations.get(DISPLAY_NAME_ANNOTATION),
+                            description=info.description,
+                            category=annotations.get(CATEGORY_ANNOTATION),
+                            provisioner="helm",
+                        ),
+                    }
+                )
                 await ApplicationService(
                     session, ApplicationRepository(session), audit=_STARTUP
                 ).create(application)
-        elif provisioner != "helm":
-            logger.error(
-                "built-in chart %s %s is not in the catalog: application %r exists and is "
-                "provisioned by %s (rename it, or leave the chart out of BUILTIN_CHARTS)",
-                info.name,
-                info.version,
-                info.name,
-                provisioner,
+            elif provisioner != "helm":
+                logger.error(
+                    "built-in chart %s %s is not in the catalog: application %r exists and is "
+                    "provisioned by %s (rename it, or leave the chart out of BUILTIN_CHARTS)",
+                    info.name,
+                    info.version,
+                    info.name,
+                    provisioner,
+                )
+                return
+    except Conflict:
+        pass
+    try:
+        async with sessionmaker.begin() as session:
+            if await session.scalar(
+                select(ApplicationVersion.id).where(ApplicationVersion.name == name)
+            ):
+                return
+            version = ApplicationVersionIn.model_validate(
+                {
+                    "metadata": {"name": name, "labels": labels},
+                    "spec": ApplicationVersionSpec(
+                        application=info.name,
+                        version=info.version,
+                        helm=HelmSource(chart=info.name, version=info.version),
+                    ),
+                }
             )
-            return
-        if await session.scalar(
-            select(ApplicationVersion.id).where(ApplicationVersion.name == name)
-        ):
-            return
-        version = ApplicationVersionIn.model_validate(
-            {
-                "metadata": {"name": name, "labels": labels},
-                "spec": ApplicationVersionSpec(
-                    application=info.name,
-                    version=info.version,
-                    helm=HelmSource(chart=info.name, version=info.version),
-                ),
-            }
-        )
-        try:
             await ApplicationVersionService(
                 session, ApplicationVersionRepository(session), audit=_STARTUP
             ).create(version)
-        except Conflict:
-            return
+    except Conflict:
+        return
     logger.info("built-in chart %s %s is in the catalog as %s", info.name, info.version, name)

@@ -5,6 +5,7 @@ already taken by another kind of application, is said in the log and does not st
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -117,3 +118,29 @@ async def test_a_chart_the_platform_lacks_or_a_taken_name_is_logged_and_the_rest
         errors
     )
     assert any("application 'ingress-nginx' exists" in m for m in errors), errors
+
+
+async def test_replicas_starting_at_once_each_start_and_add_each_entry_once(
+    standalone_settings: Settings,
+) -> None:
+    """`serve --workers 4`, or four replicas: four start-ups race for the same rows."""
+    from app.catalog.builtin import default_charts_dir, load_charts
+    from app.db.engine import create_engine, create_sessionmaker
+    from app.redis import RedisGateway
+
+    folder = default_charts_dir()
+    assert folder is not None
+    engine = create_engine(standalone_settings)
+    redis = RedisGateway(url=standalone_settings.redis_url)
+    try:
+        sessionmaker = create_sessionmaker(engine)
+        await asyncio.gather(*(load_charts(sessionmaker, redis, folder, DEFAULT) for _ in range(4)))
+    finally:
+        await redis.close()
+        await engine.dispose()
+    async with running_app(standalone_settings) as (_, client):
+        await authenticated(client)
+        apps = (await client.get("/api/v1/applications", params={"labelSelector": BUILTIN})).json()
+        assert sorted(a["metadata"]["name"] for a in apps["items"]) == sorted(GUIDE)
+        versions = (await client.get("/api/v1/applicationversions")).json()
+        assert len(versions["items"]) == len(GUIDE)
