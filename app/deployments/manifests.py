@@ -93,75 +93,124 @@ def render(
     `chart_credentials`: basic auth for this platform's chart repository."""
     owner = label_value(f"{workspace}.{deployment}")
     labels = {**MANAGED_BY, DEPLOYMENT_LABEL: owner}
-    objects: list[dict[str, Any]] = []
     if version.get("workload"):
-        for item in version["workload"]["deployments"]:
-            spec = copy.deepcopy(item["spec"])
-            spec = {k: v for k, v in spec.items() if v is not None}
-            if replicas is not None:
-                spec["replicas"] = replicas
-            selector = {DEPLOYMENT_LABEL: owner, "app.kubernetes.io/name": item["name"]}
-            template = spec["template"]
-            template.setdefault("metadata", {})
-            template["metadata"]["labels"] = {**template["metadata"].get("labels", {}), **selector}
-            _place(template["spec"], placement)
-            spec["selector"] = {"matchLabels": selector}
-            objects.append(
-                {
-                    "apiVersion": "apps/v1",
-                    "kind": "Deployment",
-                    "metadata": {
-                        "name": item["name"],
-                        "namespace": namespace,
-                        "labels": {**labels, "app.kubernetes.io/name": item["name"]},
-                    },
-                    "spec": spec,
-                }
-            )
+        objects = _workload_objects(
+            version["workload"],
+            owner=owner,
+            labels=labels,
+            namespace=namespace,
+            replicas=replicas,
+            placement=placement,
+        )
     else:
-        helm = version["helm"]
-        overrides: dict[str, Any] = {}
+        objects = _helm_objects(
+            version["helm"],
+            deployment=deployment,
+            labels=labels,
+            namespace=namespace,
+            replicas=replicas,
+            values=values,
+            placement=placement,
+            chart_repository=chart_repository,
+            chart_credentials=chart_credentials,
+        )
+    return _finish(objects, workspace=workspace, namespace=namespace, revision=revision)
+
+
+def _workload_objects(
+    workload: dict[str, Any],
+    *,
+    owner: str,
+    labels: dict[str, str],
+    namespace: str,
+    replicas: int | None,
+    placement: Placement,
+) -> list[dict[str, Any]]:
+    """A workload version's Deployments, selected by their owner and name."""
+    objects: list[dict[str, Any]] = []
+    for item in workload["deployments"]:
+        spec = copy.deepcopy(item["spec"])
+        spec = {k: v for k, v in spec.items() if v is not None}
         if replicas is not None:
-            overrides["replicaCount"] = replicas
-        if placement.match_labels:
-            overrides["nodeSelector"] = placement.match_labels
-        if placement.taints:
-            overrides["tolerations"] = _tolerations(placement.taints)
-        merged = merge_values(helm.get("values") or {}, values, overrides)
-        auth: dict[str, Any] = {}
-        if not helm.get("repository") and chart_credentials is not None:
-            # The helm-controller reads basic auth for the repository from this Secret.
-            secret_name = f"{deployment}-chartrepo"
-            username, password = chart_credentials
-            objects.append(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Secret",
-                    "type": "kubernetes.io/basic-auth",
-                    "metadata": {"name": secret_name, "namespace": namespace, "labels": labels},
-                    "data": {
-                        "username": base64.b64encode(username.encode()).decode(),
-                        "password": base64.b64encode(password.encode()).decode(),
-                    },
-                }
-            )
-            auth = {"authSecret": {"name": secret_name}}
+            spec["replicas"] = replicas
+        selector = {DEPLOYMENT_LABEL: owner, "app.kubernetes.io/name": item["name"]}
+        template = spec["template"]
+        template.setdefault("metadata", {})
+        template["metadata"]["labels"] = {**template["metadata"].get("labels", {}), **selector}
+        _place(template["spec"], placement)
+        spec["selector"] = {"matchLabels": selector}
         objects.append(
             {
-                "apiVersion": "helm.cattle.io/v1",
-                "kind": "HelmChart",
-                "metadata": {"name": deployment, "namespace": namespace, "labels": labels},
-                "spec": {
-                    "repo": helm.get("repository") or chart_repository,
-                    "chart": helm["chart"],
-                    "version": helm["version"],
-                    "targetNamespace": namespace,
-                    "valuesContent": yaml.safe_dump(merged, sort_keys=True),
-                    **auth,
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {
+                    "name": item["name"],
+                    "namespace": namespace,
+                    "labels": {**labels, "app.kubernetes.io/name": item["name"]},
+                },
+                "spec": spec,
+            }
+        )
+    return objects
+
+
+def _helm_objects(
+    helm: dict[str, Any],
+    *,
+    deployment: str,
+    labels: dict[str, str],
+    namespace: str,
+    replicas: int | None,
+    values: dict[str, Any],
+    placement: Placement,
+    chart_repository: str,
+    chart_credentials: tuple[str, str] | None,
+) -> list[dict[str, Any]]:
+    """A Helm version's HelmChart, preceded by the Secret of its credentials when the chart
+    comes from this platform's repository."""
+    objects: list[dict[str, Any]] = []
+    overrides: dict[str, Any] = {}
+    if replicas is not None:
+        overrides["replicaCount"] = replicas
+    if placement.match_labels:
+        overrides["nodeSelector"] = placement.match_labels
+    if placement.taints:
+        overrides["tolerations"] = _tolerations(placement.taints)
+    merged = merge_values(helm.get("values") or {}, values, overrides)
+    auth: dict[str, Any] = {}
+    if not helm.get("repository") and chart_credentials is not None:
+        # The helm-controller reads basic auth for the repository from this Secret.
+        secret_name = f"{deployment}-chartrepo"
+        username, password = chart_credentials
+        objects.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": "kubernetes.io/basic-auth",
+                "metadata": {"name": secret_name, "namespace": namespace, "labels": labels},
+                "data": {
+                    "username": base64.b64encode(username.encode()).decode(),
+                    "password": base64.b64encode(password.encode()).decode(),
                 },
             }
         )
-    return _finish(objects, workspace=workspace, namespace=namespace, revision=revision)
+        auth = {"authSecret": {"name": secret_name}}
+    objects.append(
+        {
+            "apiVersion": "helm.cattle.io/v1",
+            "kind": "HelmChart",
+            "metadata": {"name": deployment, "namespace": namespace, "labels": labels},
+            "spec": {
+                "repo": helm.get("repository") or chart_repository,
+                "chart": helm["chart"],
+                "version": helm["version"],
+                "targetNamespace": namespace,
+                "valuesContent": yaml.safe_dump(merged, sort_keys=True),
+                **auth,
+            },
+        }
+    )
+    return objects
 
 
 def render_config(

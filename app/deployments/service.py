@@ -1,22 +1,22 @@
-"""ApplicationDeployments: validation and resolution of targets, revisions, rollback, and the
-dispatch rows the controller works from (written in the same transaction as the change, so the
-controller never sees a deployment without its targets)."""
+"""ApplicationDeployments: validation of a spec (its targets resolved in `resolution.py`),
+revisions, rollback, deletion, and the dispatch rows the controller works from (written in the
+same transaction as the change, so the controller never sees a deployment without its
+targets). Reads fold the status from the targets (`status.py`). ConfigSync and VCluster
+services subclass this one."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
-from sqlalchemy import Row, String, literal, or_, select, union_all
+from sqlalchemy import String, literal, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import AuditTrail
 from app.catalog.models import ApplicationVersion
-from app.clusters.models import Cluster, NodeGroup
-from app.clusters.service import granted_clause
+from app.clusters.models import Cluster
 from app.db.session import after_commit
 from app.deployments import target_rows
 from app.deployments.models import (
@@ -25,10 +25,10 @@ from app.deployments.models import (
     RolloutTarget,
 )
 from app.deployments.repository import RolloutRepository
+from app.deployments.resolution import Resolved, resolve_targets
 from app.deployments.schemas import (
     ApplicationDeploymentIn,
     ApplicationDeploymentOut,
-    DeploymentPhase,
     DeploymentSpec,
     DeploymentStatus,
     HistoryEntry,
@@ -37,190 +37,18 @@ from app.deployments.schemas import (
     Strategy,
     TargetSpec,
 )
-from app.errors import Conflict, NotFound, Unprocessable, invalid_field
+from app.deployments.status import deployment_document, deployment_status
+from app.errors import Conflict, NotFound, invalid_field
 from app.events.service import NewEvent, announce, record
 from app.kit.etag import check_write_preconditions
 from app.kit.paging import Page, PageRequest
-from app.kit.resource import API_VERSION, Documents, JSONDocument, json_time, object_meta
+from app.kit.resource import Documents, JSONDocument, object_meta
 from app.kit.service import ResourceService
 from app.redis import RedisGateway
-from app.regions.models import Region
 from app.workspaces.models import Workspace
-from app.workspaces.namespaces import (
-    claim_namespace,
-    default_namespace,
-    namespace_allowed,
-    namespace_holder,
-)
+from app.workspaces.namespaces import default_namespace
 
 HISTORY_LENGTH = 10
-
-
-@dataclass(frozen=True)
-class Resolved:
-    target: int  # index in spec.targets
-    cluster_id: int
-    cluster: str
-    region: str
-    node_group: str | None
-    replicas: int | None
-    values: dict[str, Any]
-
-    def out(self) -> ResolvedTarget:
-        return ResolvedTarget(
-            cluster=self.cluster,
-            region=self.region,
-            nodeGroup=self.node_group,
-            replicas=self.replicas,
-        )
-
-
-async def resolve_targets(
-    session: AsyncSession,
-    workspace: Workspace,
-    *,
-    targets: list[TargetSpec],
-    namespace: str | None,
-    claim: bool = False,
-    version: str | None = None,
-    version_exists: bool | None = None,
-) -> list[Resolved]:
-    """The (cluster, node group, replicas) list targets mean, after checking the namespace and
-    (for deployments) the application version; 422 naming every field at fault.
-    `namespace`: the edge namespace written to, checked to be the workspace's (and claimed
-    for it with `claim`; a dry run only reads). `version_exists`: the caller has looked the
-    version up already."""
-    errors: list[dict[str, str]] = []
-
-    def fault(field: str, message: str) -> None:
-        errors.append({"field": field, "message": message})
-
-    if namespace is not None and not namespace_allowed(workspace.name, namespace):
-        fault(
-            "spec.namespace",
-            f"must be {default_namespace(workspace.name)!r} or start with "
-            f"{default_namespace(workspace.name) + '-'!r}: a workspace writes only to its own "
-            "namespaces on shared clusters",
-        )
-    elif namespace is not None:
-        holder = await (claim_namespace if claim else namespace_holder)(
-            session, workspace, namespace
-        )
-        if holder is not None:  # which one stays unsaid: other tenants are not to be seen
-            fault("spec.namespace", f"namespace {namespace!r} belongs to another workspace")
-    if version is not None:
-        if version_exists is None:
-            version_exists = (
-                await session.scalar(
-                    select(ApplicationVersion.id).where(ApplicationVersion.name == version)
-                )
-            ) is not None
-        if not version_exists:
-            fault("spec.applicationVersionRef", f"application version {version!r} does not exist")
-    granted = granted_clause([workspace])
-    # Only what is asked about is read (a target of clusters alone needs no region lookup),
-    # and of clusters only the columns used, not their kubeconfigs.
-    named_regions = {t.region for t in targets if t.region}
-    regions = (
-        set(await session.scalars(select(Region.name).where(Region.name.in_(named_regions))))
-        if named_regions
-        else set()
-    )
-    named = {n for t in targets for n in t.clusters}
-    visible = (
-        {
-            c.name: c
-            for c in (
-                await session.execute(
-                    select(Cluster.id, Cluster.name, Cluster.region).where(
-                        Cluster.name.in_(named), granted
-                    )
-                )
-            ).all()
-        }
-        if named
-        else {}
-    )
-    resolved: list[Resolved] = []
-    seen: dict[int, str] = {}
-    for i, target in enumerate(targets):
-        where = f"spec.targets[{i}]"
-        if target.region is not None and target.region not in regions:
-            fault(f"{where}.region", f"region {target.region!r} does not exist")
-            continue
-        picked: list[tuple[str, Row[int, str, str]]] = []
-        if target.clusters:
-            for j, name in enumerate(target.clusters):
-                cluster = visible.get(name)
-                if cluster is None:
-                    # One message for missing and not granted: no existence leak across tenants.
-                    fault(
-                        f"{where}.clusters[{j}]",
-                        f"cluster {name!r} does not exist or is not granted to workspace "
-                        f"{workspace.name!r}",
-                    )
-                elif target.region is not None and cluster.region != target.region:
-                    fault(
-                        f"{where}.clusters[{j}]",
-                        f"cluster {name!r} is in region {cluster.region!r}, not {target.region!r}",
-                    )
-                else:
-                    picked.append((f"{where}.clusters[{j}]", cluster))
-        else:
-            in_region = (
-                await session.execute(
-                    select(Cluster.id, Cluster.name, Cluster.region)
-                    .where(Cluster.region == target.region, granted)
-                    .order_by(Cluster.name)
-                )
-            ).all()
-            if not in_region:
-                fault(
-                    f"{where}.region",
-                    f"no cluster of region {target.region!r} is granted to workspace "
-                    f"{workspace.name!r}",
-                )
-            picked = [(f"{where}.region", c) for c in in_region]
-        for field, cluster in picked:
-            if cluster.id in seen:
-                fault(field, f"cluster {cluster.name!r} is already a target at {seen[cluster.id]}")
-                continue
-            seen[cluster.id] = field
-            resolved.append(
-                Resolved(
-                    i,
-                    cluster.id,
-                    cluster.name,
-                    cluster.region,
-                    target.nodeGroupRef,
-                    target.replicas,
-                    target.values,
-                )
-            )
-    groups_wanted = {(r.cluster_id, r.node_group) for r in resolved if r.node_group}
-    if groups_wanted:
-        rows = await session.execute(
-            select(NodeGroup.cluster_id, NodeGroup.name).where(
-                NodeGroup.cluster_id.in_({c for c, _ in groups_wanted}),
-                NodeGroup.name.in_({g for _, g in groups_wanted}),
-            )
-        )
-        existing = {(c, g) for c, g in rows.all()}
-        for i, target in enumerate(targets):
-            missing = sorted(
-                r.cluster
-                for r in resolved
-                if r.target == i and r.node_group and (r.cluster_id, r.node_group) not in existing
-            )
-            if missing:
-                fault(
-                    f"spec.targets[{i}].nodeGroupRef",
-                    f"node group {target.nodeGroupRef!r} does not exist on {', '.join(missing)}",
-                )
-    if errors:
-        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-        raise Unprocessable(detail, errors=errors)
-    return resolved
 
 
 def _revision_content(spec: DeploymentSpec) -> dict[str, Any]:
@@ -652,194 +480,3 @@ def _mark_removing(target: RolloutTarget, now: datetime) -> None:
     target.last_transition_time = now
     target.attempts = 0
     target.next_attempt_at = now
-
-
-@dataclass(frozen=True)
-class TargetCounts:
-    """What a rollout's phase is folded from (counted in Python for reads, in SQL by the
-    controller, which folds on every write-back and must not load every target for it)."""
-
-    total: int
-    active: int  # not being removed
-    current: int  # Ready at the rollout's revision
-    failed: int
-    unreachable: int
-    moving: int  # active and not settled
-
-    def message(self, revision: int) -> str:
-        return f"{self.current} of {self.active} clusters ready at revision {revision}"
-
-
-def fold_phase(row: Rollout, counts: TargetCounts) -> DeploymentPhase:
-    return _fold(row.paused, strategy_document(row.strategy), counts)
-
-
-def _fold(paused: bool, strategy: dict[str, Any], counts: TargetCounts) -> DeploymentPhase:
-    if paused:
-        return "Paused"
-    if not counts.active:
-        return "Progressing" if counts.total else "Pending"
-    if counts.current == counts.active:
-        return "Ready"
-    if counts.failed == counts.active:
-        return "Failed"
-    if strategy["failurePolicy"] == "Pause" and counts.failed > strategy["maxUnavailableClusters"]:
-        return "Paused"
-    return "Progressing" if counts.moving else "Degraded"
-
-
-# Documents: the JSON form of a deployment built straight from its columns, as the models would
-# render it (same fields, order, defaults and timestamp format: tests hold them to that), but
-# without a model validation per object and per target; a page of a thousand is mostly that.
-
-_STRATEGY_DEFAULTS = Strategy().model_dump(mode="json")
-
-
-def strategy_document(stored: dict[str, Any] | None) -> dict[str, Any]:
-    return {**_STRATEGY_DEFAULTS, **(stored or {})}
-
-
-def _target_spec_document(stored: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "region": stored.get("region"),
-        "clusters": stored.get("clusters", []),
-        "nodeGroupRef": stored.get("nodeGroupRef"),
-        "replicas": stored.get("replicas"),
-        "values": stored.get("values", {}),
-    }
-
-
-def _history_document(stored: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "revision": stored["revision"],
-        "fromVersion": stored.get("fromVersion"),
-        "toVersion": stored["toVersion"],
-        "reason": stored["reason"],
-        "operator": stored.get("operator"),
-        "timestamp": stored["timestamp"],  # stored as pydantic wrote it
-    }
-
-
-def status_document(
-    row: Any,
-    targets: Sequence[Sequence[Any]],
-    changed: str | None,
-    strategy: dict[str, Any],
-    history: list[dict[str, Any]],
-) -> dict[str, Any]:
-    """The deployment's status, folded from its per-cluster rows at read time. `row`: a Rollout
-    or a row with its revision, generation and paused; `targets`: by cluster name, each
-    (its entry in status.targets, removing, desired revision); `changed`: when the last target
-    changed (else the rollout); `strategy`: as strategy_document."""
-    revision = row.revision
-    active = current = failed = unreachable = moving = 0
-    # One pass (it runs for every deployment of a page). Moving: not settled, i.e. neither
-    # Failed, Unreachable, nor Ready at the revision it should run.
-    for entry, removing, desired in targets:
-        if removing:
-            continue
-        active += 1
-        phase = entry["phase"]
-        if phase == "Ready":
-            current += entry["revision"] == revision
-            moving += entry["revision"] != desired
-        elif phase == "Failed":
-            failed += 1
-        elif phase == "Unreachable":
-            unreachable += 1
-        else:
-            moving += 1
-    counts = TargetCounts(len(targets), active, current, failed, unreachable, moving)
-    phase = _fold(row.paused, strategy, counts)
-    message = counts.message(revision)
-    ready = phase == "Ready"
-    return {
-        "phase": phase,
-        "observedGeneration": row.generation,
-        "revision": revision,
-        "summary": {
-            "clusters": counts.active,
-            "ready": counts.current,
-            "failed": counts.failed,
-            "unreachable": counts.unreachable,
-        },
-        "targets": [entry for entry, _, _ in targets],
-        "conditions": [
-            {
-                "type": "Available",
-                "status": "True" if ready else "False",
-                "reason": "AllTargetsReady" if ready else phase,
-                "message": message,
-                "lastTransitionTime": changed,
-            },
-            {
-                "type": "Progressing",
-                "status": "True" if phase == "Progressing" else "False",
-                "reason": phase,
-                "message": message,
-                "lastTransitionTime": changed,
-            },
-        ],
-        "history": [_history_document(h) for h in history],
-    }
-
-
-def deployment_status(row: Rollout, targets: list[tuple[RolloutTarget, str]]) -> DeploymentStatus:
-    """The deployment's status, folded from its per-cluster rows at read time."""
-    entries = [
-        (
-            {
-                "cluster": cluster,
-                "region": t.region,
-                "nodeGroup": t.node_group,
-                "phase": t.phase,
-                "desiredReplicas": t.replicas,
-                "readyReplicas": t.ready_replicas,
-                "revision": t.applied_revision,
-                "message": t.message,
-                "lastTransitionTime": json_time(t.last_transition_time),
-                "lastSyncTime": json_time(t.last_sync_time),
-            },
-            t.removing,
-            t.desired_revision,
-        )
-        for t, cluster in targets
-    ]
-    changed = json_time(max((t.last_transition_time for t, _ in targets), default=row.updated_at))
-    strategy = strategy_document(row.strategy)
-    return DeploymentStatus.model_validate(
-        status_document(row, entries, changed, strategy, row.history)
-    )
-
-
-def deployment_document(row: Any, workspace: str) -> dict[str, Any]:
-    """An ApplicationDeployment as the API returns it (`ApplicationDeploymentOut` in JSON form,
-    live status included), from a row of repository.DOCUMENT_COLUMNS."""
-    stored = row.stored
-    strategy = strategy_document(stored["strategy"])
-    live = stored["live"]
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "ApplicationDeployment",
-        "metadata": {
-            "name": row.name,
-            "workspace": workspace,
-            "uid": row.uid,
-            "labels": stored["labels"] or {},
-            "annotations": stored["annotations"] or {},
-            "resourceVersion": str(row.resource_version),
-            "generation": row.generation,
-            "creationTimestamp": row.created,
-            "deletionTimestamp": row.deleted,
-        },
-        "spec": {
-            "applicationVersionRef": row.application_version,
-            "targets": [_target_spec_document(t) for t in stored["targets"]],
-            "namespace": row.namespace,
-            "strategy": strategy,
-            "paused": row.paused,
-        },
-        "status": status_document(
-            row, live["targets"], live["changed"], strategy, stored["history"] or []
-        ),
-    }

@@ -18,8 +18,9 @@ from app.clusters.schemas import cluster_cache_key
 from app.crypto import Sealed, SecretBox
 from app.db.session import after_commit
 from app.deployments.models import Rollout, RolloutTarget
+from app.deployments.resolution import resolve_targets
 from app.deployments.schemas import TargetSpec
-from app.deployments.service import DeploymentService, resolve_targets
+from app.deployments.service import DeploymentService
 from app.errors import Conflict, Forbidden, invalid_field
 from app.kit.resource import object_meta
 from app.vclusters.registration import (

@@ -16,7 +16,7 @@ from app.cache import ObjectCache
 from app.clusters.schemas import cluster_cache_key
 from app.controller.dispatch.kinds import RolloutKind
 from app.deployments.models import Rollout, RolloutTarget
-from app.deployments.service import TargetCounts, fold_phase
+from app.deployments.status import TargetCounts, fold_phase
 from app.events.service import NewEvent, announce, record
 from app.redis import RedisGateway
 
