@@ -32,13 +32,19 @@ MAX_COMPRESSED_BYTES = 20 << 20
 MAX_UNCOMPRESSED_BYTES = 100 << 20
 MAX_CHART_YAML_BYTES = 1 << 20
 
-# SemVer 2.0.0, as Helm requires for chart versions.
-SEMVER = re.compile(
-    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
-    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
-    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
-)
-CHART_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# SemVer 2.0.0, as Helm requires for chart versions. The patterns are also the OpenAPI
+# document's (app/catalog/schemas.py): valid in Python, Rust (pydantic-core) and ECMA-262 alike,
+# so `[0-9]` (Python's `\d` takes any Unicode digit) and, in Python, fullmatch (there `$` also
+# matches before a final newline).
+_PRERELEASE_ID = r"(?:0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*)"
+_CORE = r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)"
+_PRERELEASE = rf"(?:-({_PRERELEASE_ID}(?:\.{_PRERELEASE_ID})*))?"
+SEMVER_PATTERN = rf"{_CORE}{_PRERELEASE}(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
+SEMVER_WITHOUT_BUILD_PATTERN = rf"{_CORE}{_PRERELEASE}$"
+SEMVER = re.compile(SEMVER_PATTERN)
+CHART_NAME_PATTERN = r"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?$"
+CHART_NAME = re.compile(CHART_NAME_PATTERN)
+MAX_CHART_NAME_CHARS = 63
 # The columns that hold these (chart_archives.version, app_version, description).
 MAX_VERSION_CHARS, MAX_APP_VERSION_CHARS, MAX_DESCRIPTION_CHARS = 128, 128, 4096
 
@@ -160,11 +166,15 @@ def _chart_info(archive: bytes, top: str, raw: bytes, path: str) -> ChartInfo:
     api_version = metadata.get("apiVersion")
     if api_version not in ("v1", "v2"):
         raise InvalidChart(f"Chart.yaml apiVersion must be v1 or v2, not {api_version!r}")
-    if not isinstance(name, str) or not CHART_NAME.match(name) or len(name) > 63:
+    if (
+        not isinstance(name, str)
+        or not CHART_NAME.fullmatch(name)
+        or len(name) > MAX_CHART_NAME_CHARS
+    ):
         raise InvalidChart("Chart.yaml name must be lower-case alphanumerics and '-'")
     if name != top:
         raise InvalidChart(f"Chart.yaml name {name!r} does not match its directory {top!r}")
-    if not isinstance(version, str) or not SEMVER.match(version):
+    if not isinstance(version, str) or not SEMVER.fullmatch(version):
         raise InvalidChart(f"Chart.yaml version {version!r} is not SemVer 2 (e.g. 1.2.3)")
     app_version = metadata.get("appVersion")
     description = metadata.get("description")

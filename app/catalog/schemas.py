@@ -1,21 +1,64 @@
 from __future__ import annotations
 
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from app.catalog.charts import CHART_NAME, SEMVER
+from app.catalog.charts import (
+    CHART_NAME,
+    CHART_NAME_PATTERN,
+    MAX_CHART_NAME_CHARS,
+    SEMVER,
+    SEMVER_PATTERN,
+    SEMVER_WITHOUT_BUILD_PATTERN,
+)
 from app.catalog.models import Application, ApplicationVersion
 from app.kit.resource import (
+    DNSLabel,
     DottedObjectMetaIn,
     ResourceIn,
     ResourceList,
     ResourceOut,
-    name_problem,
+    explained,
     object_meta,
 )
 
 Provisioner = Literal["helm", "workload"]
+
+
+def _semver_problem(version: str) -> str | None:
+    return None if SEMVER.fullmatch(version) else "must be SemVer 2, e.g. 1.2.3"
+
+
+def _version_in_name_problem(version: str) -> str | None:
+    if problem := _semver_problem(version):
+        return problem
+    if "+" in version:
+        return "build metadata (+...) cannot be part of an object name"
+    return None
+
+
+def _chart_name_problem(name: str) -> str | None:
+    if CHART_NAME.fullmatch(name):
+        return None
+    return "chart names are lower-case alphanumerics and '-', starting and ending alphanumeric"
+
+
+SemVer = Annotated[str, StringConstraints(pattern=SEMVER_PATTERN), explained(_semver_problem)]
+"""A SemVer 2 version, as Helm requires of charts."""
+
+VersionInName = Annotated[
+    str,
+    StringConstraints(pattern=SEMVER_WITHOUT_BUILD_PATTERN),
+    explained(_version_in_name_problem),
+]
+"""SemVer 2 without build metadata: a version that becomes part of an object's name."""
+
+ChartName = Annotated[
+    str,
+    StringConstraints(pattern=CHART_NAME_PATTERN, max_length=MAX_CHART_NAME_CHARS),
+    explained(_chart_name_problem),
+]
 
 
 class ApplicationSpec(BaseModel):
@@ -64,40 +107,19 @@ def application_out(row: Application, status: ApplicationStatus | None = None) -
 class HelmSource(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    chart: str = Field(max_length=63)
-    version: str = Field(description="Chart version (SemVer 2).")
+    chart: ChartName
+    version: SemVer = Field(description="Chart version (SemVer 2).")
     repository: str | None = Field(
         None, max_length=2048, description="Chart repository URL; default: this platform's."
     )
     values: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("chart")
-    @classmethod
-    def _chart(cls, value: str) -> str:
-        if not CHART_NAME.match(value):
-            raise ValueError("chart names are lower-case alphanumerics and '-'")
-        return value
-
-    @field_validator("version")
-    @classmethod
-    def _version(cls, value: str) -> str:
-        if not SEMVER.match(value):
-            raise ValueError("must be SemVer 2, e.g. 1.2.3")
-        return value
-
 
 class Container(BaseModel):
     model_config = ConfigDict(extra="allow")  # the rest of a Kubernetes container
 
-    name: str
+    name: DNSLabel
     image: str = Field(min_length=1)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if problem := name_problem(value):
-            raise ValueError(problem)
-        return value
 
 
 class PodSpec(BaseModel):
@@ -124,15 +146,8 @@ class WorkloadDeploymentSpec(BaseModel):
 class WorkloadDeployment(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str
+    name: DNSLabel
     spec: WorkloadDeploymentSpec
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if problem := name_problem(value):
-            raise ValueError(problem)
-        return value
 
 
 class WorkloadSource(BaseModel):
@@ -145,18 +160,9 @@ class ApplicationVersionSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     application: str
-    version: str
+    version: VersionInName = Field(description="SemVer 2, without build metadata (+...).")
     helm: HelmSource | None = None
     workload: WorkloadSource | None = None
-
-    @field_validator("version")
-    @classmethod
-    def _version(cls, value: str) -> str:
-        if not SEMVER.match(value):
-            raise ValueError("must be SemVer 2, e.g. 2.0.0")
-        if "+" in value:
-            raise ValueError("build metadata (+...) cannot be part of an object name")
-        return value
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:

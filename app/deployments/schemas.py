@@ -3,22 +3,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.clusters.schemas import Condition
-from app.kit.resource import ResourceIn, ResourceList, ResourceOut, name_problem
+from app.kit.resource import DNSLabel, ResourceIn, ResourceList, ResourceOut
 
 TargetPhase = Literal[
     "Pending", "Applying", "Applied", "Ready", "Failed", "Unreachable", "Deleting"
 ]
 DeploymentPhase = Literal["Pending", "Progressing", "Ready", "Degraded", "Failed", "Paused"]
 Reason = Literal["Initial", "Upgrade", "Rollback"]
-
-
-def dns_label(value: str) -> str:
-    if problem := name_problem(value):
-        raise ValueError(problem)
-    return value
 
 
 class TargetSpec(BaseModel):
@@ -62,16 +56,11 @@ class DeploymentSpec(BaseModel):
 
     applicationVersionRef: str = Field(max_length=253, description="An ApplicationVersion name.")
     targets: list[TargetSpec] = Field(min_length=1, max_length=1000)
-    namespace: str | None = Field(
+    namespace: DNSLabel | None = Field(
         None, description="Namespace at the edge; default ws-<workspace>."
     )
     strategy: Strategy = Field(default_factory=Strategy)
     paused: bool = False
-
-    @field_validator("namespace")
-    @classmethod
-    def _namespace(cls, value: str | None) -> str | None:
-        return None if value is None else dns_label(value)
 
 
 class TargetStatus(BaseModel):

@@ -9,13 +9,24 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 import pydantic_core
 import yaml
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from app.db.base import ResourceMixin
 from app.errors import Unprocessable, field_path
@@ -24,31 +35,92 @@ from app.kit.selectors import label_key_problem, label_value_problem
 API_GROUP = "edge.theriseunion.io"
 API_VERSION = f"{API_GROUP}/v1alpha1"
 
-DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 MAX_ANNOTATIONS_BYTES = 256 * 1024
 
 YAML_MEDIA_TYPE = "application/yaml"
 
+# The rules of names and labels, written once as patterns that hold in the three engines that
+# read them: Python's `re` (the checks below, with fullmatch), pydantic-core's Rust regex (which
+# enforces the types below) and ECMA-262 (what readers of the OpenAPI document, generated SDKs
+# and fuzzers, use). Hence `[0-9]`, not `\d`, and `$` (in Rust and ECMA, the end of the text).
+MAX_NAME_LENGTH = 63
+DNS_LABEL_PATTERN = r"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?$"
+# For kinds whose names carry a version (`monitoring-stack-v2.0.0`): '.' too, never two in a row.
+DOTTED_NAME_PATTERN = r"^[a-z0-9](?:(?:[-a-z0-9]|\.[-a-z0-9])*\.?[a-z0-9])?$"
+DNS1123_LABEL = re.compile(DNS_LABEL_PATTERN)
+DOTTED_NAME = re.compile(DOTTED_NAME_PATTERN)
 
-DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+# Kubernetes label keys and values (app.kit.selectors says why one is refused, in words).
+_QUALIFIED_NAME = r"[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_DNS_SUBDOMAIN = r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*"
+LABEL_KEY_PATTERN = rf"^(?:{_DNS_SUBDOMAIN}/)?{_QUALIFIED_NAME}$"
+LABEL_VALUE_PATTERN = rf"^(?:{_QUALIFIED_NAME})?$"
+MAX_LABEL_KEY_LENGTH = 253 + 1 + 63  # prefix, "/", name; the prefix's own 253: label_key_problem
+MAX_LABEL_VALUE_LENGTH = 63
+
+
+def explained(problem: Callable[[str], str | None]) -> BeforeValidator:
+    """The words for a refusal. A type's constraints (pattern, length) are what the OpenAPI
+    document says and what pydantic enforces, but pydantic's message quotes the pattern; put
+    this after them and a text they would refuse is refused first with `problem`'s sentence.
+    `problem` may also hold a rule a schema cannot say (it then refuses alone)."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, str) and (message := problem(value)):
+            raise ValueError(message)
+        return value
+
+    return BeforeValidator(check)
+
+
+def explained_map(problem: Callable[[str, str], str | None]) -> BeforeValidator:
+    """`explained` for a map of text to text: `problem(key, value)` words the first refusal, for
+    the map as a whole (a value that is not text is left to the map's type, which names it)."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                text = isinstance(key, str) and isinstance(item, str)
+                if text and (message := problem(key, item)):
+                    raise ValueError(message)
+        return value
+
+    return BeforeValidator(check)
+
+
+class KeysMatch:
+    """In a map's JSON Schema, the rule of its keys as `propertyNames` and the schema of its
+    values as `additionalProperties`. (pydantic writes a key pattern as `patternProperties`,
+    which says nothing of the keys that do not match it: any of them would be allowed.)"""
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        patterns = schema.pop("patternProperties", None)
+        if patterns:
+            ((pattern, values),) = patterns.items()
+            schema["propertyNames"] = {**schema.get("propertyNames", {}), "pattern": pattern}
+            schema["additionalProperties"] = values
+        return schema
 
 
 def dotted_name_problem(name: str) -> str | None:
     """For kinds whose names carry a version (`monitoring-stack-v2.0.0`): dots allowed."""
-    if len(name) > 63:
-        return f"name {name!r} is longer than 63 characters"
-    if not DNS1123_SUBDOMAIN.match(name) or ".." in name:
+    if len(name) > MAX_NAME_LENGTH:
+        return f"name {name!r} is longer than {MAX_NAME_LENGTH} characters"
+    if not DOTTED_NAME.fullmatch(name):
         return (
-            f"name {name!r} must be lower-case alphanumerics, '-' and '.', "
-            "starting and ending alphanumeric"
+            f"name {name!r} must be lower-case alphanumerics, '-' and '.' (never two '.' in a "
+            "row), starting and ending alphanumeric"
         )
     return None
 
 
 def name_problem(name: str) -> str | None:
-    if len(name) > 63:
-        return f"name {name!r} is longer than 63 characters"
-    if not DNS1123_LABEL.match(name):
+    if len(name) > MAX_NAME_LENGTH:
+        return f"name {name!r} is longer than {MAX_NAME_LENGTH} characters"
+    if not DNS1123_LABEL.fullmatch(name):
         return (
             f"name {name!r} must be a DNS-1123 label: lower-case alphanumerics and '-', "
             "starting and ending alphanumeric"
@@ -56,14 +128,59 @@ def name_problem(name: str) -> str | None:
     return None
 
 
+def _label_problem(key: str, value: str) -> str | None:
+    return label_key_problem(key) or label_value_problem(value)
+
+
+def _annotation_key_problem(key: str, _value: str) -> str | None:
+    problem = label_key_problem(key)
+    return problem.replace("label key", "annotation key") if problem else None
+
+
+DNSLabel = Annotated[
+    str,
+    StringConstraints(pattern=DNS_LABEL_PATTERN, max_length=MAX_NAME_LENGTH),
+    explained(name_problem),
+]
+"""A DNS-1123 label (RFC 1123): the name of most objects, and of a namespace."""
+
+DottedName = Annotated[
+    str,
+    StringConstraints(pattern=DOTTED_NAME_PATTERN, max_length=MAX_NAME_LENGTH),
+    explained(dotted_name_problem),
+]
+"""A DNS-1123 label that may hold dots (a version in the name): `monitoring-stack-v2.0.0`."""
+
+LabelKey = Annotated[
+    str,
+    StringConstraints(pattern=LABEL_KEY_PATTERN, max_length=MAX_LABEL_KEY_LENGTH),
+    explained(label_key_problem),
+]
+LabelValue = Annotated[
+    str,
+    StringConstraints(pattern=LABEL_VALUE_PATTERN, max_length=MAX_LABEL_VALUE_LENGTH),
+    explained(label_value_problem),
+]
+Labels = Annotated[dict[LabelKey, LabelValue], explained_map(_label_problem), KeysMatch()]
+"""Kubernetes labels; a refusal names the map (`metadata.labels`) and the label at fault."""
+
+AnnotationKey = Annotated[
+    str, StringConstraints(pattern=LABEL_KEY_PATTERN, max_length=MAX_LABEL_KEY_LENGTH)
+]
+Annotations = Annotated[
+    dict[AnnotationKey, str], explained_map(_annotation_key_problem), KeysMatch()
+]
+"""Keys as label keys (a refusal says "annotation key"); values free, 256 KiB in all."""
+
+
 class ObjectMetaIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    NAME_RULE: ClassVar[Callable[[str], str | None]] = staticmethod(name_problem)
-
-    name: str | None = Field(None, description="DNS-1123 label, at most 63 characters.")
-    labels: dict[str, str] | None = None
-    annotations: dict[str, str] | None = None
+    name: DNSLabel | None = Field(None, description="DNS-1123 label, at most 63 characters.")
+    labels: Labels | None = None
+    annotations: Annotations | None = Field(
+        None, description="Keys as label keys; at most 256 KiB in all."
+    )
     resourceVersion: str | None = Field(
         None, description="Echo the value you read; a stale one makes the write fail with 409."
     )
@@ -74,36 +191,22 @@ class ObjectMetaIn(BaseModel):
     deletionTimestamp: Any = None
     workspace: Any = None
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str | None) -> str | None:
-        if value is not None and (problem := cls.NAME_RULE(value)):
-            raise ValueError(problem)
-        return value
-
-    @field_validator("labels")
-    @classmethod
-    def _labels(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        for key, label in (value or {}).items():
-            if problem := label_key_problem(key) or label_value_problem(label):
-                raise ValueError(problem)
-        return value
-
     @field_validator("annotations")
     @classmethod
     def _annotations(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        total = 0
-        for key, note in (value or {}).items():
-            if problem := label_key_problem(key):
-                raise ValueError(problem.replace("label key", "annotation key"))
-            total += len(key) + len(note.encode())
+        """The total size: a rule over the whole map, which a schema cannot say."""
+        total = sum(len(key) + len(note.encode()) for key, note in (value or {}).items())
         if total > MAX_ANNOTATIONS_BYTES:
             raise ValueError(f"annotations total {total} bytes; the limit is 256 KiB")
         return value
 
 
 class DottedObjectMetaIn(ObjectMetaIn):
-    NAME_RULE: ClassVar[Callable[[str], str | None]] = staticmethod(dotted_name_problem)
+    name: DottedName | None = Field(
+        None,
+        description="DNS-1123 label in which '.' is allowed too (never two in a row), at most 63 "
+        "characters.",
+    )
 
 
 SpecT = TypeVar("SpecT", bound=BaseModel)

@@ -3,9 +3,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from app.catalog.charts import SEMVER
+from app.catalog.schemas import SemVer
 from app.kit.resource import ResourceIn, ResourceList, ResourceOut
 
 DEFAULT_CHART_VERSION = "0.30.1"
@@ -18,7 +18,9 @@ class VClusterSpec(BaseModel):
     cluster: str = Field(description="The host edge cluster (granted to the workspace).")
     nodeGroupRef: str | None = Field(None, description="Node group the control plane runs on.")
     kubernetesVersion: str | None = Field(None, max_length=32, examples=["v1.30.2"])
-    chartVersion: str = Field(DEFAULT_CHART_VERSION, description="Version of chart `vcluster`.")
+    chartVersion: SemVer = Field(
+        DEFAULT_CHART_VERSION, description="Version of chart `vcluster` (SemVer 2)."
+    )
     values: dict[str, Any] = Field(default_factory=dict, description="vcluster chart values.")
     resources: dict[str, Any] | None = Field(
         None, description="Control-plane resources (requests/limits), as in a pod spec."
@@ -29,13 +31,6 @@ class VClusterSpec(BaseModel):
         description="Address at which the vcluster's API is reachable from the platform; "
         "default: the address in its kubeconfig, or the host's when that is localhost.",
     )
-
-    @field_validator("chartVersion")
-    @classmethod
-    def _semver(cls, value: str) -> str:
-        if not SEMVER.match(value):
-            raise ValueError("must be SemVer 2, e.g. 0.30.1")
-        return value
 
 
 class VClusterStatus(BaseModel):

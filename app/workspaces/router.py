@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
@@ -13,6 +13,7 @@ from app.auth.principal import (
     require_platform_admin,
 )
 from app.db.session import SessionDep
+from app.kit import responses
 from app.kit.body import read_object
 from app.kit.crud import add_resource_routes
 from app.kit.openapi import request_body
@@ -58,6 +59,10 @@ async def member_service_for(
 
 Members = Annotated[MemberService, Depends(member_service_for)]
 members = APIRouter(prefix="/{ws}/members", tags=["workspaces"])
+# A member's body is read like an object's (JSON or YAML); no If-Match here, so no 412.
+MEMBER_WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: responses.WRITE_ERRORS[code] for code in (400, 409, 413, 415, 422)
+}
 
 
 @members.get("", operation_id="listWorkspaceMembers", response_model=MemberList)
@@ -70,6 +75,7 @@ async def list_members(request: Request, service: Members) -> Response:
     operation_id="addWorkspaceMember",
     status_code=201,
     response_model=MemberOut,
+    responses=MEMBER_WRITE_ERRORS,
     openapi_extra=request_body(MemberIn),
 )
 async def add_member(request: Request, _: WorkspaceAdmin, service: Members) -> Response:
@@ -88,6 +94,7 @@ async def read_member(request: Request, user: str, service: Members) -> Response
     "/{user}",
     operation_id="replaceWorkspaceMember",
     response_model=MemberOut,
+    responses=MEMBER_WRITE_ERRORS,
     openapi_extra=request_body(MemberRoleIn),
 )
 async def replace_member(

@@ -4,8 +4,16 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from app.kit.resource import ResourceIn, ResourceList, ResourceOut, name_problem, object_meta
-from app.kit.selectors import label_key_problem, label_value_problem
+from app.kit.resource import (
+    DNSLabel,
+    LabelKey,
+    Labels,
+    LabelValue,
+    ResourceIn,
+    ResourceList,
+    ResourceOut,
+    object_meta,
+)
 from app.workspaces.models import Workspace
 
 WorkspaceRole = Literal["admin", "operator", "viewer"]
@@ -14,17 +22,13 @@ WorkspaceRole = Literal["admin", "operator", "viewer"]
 class SelectorRequirement(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    key: str
+    key: LabelKey
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
-    values: list[str] = Field(default_factory=list)
+    values: list[LabelValue] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if problem := label_key_problem(self.key):
-            raise ValueError(problem)
-        for value in self.values:
-            if problem := label_value_problem(value):
-                raise ValueError(problem)
+        """Whether values are wanted depends on the operator: a rule over two fields."""
         if self.operator in ("In", "NotIn") and not self.values:
             raise ValueError(f"operator {self.operator} needs values")
         if self.operator in ("Exists", "DoesNotExist") and self.values:
@@ -37,16 +41,8 @@ class LabelSelector(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    matchLabels: dict[str, str] = Field(default_factory=dict)
+    matchLabels: Labels = Field(default_factory=dict)
     matchExpressions: list[SelectorRequirement] = Field(default_factory=list)
-
-    @field_validator("matchLabels")
-    @classmethod
-    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
-        for key, label in value.items():
-            if problem := label_key_problem(key) or label_value_problem(label):
-                raise ValueError(problem)
-        return value
 
 
 class WorkspaceSpec(BaseModel):
@@ -55,17 +51,17 @@ class WorkspaceSpec(BaseModel):
     displayName: str | None = Field(None, max_length=253)
     description: str | None = Field(None, max_length=4096)
     manager: str | None = Field(None, description="User name; becomes a workspace admin.")
-    clusters: list[str] = Field(
-        default_factory=list, description="Clusters this workspace may use (or clusterSelector)."
+    clusters: list[DNSLabel] = Field(
+        default_factory=list,
+        description="Clusters this workspace may use (or clusterSelector).",
+        json_schema_extra={"uniqueItems": True},
     )
     clusterSelector: LabelSelector | None = None
 
     @field_validator("clusters")
     @classmethod
     def _clusters(cls, value: list[str]) -> list[str]:
-        for name in value:
-            if problem := name_problem(name):
-                raise ValueError(problem)
+        """uniqueItems, which the document says and pydantic does not enforce on a list."""
         if len(set(value)) != len(value):
             raise ValueError("a cluster is listed twice")
         return value
