@@ -48,7 +48,8 @@ from app.controller.claims import (
     unnest_rows,
 )
 from app.controller.gauges import measure_fleet
-from app.controller.kube import REQUEST_TIMEOUT, ClusterTarget, KubeClients, get_json
+from app.controller.kube import REQUEST_TIMEOUT, ClusterTarget, get_json
+from app.controller.kube_clients import KubeClients
 from app.db.base import resource_version_seq
 from app.deployments import target_rows
 from app.deployments.models import RolloutTarget

@@ -16,7 +16,8 @@ from app.auth.models import TokenFamily
 from app.cache import ObjectCache
 from app.config import Settings
 from app.controller.dispatch import Dispatcher
-from app.controller.kube import KubeClients, keepalive_for
+from app.controller.kube import keepalive_for
+from app.controller.kube_clients import KubeClients
 from app.controller.leader import Fenced, LeaderElector
 from app.controller.prober import ClusterProber
 from app.controller.wakeup import Wakeups

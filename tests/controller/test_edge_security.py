@@ -35,7 +35,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from app.auth.oidc import OIDCClient, OIDCError
 from app.clusters.address_guard import EndpointRefused, check_address
 from app.controller import kube
-from app.controller.kube import ClusterTarget, EdgeError, KubeClients, get_json
+from app.controller.kube import ClusterTarget, EdgeError, get_json
+from app.controller.kube_clients import KubeClients
 from app.redis import RedisGateway
 from tests.support.kube import SECRETS, target
 from tests.support.platform import make_settings

@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from app.controller import kube
-from app.controller.kube import KubeClients, get_json
+from app.controller.kube import get_json
+from app.controller.kube_clients import KubeClients
 from tests.support.kube import SECRETS, target
 
 

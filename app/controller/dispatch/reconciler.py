@@ -20,12 +20,12 @@ from app.controller.dispatch.metrics import APPLIES, DRIFT_REPAIRS
 from app.controller.kube import (
     ClusterTarget,
     EdgeError,
-    KubeClients,
     ObjectRef,
     apply_object,
     delete_object,
     read_object,
 )
+from app.controller.kube_clients import KubeClients
 from app.deployments.manifests import Rendered, contains
 
 logger = logging.getLogger(__name__)

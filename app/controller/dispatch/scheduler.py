@@ -29,7 +29,7 @@ from app.controller.dispatch.kinds import KindSettings, rollout_kinds
 from app.controller.dispatch.metrics import DUE, INFLIGHT
 from app.controller.dispatch.reconciler import Reconciler
 from app.controller.dispatch.writeback import WriteBack
-from app.controller.kube import KubeClients
+from app.controller.kube_clients import KubeClients
 from app.crypto import SecretBox
 from app.deployments.models import RolloutTarget
 from app.redis import RedisGateway

@@ -1,28 +1,26 @@
-"""Operator settings: the only module that reads the environment.
-
-Names follow the deployment guide exactly (`DATABASE_URL`, `REDIS_ADDRESSES`, `JWT_SECRET`,
-`API_SERVER_ARGS`, ...). Precedence, lowest first: defaults, environment variables, the flags
-in `API_SERVER_ARGS`, flags on the command line.
-"""
+"""The operator settings: one class, each field read from the environment variable of its
+name in upper case; `load_settings` reads them and reports a bad value by its variable."""
 
 from __future__ import annotations
 
-import argparse
 import enum
 import re
 import secrets
-import shlex
-import ssl
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-from pydantic import BeforeValidator, Field, field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-
-class ConfigError(Exception):
-    """A setting that makes it unsafe or impossible to start; the message names the setting."""
+from app.config.values import (
+    ConfigError,
+    DatabaseTarget,
+    Seconds,
+    parse_bind_address,
+    split_commas,
+    translate_database_url,
+)
 
 
 class BuiltinChart(NamedTuple):
@@ -41,44 +39,6 @@ class Mode(enum.StrEnum):
     multi_cluster = "multi-cluster"
 
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_UNIT_SECONDS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
-
-
-def parse_duration(value: Any) -> float:
-    """Parse a Go duration (`15s`, `1m30s`, `500ms`) or a plain number of seconds."""
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        text = str(value).strip()
-        try:
-            seconds = float(text)
-        except ValueError:
-            pos, seconds = 0, 0.0
-            for match in _DURATION_PART.finditer(text):
-                if match.start() != pos:
-                    break
-                seconds += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-                pos = match.end()
-            if pos != len(text) or not text:
-                raise ValueError(
-                    f"invalid duration {text!r}: use Go form such as 15s, 1m30s, 500ms"
-                ) from None
-    if seconds < 0:
-        raise ValueError("duration must not be negative")
-    return seconds
-
-
-Seconds = Annotated[float, BeforeValidator(parse_duration)]
-
 # Values that appear in documentation and examples; running production with them is a breach.
 PLACEHOLDER_SECRETS = frozenset(
     {"your-jwt-secret-key", "edge-secret", "changeme", "change-me", "secret", "password"}
@@ -90,69 +50,6 @@ WELL_KNOWN_PASSWORDS = frozenset(
      "edge-platform", "12345678", "administrator", "root", "passw0rd"}
 )  # fmt: skip
 MIN_PRODUCTION_PASSWORD = 12
-
-SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
-
-
-class DatabaseTarget:
-    """A libpq-style `DATABASE_URL` translated for SQLAlchemy + asyncpg."""
-
-    def __init__(self, sqlalchemy_url: str, ssl: ssl.SSLContext | str | bool | None) -> None:
-        self.sqlalchemy_url = sqlalchemy_url
-        self.ssl = ssl
-
-
-def translate_database_url(url: str) -> DatabaseTarget:
-    """Turn `postgres://u:p@h:5432/db?sslmode=verify-full&sslrootcert=...` into an asyncpg target.
-
-    libpq's ssl parameters are not understood by asyncpg's URL parser in full (certificate paths),
-    so they are removed from the URL and expressed as an `ssl` argument instead.
-    """
-    parts = urlsplit(url)
-    if parts.scheme not in ("postgres", "postgresql", "postgresql+asyncpg"):
-        raise ConfigError(
-            f"DATABASE_URL: scheme {parts.scheme!r} is not PostgreSQL "
-            "(expected postgres:// or postgresql://)"
-        )
-    query = dict(parse_qsl(parts.query, keep_blank_values=True))
-    sslmode = query.pop("sslmode", None)
-    rootcert = query.pop("sslrootcert", None)
-    cert = query.pop("sslcert", None)
-    key = query.pop("sslkey", None)
-    if sslmode is not None and sslmode not in SSL_MODES:
-        raise ConfigError(f"DATABASE_URL: sslmode={sslmode!r} is not one of {', '.join(SSL_MODES)}")
-    ssl_arg = _ssl_argument(sslmode, rootcert, cert, key)
-    rebuilt = urlunsplit(
-        ("postgresql+asyncpg", parts.netloc, parts.path, urlencode(query), parts.fragment)
-    )
-    return DatabaseTarget(rebuilt, ssl_arg)
-
-
-def _ssl_argument(
-    sslmode: str | None, rootcert: str | None, cert: str | None, key: str | None
-) -> ssl.SSLContext | str | bool | None:
-    if sslmode == "disable":
-        return False
-    if sslmode in (None, "allow", "prefer") and not (cert or rootcert):
-        # asyncpg implements libpq's opportunistic modes itself.
-        return sslmode
-    verify = sslmode in ("verify-ca", "verify-full") or (sslmode == "require" and rootcert)
-    context = (
-        ssl.create_default_context(cafile=rootcert) if verify else ssl.create_default_context()
-    )
-    context.check_hostname = sslmode == "verify-full"
-    if not verify:
-        # libpq's `require` without a root certificate encrypts but does not authenticate.
-        context.verify_mode = ssl.CERT_NONE
-    if cert:
-        context.load_cert_chain(cert, keyfile=key)
-    return context
-
-
-def _split_addresses(value: Any) -> Any:
-    if isinstance(value, str):
-        return [item.strip() for item in value.split(",") if item.strip()]
-    return value
 
 
 class Settings(BaseSettings):
@@ -347,7 +244,7 @@ class Settings(BaseSettings):
     @field_validator("redis_addresses", "encryption_keys_previous", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
-        return _split_addresses(value)
+        return split_commas(value)
 
     @field_validator("builtin_charts", mode="before")
     @classmethod
@@ -355,7 +252,7 @@ class Settings(BaseSettings):
         if not isinstance(value, str):
             return value
         charts = []
-        for item in _split_addresses(value):
+        for item in split_commas(value):
             match = _BUILTIN_CHART.match(item)
             if match is None:
                 raise ValueError(f"{item!r} is not name:version (e.g. monitoring-stack:1.5.0)")
@@ -475,69 +372,6 @@ def _check_production_secret(env_name: str, value: str | None, *, required: bool
             f"{env_name} is {len(value.encode())} bytes; production mode needs "
             f"at least {MIN_SECRET_BYTES}"
         )
-
-
-def parse_bind_address(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ValueError(f"{value!r} is not host:port")
-    return (host.strip("[]") or "0.0.0.0"), int(port)  # noqa: S104 - Go's ":8080" means all
-
-
-def _go_bool(value: str) -> bool:
-    lowered = value.lower()
-    if lowered in ("1", "t", "true", "yes"):
-        return True
-    if lowered in ("0", "f", "false", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"{value!r} is not a boolean")
-
-
-# Flag name → settings field; the same flags are accepted in API_SERVER_ARGS and on the CLI.
-SERVER_FLAGS: dict[str, str] = {
-    "--log-level": "log_level",
-    "--metrics-bind-address": "metrics_bind_address",
-    "--health-probe-bind-address": "health_probe_bind_address",
-    "--leader-elect": "leader_elect",
-    "--leader-elect-lease-duration": "leader_elect_lease_duration",
-    "--leader-elect-renew-deadline": "leader_elect_renew_deadline",
-    "--leader-elect-retry-period": "leader_elect_retry_period",
-}
-
-
-def add_server_flags(parser: argparse.ArgumentParser) -> None:
-    """Register the deployment guide's API server flags (Go flag syntax, defaults from env)."""
-    for flag, field in SERVER_FLAGS.items():
-        help_text = Settings.model_fields[field].description
-        if field == "leader_elect":
-            parser.add_argument(
-                flag, dest=field, nargs="?", const=True, type=_go_bool, default=None, help=help_text
-            )
-        else:
-            parser.add_argument(flag, dest=field, default=None, help=help_text)
-
-
-def apply_server_flags(settings: Settings, argv: list[str]) -> Settings:
-    """Return settings updated by `API_SERVER_ARGS` and then by `argv` (the later one wins)."""
-    parser = argparse.ArgumentParser(prog="API_SERVER_ARGS", add_help=False, exit_on_error=False)
-    add_server_flags(parser)
-    updates: dict[str, Any] = {}
-    for source, args in (("API_SERVER_ARGS", shlex.split(settings.api_server_args)), ("", argv)):
-        try:
-            namespace, unknown = parser.parse_known_args(args)
-        except argparse.ArgumentError as exc:
-            raise ConfigError(f"{source or 'command line'}: {exc}") from exc
-        if source and unknown:
-            raise ConfigError(f"API_SERVER_ARGS: unknown flags {' '.join(unknown)}")
-        updates.update({k: v for k, v in vars(namespace).items() if v is not None})
-    if not updates:
-        return settings
-    merged = settings.model_dump()
-    merged.update(updates)
-    try:
-        return Settings.model_validate(merged)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
 
 
 def load_settings(**overrides: Any) -> Settings:
