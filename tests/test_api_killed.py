@@ -18,6 +18,8 @@ from tests.support.platform import ADMIN_PASSWORD, ENCRYPTION_KEY, JWT_SECRET
 from tests.support.processes import clean_env
 from tests.support.services import RedisProcess
 
+pytestmark = pytest.mark.slow
+
 # Seconds into the request: from before it is read to after it is answered, through the
 # windows between (written but not yet answered).
 KILL_AFTER = (0.0, 0.005, 0.02, 0.05, 0.08, 0.12, 0.2, 1.0)

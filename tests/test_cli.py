@@ -180,6 +180,7 @@ def test_serve_with_the_guide_api_server_args(
     assert "s3cr3t" not in output  # query strings are never logged
 
 
+@pytest.mark.slow
 def test_serve_with_workers_logs_json_at_the_configured_level(
     clean_database: str,
     redis_server: RedisProcess,
@@ -211,6 +212,7 @@ def test_serve_with_workers_logs_json_at_the_configured_level(
     assert "s3cr3t" not in output
 
 
+@pytest.mark.slow
 def test_dev_starts_on_the_embedded_default_and_keeps_data(
     workdir: Path, process_cleanup: list[subprocess.Popen[str]]
 ) -> None:

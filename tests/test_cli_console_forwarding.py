@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from app.embedded import free_port
 from tests.support.processes import Output, clean_env, run_cli, wait_ready
@@ -33,6 +34,7 @@ def test_a_production_console_needs_its_forwarding_secret() -> None:
     assert "CONSOLE_FORWARDING_SECRET is the documented placeholder" in result.stderr
 
 
+@pytest.mark.slow
 def test_dev_audits_console_sign_ins_under_the_browsers_address(
     workdir: Path,
     process_cleanup: list[subprocess.Popen[str]],

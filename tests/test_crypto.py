@@ -44,6 +44,7 @@ def test_rotation_keeps_old_ciphertexts_readable() -> None:
         SecretBox("new-key-" * 5).open(sealed, "x")
 
 
+@pytest.mark.slow
 async def test_rotate_key_command(
     app_client: tuple[FastAPI, httpx.AsyncClient], database_url: str
 ) -> None:

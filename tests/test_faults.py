@@ -17,6 +17,8 @@ from tests.support.problems import assert_problem
 from tests.support.regions import API, region
 from tests.support.services import PostgresProcess, RedisProcess, start_redis_cluster
 
+pytestmark = pytest.mark.slow
+
 
 async def wait_for(predicate, within: float = 30.0) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + within

@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import asyncpg
 import psutil
+import pytest
 import redis.asyncio as aioredis
 
 from app.config import Settings
@@ -51,6 +52,8 @@ from tests.perf.harness import stop as stop_processes
 from tests.perf.load import closed_loop, open_loop
 from tests.support.platform import fresh_database
 from tests.support.services import RedisProcess
+
+pytestmark = pytest.mark.slow
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "60"))
 WARMUP_SECONDS = max(15.0, SOAK_SECONDS / 10)

@@ -122,6 +122,7 @@ async def api_process(settings: Settings, logs: Path) -> AsyncIterator[str]:
         await process.wait()
 
 
+@pytest.mark.slow
 async def test_a_flood_of_bad_basic_credentials_leaves_the_api_answering(
     standalone_settings: Settings, tmp_path: Path, answering_bound: float
 ) -> None:
@@ -164,6 +165,7 @@ async def test_a_flood_of_bad_basic_credentials_leaves_the_api_answering(
         assert (await helm.get(INDEX)).status_code == 200
 
 
+@pytest.mark.slow
 async def test_a_burst_of_logins_waits_for_argon2_without_holding_connections(
     standalone_settings: Settings, tmp_path: Path, answering_bound: float
 ) -> None:
@@ -245,6 +247,7 @@ async def send_slowly(port: int, head: bytes, length: int) -> tuple[bytes, float
         writer.close()
 
 
+@pytest.mark.slow
 async def test_bodies_sent_a_byte_a_second_get_408_and_hold_no_connection(
     standalone_settings: Settings, answering_bound: float
 ) -> None:

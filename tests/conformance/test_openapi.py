@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from app.main import create_app
 from tests.support.platform import ADMIN_PASSWORD, authenticated, login, make_settings
@@ -78,6 +79,7 @@ async def run_schemathesis(base: str, token: str, report: Path, *extra: str) -> 
     return process.returncode or 0, output.decode(errors="replace")
 
 
+@pytest.mark.slow
 async def test_schemathesis_finds_no_server_error_and_no_nonconformance(
     clean_database: str, clean_redis: RedisProcess, tmp_path: Path
 ) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.support.charts import chart_archive
 from tests.support.deployments import Platform, fast_settings
@@ -69,6 +70,7 @@ async def until(check: Callable[[], Awaitable[bool]], within: float = 30.0) -> N
     raise AssertionError("never got there")
 
 
+@pytest.mark.slow
 async def test_a_generated_client_drives_a_whole_rollout(
     clean_database: str, clean_redis: RedisProcess, tmp_path: Path
 ) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 
@@ -14,6 +15,8 @@ from app.config import Settings
 from tests.support.browser import find, shot, wait
 from tests.support.platform import ADMIN_PASSWORD
 from tests.support.servers import api_server
+
+pytestmark = pytest.mark.slow
 
 
 def requested_urls(driver: webdriver.Chrome) -> set[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select
@@ -17,6 +18,8 @@ from tests.support.deployments import BASE, EXAMPLE_YAML, WORKSPACE, targets_of
 from tests.support.platform import ADMIN_PASSWORD
 from tests.support.servers import api_server, http_server
 from tests.support.tenancy import PASSWORD, add_member, create_user
+
+pytestmark = pytest.mark.slow
 
 GUIDE_REGIONS = {
     "east-china": {"shanghai-cluster", "hangzhou-cluster"},

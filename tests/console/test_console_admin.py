@@ -30,6 +30,8 @@ from tests.support.platform import authenticated
 from tests.support.servers import http_server
 from tests.support.services import RedisProcess
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 async def fresh(

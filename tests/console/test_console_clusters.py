@@ -27,6 +27,8 @@ from tests.support.deployments import WORKSPACE
 from tests.support.platform import ADMIN_PASSWORD
 from tests.support.tenancy import PASSWORD, add_member, create_user
 
+pytestmark = pytest.mark.slow
+
 CLUSTERS = "/api/v1/clusters"
 AGENT_VERSION = "0.9.1-test"
 

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import pytest
 
 from app.console.app import STREAMS_PER_USER
 from app.console.session import SessionSealer
@@ -146,6 +147,7 @@ async def test_api_unreachable_is_a_page_that_says_so(console: Console) -> None:
         assert "The platform API is unreachable" in response.text
 
 
+@pytest.mark.slow
 async def test_refreshed_tokens_are_kept_even_on_an_error_page(console: Console) -> None:
     """The refresh token is spent when used: whatever page was answered (here a 404), the
     cookie must carry the new one, or the next request presents a spent token and the API
@@ -221,6 +223,7 @@ async def audit_log(admin: httpx.AsyncClient) -> list[dict[str, Any]]:
         params["continue"] = page["metadata"]["continue"]
 
 
+@pytest.mark.slow
 async def test_wrong_passwords_from_one_browser_leave_other_browsers_signing_in(
     console: Console,
 ) -> None:

@@ -22,6 +22,8 @@ from tests.support.browser import find, shot, wait
 from tests.support.console import SESSION_SECRET
 from tests.support.servers import http_server
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def issuer() -> Iterator[str]:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 
@@ -20,6 +21,8 @@ from app.embedded import free_port
 from tests.support.browser import find, shot, sign_in, wait
 from tests.support.platform import authenticated
 from tests.support.processes import Output, clean_env, wait_ready
+
+pytestmark = pytest.mark.slow
 
 CLUSTERS = {"shanghai-cluster", "hangzhou-cluster", "beijing-cluster", "tianjin-cluster",
             "shenzhen-cluster"}  # fmt: skip

@@ -18,6 +18,8 @@ from tests.support.platform import ENCRYPTION_KEY
 from tests.support.processes import clean_env
 from tests.support.services import RedisProcess
 
+pytestmark = pytest.mark.slow
+
 LEASE = 3.0
 
 

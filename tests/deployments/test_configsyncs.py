@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+import pytest
+
 from tests.support.deployments import NAMESPACE, WORKSPACE, Platform
 from tests.support.platform import authenticated, running_app
 
@@ -31,6 +33,7 @@ def rows(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {t["cluster"]: t for t in body["status"]["targets"]}
 
 
+@pytest.mark.slow
 async def test_a_config_reaches_three_clusters_follows_changes_and_catches_up(
     platform: Platform,
 ) -> None:

@@ -7,10 +7,14 @@ import asyncio
 import subprocess
 import sys
 
+import pytest
+
 from tests.support.deployments import BASE, EXAMPLE_YAML, EXPECTED, NAMESPACE, Platform
 from tests.support.platform import ENCRYPTION_KEY
 from tests.support.processes import clean_env
 from tests.support.services import RedisProcess
+
+pytestmark = pytest.mark.slow
 
 
 async def test_another_controller_finishes_what_a_killed_one_started(

@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.support.deployments import BASE, EXAMPLE_YAML, Platform
 from tests.support.prometheus import prometheus, promtool, query
 from tests.support.servers import http_server
@@ -52,6 +54,7 @@ def test_the_alert_rules_are_valid_prometheus_rules() -> None:
     assert "SUCCESS: 5 rules found" in checked.stdout
 
 
+@pytest.mark.slow
 async def test_every_panel_queries_what_the_platform_exports(
     platform: Platform, tmp_path: Path
 ) -> None:

@@ -7,6 +7,7 @@ import base64
 import time
 from typing import Any
 
+import pytest
 import yaml
 from sqlalchemy import func, select
 
@@ -175,6 +176,7 @@ async def test_upgrade_then_rollback_follow_revisions_to_the_edge(platform: Plat
     ]
 
 
+@pytest.mark.slow
 async def test_a_dead_cluster_shows_unreachable_and_converges_when_back(
     platform: Platform,
 ) -> None:
@@ -201,6 +203,7 @@ async def test_a_dead_cluster_shows_unreachable_and_converges_when_back(
     assert beijing.get("deployments", NAMESPACE, "prometheus") is not None
 
 
+@pytest.mark.slow
 async def test_blackholed_edges_do_not_hold_back_the_rest_and_converge_when_healed(
     platform: Platform,
 ) -> None:
@@ -575,6 +578,7 @@ async def test_a_helm_version_lands_as_a_helmchart_for_the_k3s_helm_controller(
     assert body["status"]["targets"][0]["readyReplicas"] == 2
 
 
+@pytest.mark.slow
 async def test_a_new_revision_written_during_an_apply_is_not_lost(platform: Platform) -> None:
     # A long drift interval: the new revision must not wait for the next periodic look.
     platform.settings = platform.settings.model_copy(update={"drift_check_interval": 60.0})
@@ -604,6 +608,7 @@ async def test_a_new_revision_written_during_an_apply_is_not_lost(platform: Plat
     assert body["status"]["summary"]["ready"] == 4
 
 
+@pytest.mark.slow
 async def test_a_slow_edge_is_applied_once_however_long_it_takes(platform: Platform) -> None:
     beijing = platform.fleet["beijing-cluster"]
     beijing.apply_delay = 1.2  # three objects: longer than the 3 s lease in these tests
@@ -637,6 +642,7 @@ async def test_a_partly_applied_version_is_still_cleaned_up(platform: Platform) 
     assert shenzhen.of_kind("deployments") == {}
 
 
+@pytest.mark.slow
 async def test_a_failed_target_says_failed_again_after_its_cluster_was_away(
     platform: Platform,
 ) -> None:
@@ -661,6 +667,7 @@ async def test_a_failed_target_says_failed_again_after_its_cluster_was_away(
     assert targets_of(body)["shenzhen-cluster"]["phase"] == "Failed"
 
 
+@pytest.mark.slow
 async def test_a_ready_revision_that_wobbles_is_followed_not_failed(platform: Platform) -> None:
     platform.start_controller()
     body = yaml.safe_load(EXAMPLE_YAML)

@@ -36,6 +36,8 @@ from tests.support.edge import EdgeCluster
 from tests.support.platform import authenticated, running_app
 from tests.support.services import RedisProcess, start_redis_cluster
 
+pytestmark = pytest.mark.slow
+
 LEASE = {  # short, so a lost lease is taken over within the test's patience
     "leader_elect": True,
     "leader_elect_lease_duration": 3.0,

@@ -170,6 +170,7 @@ async def test_the_guides_rollout_reaches_clusters_behind_nat_through_their_agen
         assert applied_deployments(fleet.edges[name]) == {"prometheus": 1, "grafana": 1}
 
 
+@pytest.mark.slow
 async def test_an_agent_killed_mid_rollout_comes_back_and_its_cluster_catches_up(
     fleet: Fleet,
 ) -> None:

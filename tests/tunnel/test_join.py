@@ -256,6 +256,7 @@ async def test_a_rotated_credential_replaces_the_old_one_once_used(
 
 
 @pytest.mark.parametrize("cut", ["re-joined", "disabled"])
+@pytest.mark.slow
 async def test_a_live_tunnel_is_dropped_within_seconds_when_the_cluster_is_cut_off(
     standalone_settings: Settings, cut: str
 ) -> None:

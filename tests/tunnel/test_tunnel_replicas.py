@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import pytest
 
 from app.config import Settings
 from app.crypto import secret_box
@@ -31,6 +32,8 @@ from tests.support.platform import (
     wait_for_body,
 )
 from tests.support.processes import clean_env
+
+pytestmark = pytest.mark.slow
 
 NAME = "factory-7"
 
