@@ -261,6 +261,8 @@ async def test_an_admin_sets_up_regions_clusters_and_node_groups_in_the_browser(
         # Deploy this version: the form comes with it chosen.
         find(driver, "tr[data-version='monitoring-stack-v2.0.0'] a.deploy").click()
         wait(driver, lambda d: d.current_url.endswith("version=monitoring-stack-v2.0.0"))
+        # The address changes before the new page is parsed: wait for the form itself.
+        wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#version"))
         assert find(driver, "#version").get_attribute("value") == "monitoring-stack-v2.0.0"
         fill(driver, "#name", "cross-region-app")
         for region in ("east-china", "south-china"):
