@@ -17,6 +17,8 @@ import helm_python as helm
 import kubernetes_validate
 import yaml
 
+from app.catalog.charts import inspect_chart
+
 ROOT = Path(__file__).parents[2]
 SOURCES = ROOT / "charts" / "builtin-src"
 ARCHIVES = ROOT / "charts" / "builtin"
@@ -95,9 +97,28 @@ def archive_path(name: str) -> Path:
     return ARCHIVES / f"{name}-{version}.tgz"
 
 
-def assert_archive_matches_source(name: str) -> bytes:
-    """The packaged archive holds exactly the source's files, byte for byte; returns it.
+def assert_archive_is_the_source(name: str, values: dict[str, Any] | None = None) -> None:
+    """What the platform serves is the source: the archive holds exactly its files, byte for
+    byte, the platform accepts it as the chart's name, version and appVersion, and it renders
+    as the source does (`values`: whatever makes the render deterministic, e.g. a password).
     Rebuild with `scripts/package-chart charts/builtin-src/<name> charts/builtin`."""
+    archive = assert_archive_matches_source(name)
+    chart_yaml = yaml.safe_load((SOURCES / name / "Chart.yaml").read_text())
+    info = inspect_chart(archive)
+    expected = (name, chart_yaml["version"], chart_yaml["appVersion"])
+    assert (info.name, info.version, info.app_version) == expected
+    from_archive = helm.Chart.load_archive(archive)
+    try:
+        with loaded(name) as source:
+            assert from_archive.render(values or {}, name="release", namespace="ns") == (
+                source.render(values or {}, name="release", namespace="ns")
+            )
+    finally:
+        from_archive.close()
+
+
+def assert_archive_matches_source(name: str) -> bytes:
+    """The packaged archive holds exactly the source's files, byte for byte; returns it."""
     archive = archive_path(name).read_bytes()
     packed: dict[str, bytes] = {}
     with tarfile.open(fileobj=io.BytesIO(gzip.decompress(archive))) as tar:
