@@ -46,7 +46,7 @@ class EventHub:
         attempt = 0  # which node to subscribe on: the next one after each failure
         while not stop.is_set():
             try:
-                await self._listen(stop, attempt)
+                await self._listen_until(stop, attempt)
                 backoff = 1.0
             except Exception as exc:
                 logger.warning("event subscription lost: %s", exc)
@@ -57,7 +57,22 @@ class EventHub:
                     await asyncio.wait_for(stop.wait(), backoff)
                 backoff = min(MAX_BACKOFF_SECONDS, backoff * 2)
 
-    async def _listen(self, stop: asyncio.Event, attempt: int) -> None:
+    async def _listen_until(self, stop: asyncio.Event, attempt: int) -> None:
+        """Listen until the subscription fails or `stop` is set; a stop ends it at once (the
+        listener is cancelled, not left to notice between reads), so a shutdown waits for
+        nothing here."""
+        listening = asyncio.create_task(self._listen(attempt))
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({listening, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            listening.cancel()
+            await asyncio.wait({listening})  # its `finally` closes the subscription
+        if not listening.cancelled():
+            listening.result()  # raises what the subscription failed with
+
+    async def _listen(self, attempt: int) -> None:
         client = self._redis.subscriber(attempt)
         pubsub = client.pubsub()
         try:
@@ -65,7 +80,7 @@ class EventHub:
             self.connected = True
             for workspace_id in list(self._waiters):  # anything may have happened meanwhile
                 self._wake(workspace_id)
-            while not stop.is_set():
+            while True:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 if message is None:
                     continue
