@@ -47,6 +47,10 @@ class ObjectCache:
         self._unsent: dict[str, tuple[int, str, int]] = {}
         self._flushing = asyncio.Lock()
 
+    @property
+    def gateway(self) -> RedisGateway:
+        return self._gateway
+
     async def _send(self, key: str, version: int, payload: str, ttl_ms: int) -> None:
         async def store(client: RedisClient) -> Any:
             return await client.eval(_SET_IF_NOT_OLDER, 1, key, str(version), payload, ttl_ms)

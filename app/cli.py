@@ -267,6 +267,7 @@ def cmd_users(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
     from app.db.engine import create_engine, create_sessionmaker
     from app.demo import command as demo
     from app.embedded import EmbeddedPostgres, StateDir
+    from app.redis import RedisGateway
     from app.users.service import reset_password
 
     settings = load_settings()
@@ -275,10 +276,18 @@ def cmd_users(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
 
     async def reset(database_url: str) -> str | None:
         engine = create_engine(settings.model_copy(update={"database_url": database_url}))
+        # The running API (if any) is told at once; without Redis there is none to tell.
+        redis = None
+        if settings.redis_url or settings.redis_addresses:
+            redis = RedisGateway(url=settings.redis_url, addresses=settings.redis_addresses)
         try:
-            async with create_sessionmaker(engine).begin() as session:
-                return await reset_password(session, args.name, by=f"cli:{getpass.getuser()}")
+            return await reset_password(
+                create_sessionmaker(engine), redis, args.name,
+                by=f"cli:{getpass.getuser()}",
+            )  # fmt: skip
         finally:
+            if redis is not None:
+                await redis.close()
             await engine.dispose()
 
     if settings.database_url:
@@ -354,7 +363,8 @@ def cmd_charts(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
         try:
             return await load_charts(create_sessionmaker(engine), redis, folder)
         finally:
-            await redis.close()
+            if redis is not None:
+                await redis.close()
             await engine.dispose()
 
     added = asyncio.run(load())

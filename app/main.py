@@ -15,10 +15,12 @@ import app as app_package
 from app.audit.router import router as audit_router
 from app.audit.service import RequestInfo, record
 from app.auth.oidc import OIDCClient
+from app.auth.principal_cache import PrincipalCache
 from app.auth.ratelimit import PrincipalSlots, RateLimiter, ReleasePrincipalSlots
 from app.auth.router import router as auth_router
 from app.auth.tokens import TokenIssuer
 from app.bootstrap import ensure_admin
+from app.broadcast import Broadcasts
 from app.cache import ObjectCache
 from app.catalog.builtin import default_charts_dir, load_charts
 from app.catalog.router import applications_router, versions_router
@@ -29,7 +31,7 @@ from app.config import Settings, load_settings
 from app.configsyncs.router import router as configsyncs_router
 from app.controller.runner import Controller
 from app.crypto import secret_box
-from app.db.engine import create_engine, create_sessionmaker
+from app.db.engine import create_engine, create_reading_sessionmaker, create_sessionmaker
 from app.deployments.router import router as deployments_router
 from app.errors import install_error_handlers, is_database_unavailable
 from app.events.hub import EventHub
@@ -62,6 +64,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine = create_engine(settings)
     app.state.engine = engine
     app.state.sessionmaker = create_sessionmaker(engine)
+    app.state.reading_sessionmaker = create_reading_sessionmaker(engine)
     app.state.redis = RedisGateway(
         url=settings.redis_url,
         addresses=settings.redis_addresses,
@@ -92,8 +95,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     gc.collect()
     gc.freeze()
     controller_stop = asyncio.Event()
-    app.state.events = EventHub(app.state.redis)
-    event_hub = asyncio.create_task(app.state.events.run(controller_stop))
+    app.state.broadcasts = broadcasts = Broadcasts(app.state.redis)
+    app.state.events = EventHub(broadcasts)
+    app.state.principals = PrincipalCache(broadcasts)
+    listening = asyncio.create_task(broadcasts.run(controller_stop))
     advertise_url = settings.tunnel_advertise_url or settings.public_url
     worker_relay = None
     if (host := relay_host()) is not None:  # one of several workers: a port of its own
@@ -120,7 +125,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         controller_stop.set()
         if controller is not None:
             await controller
-        await event_hub
+        await listening
         await tunnels  # the agents connected here are let go: they reconnect elsewhere
         if worker_relay is not None:
             await worker_relay.stop()

@@ -151,11 +151,13 @@ def test_serve_with_the_guide_api_server_args(
 
     # An event stream is open when the stop comes: it ends, it does not hold the stop up.
     base = f"http://127.0.0.1:{api_port}"
-    token = httpx.post(
+    signed_in = httpx.post(
         f"{base}/oauth/token",
         data={"grant_type": "password", "username": "admin", "client_id": "edge-console",
               "password": "cli-test-admin-password"},
-    ).json()["access_token"]  # fmt: skip
+    )  # fmt: skip
+    assert signed_in.status_code == 200, signed_in.text
+    token = signed_in.json()["access_token"]
     auth = {"Authorization": f"Bearer {token}"}
     made = httpx.post(f"{base}/api/v1/workspaces", json={"metadata": {"name": "w"}}, headers=auth)
     assert made.status_code == 201

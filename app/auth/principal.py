@@ -25,8 +25,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.audit.service import Actor, AuditTrail, RequestInfo
 from app.auth.models import TokenFamily
 from app.auth.passwords import VerifiedSecrets, verify_secret_async
-from app.auth.ratelimit import PrincipalSlots, RateLimiter
+from app.auth.principal_cache import PRINCIPALS_CHANNEL, PrincipalCache, session_changed
+from app.auth.ratelimit import PrincipalSlots, RateLimiter, batch_size
 from app.auth.tokens import InvalidToken, TokenIssuer
+from app.broadcast import publish
 from app.cache import ObjectCache
 from app.catalog.pull import pull_workspace
 from app.db.session import SessionDep, after_commit
@@ -109,6 +111,8 @@ async def revoke_sessions(session: AsyncSession, cache: ObjectCache, subject: st
 async def mark_session_revoked(cache: ObjectCache, session_id: str) -> None:
     # Version 1 outranks the "valid" entry (version 0), so no replica can put it back.
     await cache.put(redis_key("sessions", session_id, tag=session_id), 1, {"revoked": True})
+    # Then every process drops the principal it keeps for the session.
+    await publish(cache.gateway, PRINCIPALS_CHANNEL, session_changed(session_id))
 
 
 def service_account_principal(account: ServiceAccount, session_id: str | None = None) -> Principal:
@@ -221,12 +225,18 @@ async def authenticate(
         raise _unauthorized("the bearer token is invalid or expired") from None
     slots: PrincipalSlots = request.app.state.principal_slots
     await slots.claim(request, claims.subject)  # before the first query takes a connection
-    if await session_revoked(session, request.app.state.cache, claims.session_id):
-        raise _unauthorized("the bearer token has been revoked")
-    principal = await _load_principal(session, claims.subject, claims.session_id)
+    principals: PrincipalCache = request.app.state.principals
+    principal = principals.get(claims.session_id, claims.subject)
+    if principal is None:
+        generation = principals.generation
+        if await session_revoked(session, request.app.state.cache, claims.session_id):
+            raise _unauthorized("the bearer token has been revoked")
+        principal = await _load_principal(session, claims.subject, claims.session_id)
+        principals.put(claims.session_id, principal, claims.subject, generation)
     request.state.principal = principal
     limiter: RateLimiter = request.app.state.rate_limiter
-    await limiter.check(f"api:{principal.kind}:{principal.id}", limiter.api_per_minute)
+    limit = limiter.api_per_minute
+    await limiter.check(f"api:{principal.kind}:{principal.id}", limit, batch=batch_size(limit))
     return principal
 
 

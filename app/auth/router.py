@@ -18,7 +18,7 @@ from app.auth.principal import CurrentPrincipal
 from app.auth.ratelimit import RateLimiter
 from app.auth.service import OAuthError, TokenService
 from app.config import Settings
-from app.db.session import SessionDep
+from app.db.session import SessionDep, TransactionDep
 from app.errors import NotFound
 from app.kit.body import media_type
 from app.users.models import User
@@ -188,7 +188,7 @@ async def authorize(request: Request, redirect_uri: str | None = None) -> Respon
 
 @router.get("/oauth/callback", operation_id="completeExternalLogin", responses=OAUTH_ERRORS)
 async def callback(
-    request: Request, session: SessionDep, code: str = "", state: str = "", error: str = ""
+    request: Request, session: TransactionDep, code: str = "", state: str = "", error: str = ""
 ) -> JSONResponse:
     """The issuer sends the browser back here; answers with platform tokens."""
     client = _oidc(request)

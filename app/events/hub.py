@@ -1,4 +1,4 @@
-"""One Redis subscription per API process, fanned out to the watchers in it.
+"""The event watchers of one API process, woken through its broadcast subscription.
 
 Watchers never queue events in memory: a wake-up only tells them to read what is new from
 PostgreSQL, at their own pace. Without Redis they still see everything, by polling."""
@@ -7,23 +7,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections import defaultdict
 from collections.abc import Iterator
 
+from app.broadcast import Broadcasts, Listener
 from app.events.service import CHANNEL
-from app.redis import RedisGateway
-
-logger = logging.getLogger(__name__)
-
-MAX_BACKOFF_SECONDS = 30.0
 
 
 class EventHub:
-    def __init__(self, redis: RedisGateway) -> None:
-        self._redis = redis
+    def __init__(self, broadcasts: Broadcasts) -> None:
+        self._broadcasts = broadcasts
         self._waiters: defaultdict[int, set[asyncio.Event]] = defaultdict(set)
-        self.connected = False
+        broadcasts.listen(CHANNEL, Listener(self._on_message, self._on_subscribed))
+
+    @property
+    def connected(self) -> bool:
+        """Are wake-ups arriving? When not, watchers poll."""
+        return self._broadcasts.connected
 
     @contextlib.contextmanager
     def watch(self, workspace_id: int) -> Iterator[asyncio.Event]:
@@ -41,54 +41,11 @@ class EventHub:
         for wake in self._waiters.get(workspace_id, ()):
             wake.set()
 
-    async def run(self, stop: asyncio.Event) -> None:
-        backoff = 1.0
-        attempt = 0  # which node to subscribe on: the next one after each failure
-        while not stop.is_set():
-            try:
-                await self._listen_until(stop, attempt)
-                backoff = 1.0
-            except Exception as exc:
-                logger.warning("event subscription lost: %s", exc)
-                attempt += 1
-            self.connected = False
-            if not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), backoff)
-                backoff = min(MAX_BACKOFF_SECONDS, backoff * 2)
+    def _on_message(self, data: str) -> None:
+        with contextlib.suppress(ValueError):
+            self._wake(int(data))
 
-    async def _listen_until(self, stop: asyncio.Event, attempt: int) -> None:
-        """Listen until the subscription fails or `stop` is set; a stop ends it at once (the
-        listener is cancelled, not left to notice between reads), so a shutdown waits for
-        nothing here."""
-        listening = asyncio.create_task(self._listen(attempt))
-        stopping = asyncio.create_task(stop.wait())
-        try:
-            await asyncio.wait({listening, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
-            listening.cancel()
-            await asyncio.wait({listening})  # its `finally` closes the subscription
-        if not listening.cancelled():
-            listening.result()  # raises what the subscription failed with
-
-    async def _listen(self, attempt: int) -> None:
-        client = self._redis.subscriber(attempt)
-        pubsub = client.pubsub()
-        try:
-            await pubsub.subscribe(CHANNEL)
-            self.connected = True
-            for workspace_id in list(self._waiters):  # anything may have happened meanwhile
+    def _on_subscribed(self, subscribed: bool) -> None:
+        if subscribed:  # anything may have happened while not subscribed
+            for workspace_id in list(self._waiters):
                 self._wake(workspace_id)
-            while True:
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                if message is None:
-                    continue
-                with contextlib.suppress(ValueError, TypeError):
-                    self._wake(int(message["data"]))
-        finally:
-            self.connected = False
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # typed from redis 8.2
-            with contextlib.suppress(Exception):
-                await client.aclose()

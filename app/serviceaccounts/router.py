@@ -27,14 +27,16 @@ workspace_router = APIRouter(
 async def platform_accounts(
     request: Request, session: SessionDep, principal: PlatformAdmin
 ) -> ServiceAccountService:
-    return ServiceAccountService(session, None, audit_trail(request, principal))
+    return ServiceAccountService(
+        session, None, audit_trail(request, principal), request.app.state.redis
+    )
 
 
 async def workspace_accounts(
     request: Request, session: SessionDep, access: WorkspaceAdmin, principal: CurrentPrincipal
 ) -> ServiceAccountService:
     trail = audit_trail(request, principal, access.workspace.name)
-    return ServiceAccountService(session, access.workspace, trail)
+    return ServiceAccountService(session, access.workspace, trail, request.app.state.redis)
 
 
 for router, service, kind, plural in (

@@ -5,9 +5,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import AuditTrail
 from app.auth.passwords import hash_secret, new_client_secret
+from app.auth.principal import service_account_subject
+from app.auth.principal_cache import announce_after_commit, subject_changed
 from app.errors import invalid_field
 from app.kit.repository import ResourceRepository
 from app.kit.service import ResourceService
+from app.redis import RedisGateway
 from app.serviceaccounts.models import ServiceAccount
 from app.serviceaccounts.schemas import (
     ServiceAccountIn,
@@ -52,10 +55,15 @@ class ServiceAccountService(ResourceService[ServiceAccount, ServiceAccountIn, Se
     in_model = ServiceAccountIn
 
     def __init__(
-        self, session: AsyncSession, workspace: Workspace | None, audit: AuditTrail
+        self,
+        session: AsyncSession,
+        workspace: Workspace | None,
+        audit: AuditTrail,
+        redis: RedisGateway,
     ) -> None:
         super().__init__(session, ServiceAccountRepository(session, workspace), audit=audit)
         self.workspace = workspace
+        self.redis = redis  # changes to an account are announced to every process
         self._new_secret: str | None = None
 
     def new_row(self, name: str) -> ServiceAccount:
@@ -76,6 +84,15 @@ class ServiceAccountService(ResourceService[ServiceAccount, ServiceAccountIn, Se
         row.display_name = body.spec.displayName
         row.role = body.spec.role
         row.disabled = body.spec.disabled
+        if row.id is not None:  # the principal its tokens resolve to may change
+            self._announce_changed(row)
+
+    def _announce_changed(self, row: ServiceAccount) -> None:
+        message = subject_changed(service_account_subject(row))
+        announce_after_commit(self.session, self.redis, message)
+
+    async def check_delete(self, row: ServiceAccount) -> None:
+        self._announce_changed(row)
 
     def render(self, row: ServiceAccount) -> ServiceAccountOut:
         return service_account_out(row, self.workspace.name if self.workspace else None)

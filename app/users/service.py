@@ -3,16 +3,19 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.audit.service import Actor, AuditTrail, RequestInfo, record
 from app.auth.models import TokenFamily
 from app.auth.passwords import hash_secret_async, new_password, verify_secret_async
 from app.auth.principal import revoke_sessions, user_subject
+from app.auth.principal_cache import PRINCIPALS_CHANNEL, announce_after_commit, subject_changed
+from app.broadcast import publish
 from app.cache import ObjectCache
 from app.errors import Conflict, Forbidden, Unprocessable, invalid_field
 from app.kit.resource import validate_as
 from app.kit.service import ResourceService
+from app.redis import RedisGateway
 from app.users.models import PLATFORM_ADMIN, User
 from app.users.repository import UserRepository
 from app.users.schemas import OwnSpecPatch, UserIn, UserOut, user_out
@@ -57,6 +60,8 @@ class UserService(ResourceService[User, UserIn, UserOut]):
         row.email = spec.email
         row.platform_role = spec.platformRole
         row.disabled = spec.disabled
+        if row.id is not None:  # the principal its tokens resolve to may change
+            self._announce_changed(row)
         if spec.password is not None:
             row.password_hash = await hash_secret_async(spec.password)
             if row.id is not None:
@@ -66,11 +71,17 @@ class UserService(ResourceService[User, UserIn, UserOut]):
     def render(self, row: User) -> UserOut:
         return user_out(row)
 
+    def _announce_changed(self, row: User) -> None:
+        announce_after_commit(
+            self.session, self.sessions.gateway, subject_changed(user_subject(row))
+        )
+
     async def check_delete(self, row: User) -> None:
         if self.actor.name == row.name:
             raise Conflict("you cannot delete your own user")
         if row.platform_role == PLATFORM_ADMIN and not row.disabled:
             await self._keep_an_admin(row)
+        self._announce_changed(row)
 
     async def patch_own(self, name: str, patch: dict[str, Any], if_match: str | None) -> UserOut:
         """A user's change to their own profile: no role or state changes, and a new password
@@ -102,10 +113,28 @@ class UserService(ResourceService[User, UserIn, UserOut]):
         return await self.patch(name, cleaned, if_match)
 
 
-async def reset_password(session: AsyncSession, name: str, *, by: str) -> str | None:
+async def reset_password(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    redis: RedisGateway | None,
+    name: str,
+    *,
+    by: str,
+) -> str | None:
     """A new random password for user `name` (None: no such user), for an operator at the
     machine who has lost it: every login made with the old one is revoked in the database (the
-    API's cache of it lasts a minute), and the audit log records who did it."""
+    API's Redis cache of a login's state lasts a minute), the API's processes are told through
+    `redis` when given, and the audit log records who did it."""
+    async with sessionmaker.begin() as session:
+        reset = await _reset_password(session, name, by=by)
+    if reset is None:
+        return None
+    password, subject = reset
+    if redis is not None:
+        await publish(redis, PRINCIPALS_CHANNEL, subject_changed(subject))
+    return password
+
+
+async def _reset_password(session: AsyncSession, name: str, *, by: str) -> tuple[str, str] | None:
     row = await session.scalar(select(User).where(User.name == name).with_for_update())
     if row is None:
         return None
@@ -121,4 +150,4 @@ async def reset_password(session: AsyncSession, name: str, *, by: str) -> str | 
         Actor(name=by, kind="operator"), action="reset-password", outcome=200, kind="User",
         name=name,
     )  # fmt: skip
-    return password
+    return password, user_subject(row)

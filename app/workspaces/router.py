@@ -43,7 +43,9 @@ async def workspace_service(
     if principal.kind == "serviceaccount" and not principal.is_platform_admin:
         member_of = -1  # a workspace service account lists nothing here
     repository = WorkspaceRepository(session, member_user_id=member_of)
-    return WorkspaceService(session, repository, audit=audit_trail(request, principal))
+    return WorkspaceService(
+        session, repository, audit_trail(request, principal), request.app.state.redis
+    )
 
 
 async def member_service_for(
@@ -52,7 +54,8 @@ async def member_service_for(
     service = WorkspaceService(
         session,
         WorkspaceRepository(session),
-        audit=audit_trail(request, access.principal, access.workspace.name),
+        audit_trail(request, access.principal, access.workspace.name),
+        request.app.state.redis,
     )
     return MemberService(service, access.workspace)
 

@@ -3,11 +3,16 @@ from __future__ import annotations
 from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.audit.service import AuditTrail
+from app.auth.principal_cache import EVERYONE_CHANGED, announce_after_commit
 from app.deployments.models import Rollout
 from app.deployments.references import refuse_if_used
 from app.errors import Conflict, NotFound, invalid_field
+from app.kit.repository import ResourceRepository
 from app.kit.service import ResourceService
+from app.redis import RedisGateway
 from app.users.models import User
 from app.workspaces.models import Workspace, WorkspaceMember
 from app.workspaces.namespaces import claim_namespace, default_namespace
@@ -17,12 +22,23 @@ from app.workspaces.schemas import MemberOut, WorkspaceIn, WorkspaceOut, workspa
 class WorkspaceService(ResourceService[Workspace, WorkspaceIn, WorkspaceOut]):
     in_model = WorkspaceIn
 
+    def __init__(
+        self,
+        session: AsyncSession,
+        repository: ResourceRepository[Workspace],
+        audit: AuditTrail,
+        redis: RedisGateway,
+    ) -> None:
+        super().__init__(session, repository, audit=audit)
+        self.redis = redis  # a deletion is announced: its service accounts go with it
+
     async def check_delete(self, row: Workspace) -> None:
         await refuse_if_used(
             self.session,
             f"workspace {row.name!r}",
             Rollout.workspace_id == row.id,
         )
+        announce_after_commit(self.session, self.redis, EVERYONE_CHANGED)
 
     def new_row(self, name: str) -> Workspace:
         return Workspace(name=name)

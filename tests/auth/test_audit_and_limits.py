@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
 import httpx
 import pytest
 
-from app.auth.ratelimit import WINDOW_SECONDS, RateLimited, RateLimiter
+from app.auth.ratelimit import WINDOW_SECONDS, RateLimited, RateLimiter, batch_size
 from app.config import Settings
 from app.redis import RedisGateway
 from tests.support.platform import ADMIN_PASSWORD, authenticated, running_app
 from tests.support.regions import API, region
+from tests.support.services import RedisProcess
 from tests.support.tenancy import add_member, as_user, create_user, create_workspace
 
 
@@ -157,6 +159,37 @@ async def test_rate_limit_slides_across_window_boundaries(
         clock.now += 1
         assert await refused_for() is None
         assert await refused_for() is not None  # the minute before still holds 3 requests
+    finally:
+        await gateway.close()
+
+
+async def test_batched_admissions_never_exceed_the_limit_across_processes(
+    redis_server: RedisProcess,
+) -> None:
+    """Processes take admissions from Redis in batches (a fiftieth of the limit) and hand them
+    out themselves: across processes a caller is never admitted beyond the limit, loses at most
+    a batch per process to what was taken and not used, and a burst within the limit is never
+    refused."""
+    limit = 500  # batches of 10
+    gateway = RedisGateway(url=redis_server.url)
+    clock = Clock(1_000_000 * WINDOW_SECONDS + 1)  # early in a window: no previous one counts
+    processes = [RateLimiter(gateway, limit, 3, clock=clock) for _ in range(3)]
+    bucket = f"batched-{time.time()}"
+
+    async def admitted(limiter: RateLimiter) -> bool:
+        try:
+            await limiter.check(bucket, limit, batch=batch_size(limit))
+        except RateLimited:
+            return False
+        return True
+
+    try:
+        burst = await asyncio.gather(*(admitted(processes[0]) for _ in range(64)))
+        assert all(burst)  # 64 at once, within the limit: none refused
+        rest = await asyncio.gather(*(admitted(processes[i % 3]) for i in range(600)))
+        total = 64 + sum(rest)
+        assert total <= limit
+        assert total >= limit - 3 * batch_size(limit)
     finally:
         await gateway.close()
 

@@ -1,0 +1,198 @@
+"""A token's principal is kept in each API process, and every change that alters it reaches
+every process within a second: revoked logins, demoted, disabled and deleted users, changed
+and deleted service accounts. Two replicas of the API on one database and one Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import httpx
+import jwt
+import pytest
+from fastapi import FastAPI
+
+from app.auth.principal import Principal
+from app.auth.principal_cache import PrincipalCache, session_changed
+from app.broadcast import Broadcasts
+from app.config import Settings
+from app.redis import RedisGateway
+from tests.support.platform import authenticated, login, running_app
+
+MERGE_PATCH = {"content-type": "application/merge-patch+json"}
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def subscribed(broadcasts: Broadcasts) -> None:
+    """Until the process hears announcements (it keeps no principal before)."""
+    deadline = time.monotonic() + 10
+    while not broadcasts.connected:
+        assert time.monotonic() < deadline, "the broadcast subscription never started"
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def replicas(
+    settings: Settings,
+) -> AsyncIterator[tuple[httpx.AsyncClient, FastAPI, httpx.AsyncClient]]:
+    """Replica A (signed in as admin) and replica B, its app and a client without a token."""
+    async with running_app(settings) as (_, a), running_app(settings) as (b_app, b):
+        await subscribed(b_app.state.broadcasts)
+        yield await authenticated(a), b_app, b
+
+
+def kept_on(app: FastAPI, token: str) -> bool:
+    claims = jwt.decode(token, options={"verify_signature": False})
+    principals: PrincipalCache = app.state.principals
+    return principals.get(claims["sid"], claims["sub"]) is not None
+
+
+async def answers_within(
+    request: Callable[[], Awaitable[httpx.Response]], status: int, seconds: float = 1.0
+) -> float:
+    """How long until `request` answers `status`; fails past `seconds`."""
+    start = time.monotonic()
+    while True:
+        response = await request()
+        elapsed = time.monotonic() - start
+        if response.status_code == status:
+            return elapsed
+        assert elapsed < seconds, f"still {response.status_code} after {elapsed:.2f}s"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_revoked_login_ends_on_every_replica_within_a_second(
+    replicas: tuple[httpx.AsyncClient, FastAPI, httpx.AsyncClient],
+) -> None:
+    a, b_app, b = replicas
+    token = await login(b)
+    assert (await b.get("/api/v1/regions", headers=bearer(token))).status_code == 200
+    assert kept_on(b_app, token)  # B answers from what it keeps, not from the database
+
+    assert (await a.post("/oauth/revoke", data={"token": token})).status_code == 200
+
+    await answers_within(lambda: b.get("/api/v1/regions", headers=bearer(token)), 401)
+
+
+async def test_a_demoted_admin_loses_admin_rights_on_every_replica_within_a_second(
+    replicas: tuple[httpx.AsyncClient, FastAPI, httpx.AsyncClient],
+) -> None:
+    a, b_app, b = replicas
+    created = await a.post("/api/v1/users", json={
+        "metadata": {"name": "ops"},
+        "spec": {"password": "ops-password-123", "platformRole": "platform-admin"},
+    })  # fmt: skip
+    assert created.status_code == 201, created.text
+    token = await login(b, "ops", "ops-password-123")
+    admin_only = "/api/v1/users"
+    assert (await b.get(admin_only, headers=bearer(token))).status_code == 200
+    assert kept_on(b_app, token)
+
+    demoted = await a.patch(
+        "/api/v1/users/ops", json={"spec": {"platformRole": "platform-regular"}},
+        headers=MERGE_PATCH,
+    )  # fmt: skip
+    assert demoted.status_code == 200, demoted.text
+
+    await answers_within(lambda: b.get(admin_only, headers=bearer(token)), 403)
+    # Still signed in: a role change is not a logout.
+    assert (await b.get("/api/v1/users/me", headers=bearer(token))).status_code == 200
+
+
+@pytest.mark.parametrize("change", ["disable", "delete"])
+async def test_a_disabled_or_deleted_user_is_refused_on_every_replica_within_a_second(
+    replicas: tuple[httpx.AsyncClient, FastAPI, httpx.AsyncClient], change: str
+) -> None:
+    a, b_app, b = replicas
+    created = await a.post("/api/v1/users", json={
+        "metadata": {"name": "leaver"}, "spec": {"password": "leaver-password-1"},
+    })  # fmt: skip
+    assert created.status_code == 201, created.text
+    token = await login(b, "leaver", "leaver-password-1")
+    assert (await b.get("/api/v1/users/me", headers=bearer(token))).status_code == 200
+    assert kept_on(b_app, token)
+
+    if change == "disable":
+        changed = await a.patch(
+            "/api/v1/users/leaver", json={"spec": {"disabled": True}}, headers=MERGE_PATCH
+        )
+    else:
+        changed = await a.delete("/api/v1/users/leaver")
+    assert changed.status_code == 200, changed.text
+
+    await answers_within(lambda: b.get("/api/v1/users/me", headers=bearer(token)), 401)
+
+
+@pytest.mark.parametrize("change", ["demote", "disable", "delete", "delete the workspace"])
+async def test_a_changed_service_account_is_seen_on_every_replica_within_a_second(
+    replicas: tuple[httpx.AsyncClient, FastAPI, httpx.AsyncClient], change: str
+) -> None:
+    a, b_app, b = replicas
+    assert (await a.post("/api/v1/workspaces", json={"metadata": {"name": "team"}})).is_success
+    accounts = "/api/v1/workspaces/team/serviceaccounts"
+    created = await a.post(accounts, json={"metadata": {"name": "bot"}, "spec": {"role": "admin"}})
+    assert created.status_code == 201, created.text
+    status = created.json()["status"]
+    issued = await b.post(
+        "/oauth/token", data={"grant_type": "client_credentials"},
+        auth=(status["clientId"], status["clientSecret"]),
+    )  # fmt: skip
+    token = issued.json()["access_token"]
+    members = "/api/v1/workspaces/team/serviceaccounts"  # needs the admin role in the workspace
+    assert (await b.get(members, headers=bearer(token))).status_code == 200
+    assert kept_on(b_app, token)
+
+    if change == "demote":
+        changed = await a.patch(
+            f"{accounts}/bot", json={"spec": {"role": "viewer"}}, headers=MERGE_PATCH
+        )
+        expected = 403
+    elif change == "disable":
+        changed = await a.patch(
+            f"{accounts}/bot", json={"spec": {"disabled": True}}, headers=MERGE_PATCH
+        )
+        expected = 401
+    elif change == "delete":
+        changed = await a.delete(f"{accounts}/bot")
+        expected = 401
+    else:
+        changed = await a.delete("/api/v1/workspaces/team")
+        expected = 401
+    assert changed.status_code == 200, changed.text
+
+    await answers_within(lambda: b.get(members, headers=bearer(token)), expected)
+
+
+async def test_a_principal_loaded_before_an_announcement_is_not_kept(
+    settings: Settings,
+) -> None:
+    """The race a cache of this kind invites: a request loads a principal, a change commits and
+    is announced, then the request stores what it loaded before the change."""
+    gateway = RedisGateway(url=settings.redis_url, addresses=settings.redis_addresses)
+    broadcasts = Broadcasts(gateway)
+    principals = PrincipalCache(broadcasts)
+    stop = asyncio.Event()
+    listening = asyncio.create_task(broadcasts.run(stop))
+    try:
+        await subscribed(broadcasts)
+        alice = Principal("user", 7, "alice", "platform-admin", session_id="s-1")
+
+        loaded_at = principals.generation  # a request starts loading...
+        principals._on_message(session_changed("s-2"))  # ...any change is announced...
+        principals.put("s-1", alice, "user:alice", loaded_at)  # ...and it stores its load
+        assert principals.get("s-1", "user:alice") is None
+
+        principals.put("s-1", alice, "user:alice", principals.generation)
+        assert principals.get("s-1", "user:alice") == alice
+        assert principals.get("s-1", "user:somebody-else") is None  # not this token's subject
+    finally:
+        stop.set()
+        await listening
+        await gateway.close()
+    # Not subscribed: nothing is kept, since no announcement could be heard.
+    principals.put("s-1", alice, "user:alice", principals.generation)
+    assert principals.get("s-1", "user:alice") is None

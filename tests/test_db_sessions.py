@@ -1,0 +1,52 @@
+"""The sessions requests get: a GET reads without a transaction, so a row lock (which would end
+with its own statement there) is refused instead of silently protecting nothing; pooled
+connections are pinged only after sitting idle, and a dead one is replaced."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+from sqlalchemy import select, text
+
+from app.db.engine import (
+    PING_AFTER_IDLE_SECONDS,
+    create_engine,
+    create_reading_sessionmaker,
+    create_sessionmaker,
+)
+from app.users.models import User
+from tests.support.platform import make_settings
+
+
+async def test_a_reading_session_refuses_row_locks(clean_database: str) -> None:
+    engine = create_engine(make_settings(clean_database))
+    try:
+        async with create_reading_sessionmaker(engine)() as session:
+            assert (await session.execute(select(User.name))).all() == []
+            with pytest.raises(RuntimeError, match="a row lock needs a transaction"):
+                await session.execute(select(User).with_for_update())
+        async with create_sessionmaker(engine).begin() as session:
+            await session.execute(select(User).with_for_update())  # in a transaction: fine
+    finally:
+        await engine.dispose()
+
+
+async def test_a_pooled_connection_killed_while_idle_is_replaced(clean_database: str) -> None:
+    engine = create_engine(make_settings(clean_database, database_pool_size=1))
+    sessions = create_reading_sessionmaker(engine)
+    try:
+        async with sessions() as session:
+            first = await session.scalar(text("SELECT pg_backend_pid()"))
+        admin = await asyncpg.connect(clean_database)
+        try:
+            await admin.execute("SELECT pg_terminate_backend($1)", first)
+        finally:
+            await admin.close()
+        await asyncio.sleep(PING_AFTER_IDLE_SECONDS + 0.1)
+        async with sessions() as session:  # no error: pinged, found dead, replaced
+            second = await session.scalar(text("SELECT pg_backend_pid()"))
+        assert second != first
+    finally:
+        await engine.dispose()
