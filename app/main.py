@@ -168,13 +168,20 @@ def create_app(settings: Settings | None = None, *, dev: bool = False) -> FastAP
     app.state.event_readers = asyncio.Semaphore(4)
     install_error_handlers(app, observers=[_audit_refusal])
     install_docs(app)
+    # A request is matched against the routes in this order, one by one (no two routes match
+    # the same method and path, so the order decides only the cost): the probes, then what
+    # fleets and consoles read most.
     for router in (
         ops_router,
+        deployments_router,
+        configsyncs_router,
+        vclusters_router,
+        events_router,
+        users_router,
         auth_router,
-        regions_router,
         clusters_router,
         nodegroups_router,
-        users_router,
+        regions_router,
         workspaces_router,
         platform_accounts_router,
         workspace_accounts_router,
@@ -182,10 +189,6 @@ def create_app(settings: Settings | None = None, *, dev: bool = False) -> FastAP
         chartrepo_router,
         applications_router,
         versions_router,
-        deployments_router,
-        configsyncs_router,
-        vclusters_router,
-        events_router,
         agent_router,
     ):
         app.include_router(router, responses=COMMON_ERRORS)

@@ -12,6 +12,7 @@ import json
 import secrets
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,12 +82,19 @@ class AccessClaims:
     expires_at: int
 
 
+# Access tokens verified lately, kept with their claims: a client sends the same token on every
+# request, and checking its signature and claims again was a tenth of a request's CPU. A token
+# is a pure function of its claims and the key, so only its expiry can change the answer.
+VERIFIED_CAPACITY = 4096
+
+
 class TokenIssuer:
     def __init__(self, settings: Settings) -> None:
         self.key = load_signing_key(settings)
         self.issuer = settings.public_url
         self.access_ttl = int(settings.access_token_ttl)
         self.refresh_ttl = int(settings.refresh_token_ttl)
+        self._verified: OrderedDict[str, AccessClaims] = OrderedDict()
 
     def issue_access(
         self, *, subject: str, session_id: uuid.UUID, client_id: str, claims: dict[str, Any]
@@ -108,6 +116,18 @@ class TokenIssuer:
         return jwt.encode(payload, self.key.signing_key, self.key.algorithm, headers=headers)
 
     def decode_access(self, token: str) -> AccessClaims:
+        claims = self._verified.get(token)
+        if claims is not None:
+            if time.time() <= claims.expires_at + LEEWAY_SECONDS:
+                return claims
+            del self._verified[token]  # expired: decoding it again says so
+        claims = self._decode_access(token)
+        self._verified[token] = claims
+        if len(self._verified) > VERIFIED_CAPACITY:
+            self._verified.popitem(last=False)  # the oldest verified
+        return claims
+
+    def _decode_access(self, token: str) -> AccessClaims:
         try:
             header = jwt.get_unverified_header(token)
             if header.get("kid") != self.key.kid:

@@ -116,19 +116,21 @@ class MemberService:
         )
         return [self._out(name, role) for name, role in rows.all()]
 
-    async def _membership(self, user: str) -> WorkspaceMember:
-        member = await self.session.scalar(
+    async def _membership(self, user: str, *, lock: bool) -> WorkspaceMember:
+        query = (
             select(WorkspaceMember)
             .join(User, User.id == WorkspaceMember.user_id)
             .where(WorkspaceMember.workspace_id == self.workspace.id, User.name == user)
-            .with_for_update(of=WorkspaceMember)
         )
+        if lock:  # to change it
+            query = query.with_for_update(of=WorkspaceMember)
+        member = await self.session.scalar(query)
         if member is None:
             raise NotFound(f"user {user!r} is not a member of workspace {self.workspace.name!r}")
         return member
 
     async def read(self, user: str) -> MemberOut:
-        return self._out(user, (await self._membership(user)).role)
+        return self._out(user, (await self._membership(user, lock=False)).role)
 
     async def add(self, user: str, role: str) -> MemberOut:
         user_id = await self.session.scalar(select(User.id).where(User.name == user))
@@ -154,14 +156,14 @@ class MemberService:
         return self._out(user, role)
 
     async def change_role(self, user: str, role: str) -> MemberOut:
-        member = await self._membership(user)
+        member = await self._membership(user, lock=True)
         member.role = role
         await self.session.flush()
         self._record("update", user)
         return self._out(user, role)
 
     async def remove(self, user: str) -> MemberOut:
-        member = await self._membership(user)
+        member = await self._membership(user, lock=True)
         out = self._out(user, member.role)
         await self.session.execute(delete(WorkspaceMember).where(WorkspaceMember.id == member.id))
         self._record("delete", user)

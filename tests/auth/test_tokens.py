@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -13,6 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from app.auth.tokens import AUDIENCE, LEEWAY_SECONDS, InvalidToken, TokenIssuer
 from app.config import Settings
 from tests.support.platform import ADMIN_PASSWORD, JWT_SECRET, authenticated, running_app
 
@@ -118,6 +120,23 @@ async def test_jwt_attack_set(api: httpx.AsyncClient) -> None:
     await assert_rejected(api, "not-a-jwt")
     # the real one still works
     assert (await api.get(PROTECTED, headers=bearer(real))).status_code == 200
+
+
+async def test_a_token_verified_once_is_refused_once_it_expires(
+    standalone_settings: Settings,
+) -> None:
+    """Verified tokens are remembered (a client sends the same one on every request); the
+    memory must not outlive the token."""
+    issuer = TokenIssuer(standalone_settings)
+    now = int(time.time())
+    claims = {"iss": standalone_settings.public_url, "aud": AUDIENCE, "sub": "user:x", "sid": "s",
+              "iat": now - 100, "exp": now - LEEWAY_SECONDS + 2}  # fmt: skip
+    token = jwt.encode(claims, JWT_SECRET, "HS256")
+    assert issuer.decode_access(token).subject == "user:x"  # within the leeway: accepted
+    assert issuer.decode_access(token).subject == "user:x"  # remembered
+    await asyncio.sleep(3)
+    with pytest.raises(InvalidToken, match="expired"):
+        issuer.decode_access(token)
 
 
 async def test_revoked_token_stays_revoked(api: httpx.AsyncClient) -> None:
