@@ -4,8 +4,7 @@ it, whatever the names (see NamespaceClaim)."""
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.workspaces.models import NamespaceClaim, Workspace
@@ -34,20 +33,31 @@ async def claim_namespace(
     session: AsyncSession, workspace: Workspace, namespace: str
 ) -> str | None:
     """Claim `namespace` for `workspace` (kept when it has it already); None when done, else
-    the name of the workspace that holds it. Two workspaces claiming at once: the primary key
-    makes one of them wait for the other's commit and then see its claim. Most calls find
-    the claim made already: one read."""
-    holder = await session.scalar(_HOLDER, {"namespace": namespace})
+    the name of the workspace that holds it. One statement claims and answers who holds it.
+    Two workspaces claiming at once: the primary key makes one of them wait for the other's
+    commit, after which its statement's snapshot is too old to show that claim; a second read
+    does."""
+    params = {"namespace": namespace, "workspace_id": workspace.id}
+    holder = await session.scalar(_CLAIM, params)
     if holder is None:
-        await session.execute(
-            insert(NamespaceClaim)
-            .values(namespace=namespace, workspace_id=workspace.id)
-            .on_conflict_do_nothing(index_elements=["namespace"])
-        )
         holder = await session.scalar(_HOLDER, {"namespace": namespace})
     return None if holder == workspace.name else holder or "(deleted)"
 
 
+# The row a claim inserts is not seen by the same statement's read of the table, hence both.
+_CLAIM = text("""
+    WITH claimed AS (
+        INSERT INTO namespace_claims (namespace, workspace_id)
+        VALUES (:namespace, :workspace_id)
+        ON CONFLICT (namespace) DO NOTHING
+        RETURNING workspace_id
+    )
+    SELECT workspaces.name FROM workspaces
+    WHERE workspaces.id = coalesce(
+        (SELECT workspace_id FROM claimed),
+        (SELECT workspace_id FROM namespace_claims WHERE namespace = :namespace)
+    )
+""")
 _HOLDER = (
     select(Workspace.name)
     .join(NamespaceClaim, NamespaceClaim.workspace_id == Workspace.id)
