@@ -14,8 +14,8 @@ from fastapi import FastAPI, Request
 import app as app_package
 from app.audit.router import router as audit_router
 from app.audit.service import RequestInfo, record
+from app.auth.access_cache import AccessCache
 from app.auth.oidc import OIDCClient
-from app.auth.principal_cache import PrincipalCache
 from app.auth.ratelimit import PrincipalSlots, RateLimiter, ReleasePrincipalSlots
 from app.auth.router import router as auth_router
 from app.auth.tokens import TokenIssuer
@@ -97,7 +97,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     controller_stop = asyncio.Event()
     app.state.broadcasts = broadcasts = Broadcasts(app.state.redis)
     app.state.events = EventHub(broadcasts)
-    app.state.principals = PrincipalCache(broadcasts)
+    app.state.access = AccessCache(broadcasts)
     listening = asyncio.create_task(broadcasts.run(controller_stop))
     advertise_url = settings.tunnel_advertise_url or settings.public_url
     worker_relay = None

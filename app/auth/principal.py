@@ -23,9 +23,9 @@ from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.audit.service import Actor, AuditTrail, RequestInfo
+from app.auth.access_cache import ACCESS_CHANNEL, AccessCache, session_changed
 from app.auth.models import TokenFamily
 from app.auth.passwords import VerifiedSecrets, verify_secret_async
-from app.auth.principal_cache import PRINCIPALS_CHANNEL, PrincipalCache, session_changed
 from app.auth.ratelimit import PrincipalSlots, RateLimiter, batch_size
 from app.auth.tokens import InvalidToken, TokenIssuer
 from app.broadcast import publish
@@ -112,7 +112,7 @@ async def mark_session_revoked(cache: ObjectCache, session_id: str) -> None:
     # Version 1 outranks the "valid" entry (version 0), so no replica can put it back.
     await cache.put(redis_key("sessions", session_id, tag=session_id), 1, {"revoked": True})
     # Then every process drops the principal it keeps for the session.
-    await publish(cache.gateway, PRINCIPALS_CHANNEL, session_changed(session_id))
+    await publish(cache.gateway, ACCESS_CHANNEL, session_changed(session_id))
 
 
 def service_account_principal(account: ServiceAccount, session_id: str | None = None) -> Principal:
@@ -225,14 +225,14 @@ async def authenticate(
         raise _unauthorized("the bearer token is invalid or expired") from None
     slots: PrincipalSlots = request.app.state.principal_slots
     await slots.claim(request, claims.subject)  # before the first query takes a connection
-    principals: PrincipalCache = request.app.state.principals
-    principal = principals.get(claims.session_id, claims.subject)
+    access: AccessCache = request.app.state.access
+    principal = access.principal(claims.session_id, claims.subject)
     if principal is None:
-        generation = principals.generation
+        generation = access.generation
         if await session_revoked(session, request.app.state.cache, claims.session_id):
             raise _unauthorized("the bearer token has been revoked")
         principal = await _load_principal(session, claims.subject, claims.session_id)
-        principals.put(claims.session_id, principal, claims.subject, generation)
+        access.put_principal(claims.session_id, principal, claims.subject, generation)
     request.state.principal = principal
     limiter: RateLimiter = request.app.state.rate_limiter
     limit = limiter.api_per_minute
@@ -260,21 +260,30 @@ class WorkspaceAccess:
 
 
 async def _workspace_access(
-    ws: str, principal: CurrentPrincipal, session: SessionDep
+    request: Request, ws: str, principal: CurrentPrincipal, session: SessionDep
 ) -> WorkspaceAccess:
-    workspace = await session.scalar(_WORKSPACE_BY_NAME, {"name": ws})
+    access: AccessCache = request.app.state.access
+    generation = access.generation
     missing = NotFound(f"Workspace {ws!r} not found")
+    workspace = access.workspace(ws)
     if workspace is None:
-        raise missing
+        workspace = await session.scalar(_WORKSPACE_BY_NAME, {"name": ws})
+        if workspace is None:
+            raise missing
+        session.expunge(workspace)  # shared from now on: read only
+        access.put_workspace(workspace, generation)
     if principal.is_platform_admin:
         return WorkspaceAccess(workspace, principal, "admin")
     if principal.kind == "serviceaccount":
         if principal.workspace_id != workspace.id or principal.workspace_role is None:
             raise missing
         return WorkspaceAccess(workspace, principal, principal.workspace_role)
-    role = await session.scalar(
-        _MEMBER_ROLE, {"workspace_id": workspace.id, "user_id": principal.id}
-    )
+    known, role = access.member_role(workspace, principal.id)
+    if not known:
+        role = await session.scalar(
+            _MEMBER_ROLE, {"workspace_id": workspace.id, "user_id": principal.id}
+        )
+        access.put_member_role(workspace, principal.id, role, generation)
     if role is None:
         raise missing  # exactly as a missing workspace: no existence leak
     return WorkspaceAccess(workspace, principal, role)

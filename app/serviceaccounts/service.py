@@ -4,9 +4,9 @@ from sqlalchemy import ColumnElement
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import AuditTrail
+from app.auth.access_cache import announce_after_commit, subject_changed
 from app.auth.passwords import hash_secret, new_client_secret
 from app.auth.principal import service_account_subject
-from app.auth.principal_cache import announce_after_commit, subject_changed
 from app.errors import invalid_field
 from app.kit.repository import ResourceRepository
 from app.kit.service import ResourceService

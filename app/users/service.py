@@ -6,10 +6,10 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.audit.service import Actor, AuditTrail, RequestInfo, record
+from app.auth.access_cache import ACCESS_CHANNEL, announce_after_commit, subject_changed
 from app.auth.models import TokenFamily
 from app.auth.passwords import hash_secret_async, new_password, verify_secret_async
 from app.auth.principal import revoke_sessions, user_subject
-from app.auth.principal_cache import PRINCIPALS_CHANNEL, announce_after_commit, subject_changed
 from app.broadcast import publish
 from app.cache import ObjectCache
 from app.errors import Conflict, Forbidden, Unprocessable, invalid_field
@@ -130,7 +130,7 @@ async def reset_password(
         return None
     password, subject = reset
     if redis is not None:
-        await publish(redis, PRINCIPALS_CHANNEL, subject_changed(subject))
+        await publish(redis, ACCESS_CHANNEL, subject_changed(subject))
     return password
 
 

@@ -6,7 +6,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import AuditTrail
-from app.auth.principal_cache import EVERYONE_CHANGED, announce_after_commit
+from app.auth.access_cache import EVERYONE_CHANGED, announce_after_commit, workspace_changed
 from app.deployments.models import Rollout
 from app.deployments.references import refuse_if_used
 from app.errors import Conflict, NotFound, invalid_field
@@ -62,6 +62,9 @@ class WorkspaceService(ResourceService[Workspace, WorkspaceIn, WorkspaceOut]):
         )
         if manager_changed:
             await self._make_manager_admin(row)
+        # Its grants and members as every process keeps them (a new one: in case its name was
+        # known as missing).
+        announce_after_commit(self.session, self.redis, workspace_changed(row.name))
 
     async def after_create(self, row: Workspace, body: WorkspaceIn) -> None:
         namespace = default_namespace(row.name)
@@ -96,7 +99,11 @@ class MemberService:
     def __init__(self, workspace_service: WorkspaceService, workspace: Workspace) -> None:
         self.session = workspace_service.session
         self.audit = workspace_service.audit
+        self.redis = workspace_service.redis
         self.workspace = workspace
+
+    def _members_changed(self) -> None:
+        announce_after_commit(self.session, self.redis, workspace_changed(self.workspace.name))
 
     def _out(self, user: str, role: str) -> MemberOut:
         return MemberOut(workspace=self.workspace.name, user=user, role=role)
@@ -153,6 +160,7 @@ class MemberService:
         except IntegrityError:  # added by a concurrent request
             raise Conflict(f"user {user!r} is already a member", code="AlreadyExists") from None
         self._record("create", user, 201)
+        self._members_changed()
         return self._out(user, role)
 
     async def change_role(self, user: str, role: str) -> MemberOut:
@@ -160,6 +168,7 @@ class MemberService:
         member.role = role
         await self.session.flush()
         self._record("update", user)
+        self._members_changed()
         return self._out(user, role)
 
     async def remove(self, user: str) -> MemberOut:
@@ -167,4 +176,5 @@ class MemberService:
         out = self._out(user, member.role)
         await self.session.execute(delete(WorkspaceMember).where(WorkspaceMember.id == member.id))
         self._record("delete", user)
+        self._members_changed()
         return out

@@ -1,6 +1,7 @@
-"""A token's principal is kept in each API process, and every change that alters it reaches
-every process within a second: revoked logins, demoted, disabled and deleted users, changed
-and deleted service accounts. Two replicas of the API on one database and one Redis."""
+"""Who a caller is and what they may do in a workspace are kept in each API process, and
+every change that alters them reaches every process within a second: revoked logins; demoted,
+disabled and deleted users; changed and deleted service accounts; members added, changed and
+removed; a workspace's grants changed. Two replicas of the API on one database and one Redis."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ import jwt
 import pytest
 from fastapi import FastAPI
 
+from app.auth.access_cache import AccessCache, session_changed
 from app.auth.principal import Principal
-from app.auth.principal_cache import PrincipalCache, session_changed
 from app.broadcast import Broadcasts
 from app.config import Settings
 from app.redis import RedisGateway
+from tests.support.clusters import cluster_body
+from tests.support.deployments import workload_version
 from tests.support.platform import authenticated, login, running_app
 
 MERGE_PATCH = {"content-type": "application/merge-patch+json"}
@@ -47,8 +50,8 @@ async def replicas(
 
 def kept_on(app: FastAPI, token: str) -> bool:
     claims = jwt.decode(token, options={"verify_signature": False})
-    principals: PrincipalCache = app.state.principals
-    return principals.get(claims["sid"], claims["sub"]) is not None
+    access: AccessCache = app.state.access
+    return access.principal(claims["sid"], claims["sub"]) is not None
 
 
 async def answers_within(
@@ -174,25 +177,96 @@ async def test_a_principal_loaded_before_an_announcement_is_not_kept(
     is announced, then the request stores what it loaded before the change."""
     gateway = RedisGateway(url=settings.redis_url, addresses=settings.redis_addresses)
     broadcasts = Broadcasts(gateway)
-    principals = PrincipalCache(broadcasts)
+    access = AccessCache(broadcasts)
     stop = asyncio.Event()
     listening = asyncio.create_task(broadcasts.run(stop))
     try:
         await subscribed(broadcasts)
         alice = Principal("user", 7, "alice", "platform-admin", session_id="s-1")
 
-        loaded_at = principals.generation  # a request starts loading...
-        principals._on_message(session_changed("s-2"))  # ...any change is announced...
-        principals.put("s-1", alice, "user:alice", loaded_at)  # ...and it stores its load
-        assert principals.get("s-1", "user:alice") is None
+        loaded_at = access.generation  # a request starts loading...
+        access._on_message(session_changed("s-2"))  # ...any change is announced...
+        access.put_principal("s-1", alice, "user:alice", loaded_at)  # ...and it stores its load
+        assert access.principal("s-1", "user:alice") is None
 
-        principals.put("s-1", alice, "user:alice", principals.generation)
-        assert principals.get("s-1", "user:alice") == alice
-        assert principals.get("s-1", "user:somebody-else") is None  # not this token's subject
+        access.put_principal("s-1", alice, "user:alice", access.generation)
+        assert access.principal("s-1", "user:alice") == alice
+        assert access.principal("s-1", "user:somebody-else") is None  # not this token's subject
     finally:
         stop.set()
         await listening
         await gateway.close()
     # Not subscribed: nothing is kept, since no announcement could be heard.
-    principals.put("s-1", alice, "user:alice", principals.generation)
-    assert principals.get("s-1", "user:alice") is None
+    access.put_principal("s-1", alice, "user:alice", access.generation)
+    assert access.principal("s-1", "user:alice") is None
+
+
+@pytest.mark.parametrize("change", ["add", "demote", "remove"])
+async def test_a_members_role_changes_on_every_replica_within_a_second(
+    replicas: tuple[httpx.AsyncClient, FastAPI, httpx.AsyncClient], change: str
+) -> None:
+    a, _, b = replicas
+    assert (await a.post("/api/v1/workspaces", json={"metadata": {"name": "team"}})).is_success
+    created = await a.post("/api/v1/users", json={
+        "metadata": {"name": "dev"}, "spec": {"password": "dev-password-123"},
+    })  # fmt: skip
+    assert created.status_code == 201, created.text
+    token = bearer(await login(b, "dev", "dev-password-123"))
+    members = "/api/v1/workspaces/team/members"
+    accounts = "/api/v1/workspaces/team/serviceaccounts"  # for the workspace's admins
+    if change == "add":
+        # Not a member: B answers 404 and keeps that answer...
+        assert (await b.get(members, headers=token)).status_code == 404
+        added = await a.post(members, json={"user": "dev", "role": "viewer"})
+        assert added.status_code == 201, added.text
+        # ...until the member's addition reaches it.
+        await answers_within(lambda: b.get(members, headers=token), 200)
+        return
+    added = await a.post(members, json={"user": "dev", "role": "admin"})
+    assert added.status_code == 201, added.text
+    assert (await b.get(accounts, headers=token)).status_code == 200
+    if change == "demote":
+        changed = await a.put(f"{members}/dev", json={"role": "viewer"})
+        expected = 403
+    else:
+        changed = await a.delete(f"{members}/dev")
+        expected = 404
+    assert changed.status_code == 200, changed.text
+    await answers_within(lambda: b.get(accounts, headers=token), expected)
+
+
+async def test_a_workspaces_grants_change_on_every_replica_within_a_second(
+    replicas: tuple[httpx.AsyncClient, FastAPI, httpx.AsyncClient],
+) -> None:
+    """A workspace's row is kept too: a rollout resolved on another replica right after the
+    grants changed uses the new ones."""
+    a, _, b = replicas
+    assert (await a.post("/api/v1/regions", json={"metadata": {"name": "r1"}})).is_success
+    for name in ("edge-1", "edge-2"):
+        registered = await a.post("/api/v1/clusters", json=cluster_body(name, "r1"))
+        assert registered.status_code == 201, registered.text
+    workspace = {"metadata": {"name": "team"}, "spec": {"clusters": ["edge-1"]}}
+    assert (await a.post("/api/v1/workspaces", json=workspace)).is_success
+    application = {"metadata": {"name": "monitoring-stack"}, "spec": {"provisioner": "workload"}}
+    assert (await a.post("/api/v1/applications", json=application)).is_success
+    version = await a.post("/api/v1/applicationversions", json=workload_version("2.0.0"))
+    assert version.status_code == 201, version.text
+    b.headers["Authorization"] = a.headers["Authorization"]
+    resolve = "/api/v1/workspaces/team/applicationdeployments:resolve"
+
+    async def resolved_clusters() -> list[str]:
+        spec = {"applicationVersionRef": "monitoring-stack-v2.0.0", "targets": [{"region": "r1"}]}
+        response = await b.post(resolve, json={"spec": spec})
+        assert response.status_code == 200, response.text
+        return sorted(t["cluster"] for t in response.json()["targets"])
+
+    assert await resolved_clusters() == ["edge-1"]
+    granted = await a.patch(
+        "/api/v1/workspaces/team", json={"spec": {"clusters": ["edge-1", "edge-2"]}},
+        headers=MERGE_PATCH,
+    )  # fmt: skip
+    assert granted.status_code == 200, granted.text
+    deadline = time.monotonic() + 1.0
+    while (found := await resolved_clusters()) != ["edge-1", "edge-2"]:
+        assert time.monotonic() < deadline, f"B still resolves {found}"
+        await asyncio.sleep(0.01)
