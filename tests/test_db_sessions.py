@@ -5,6 +5,7 @@ connections are pinged only after sitting idle, and a dead one is replaced."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import asyncpg
 import pytest
@@ -48,5 +49,24 @@ async def test_a_pooled_connection_killed_while_idle_is_replaced(clean_database:
         async with sessions() as session:  # no error: pinged, found dead, replaced
             second = await session.scalar(text("SELECT pg_backend_pid()"))
         assert second != first
+    finally:
+        await engine.dispose()
+
+
+async def test_json_columns_decode_exactly_as_the_standard_library(clean_database: str) -> None:
+    """json and jsonb values come back as json.loads would give them: integers beyond 64 bits
+    (a Helm value) stay integers, not floats."""
+    document = (
+        '{"replicas": 123456789012345678901234567890, "ratio": 0.1, "big": 1.5e300, '
+        '"text": "\\u00e9\\ud83d\\ude00", "none": null, "list": [1, 2.0, true]}'
+    )
+    engine = create_engine(make_settings(clean_database))
+    try:
+        async with create_reading_sessionmaker(engine)() as session:
+            for kind in ("json", "jsonb"):  # (jsonb writes 1.5e300 out in full: an integer)
+                query = text(f"SELECT CAST(:doc AS {kind}), CAST(CAST(:doc AS {kind}) AS text)")
+                value, as_text = (await session.execute(query, {"doc": document})).one()
+                assert value == json.loads(as_text)
+                assert value["replicas"] == 123456789012345678901234567890
     finally:
         await engine.dispose()
