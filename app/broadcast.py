@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,9 +22,19 @@ logger = logging.getLogger(__name__)
 MAX_BACKOFF_SECONDS = 30.0
 
 
+# The process's own Broadcasts, by the gateway it subscribes through: what this process
+# publishes reaches its own listeners at once, not after the round trip through Redis (a change
+# made here must be seen by the next request here).
+_LOCAL: weakref.WeakKeyDictionary[RedisGateway, Broadcasts] = weakref.WeakKeyDictionary()
+
+
 async def publish(redis: RedisGateway, channel: str, message: str) -> None:
-    """Best effort: when Redis is out of reach, no process is subscribed either, and each
-    listener was told so (`on_subscribed(False)`) and relies on no message meanwhile."""
+    """To this process's listeners at once, and to every process's through Redis (best
+    effort: when Redis is out of reach, no process is subscribed either, and each listener was
+    told so by `on_subscribed(False)` and relies on no message meanwhile)."""
+    local = _LOCAL.get(redis)
+    if local is not None:
+        local.deliver(channel, message)
 
     async def send(client: RedisClient) -> Any:
         return await client.publish(channel, message)
@@ -46,6 +57,7 @@ class Broadcasts:
         self._redis = redis
         self._listeners: dict[str, list[Listener]] = {}
         self.connected = False
+        _LOCAL[redis] = self
 
     def listen(self, channel: str, listener: Listener) -> None:
         """Register before `run` starts (the channels are subscribed to once)."""
@@ -69,6 +81,13 @@ class Broadcasts:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), backoff)
                 backoff = min(MAX_BACKOFF_SECONDS, backoff * 2)
+
+    def deliver(self, channel: str, message: str) -> None:
+        for listener in self._listeners.get(channel, ()):
+            try:
+                listener.on_message(message)
+            except Exception:
+                logger.exception("broadcast listener on %s failed", channel)
 
     def _set_connected(self, connected: bool) -> None:
         if connected == self.connected:
@@ -108,11 +127,7 @@ class Broadcasts:
                     channel = channel.decode()
                 if isinstance(data, bytes):
                     data = data.decode(errors="replace")
-                for listener in self._listeners.get(channel, ()):
-                    try:
-                        listener.on_message(str(data))
-                    except Exception:
-                        logger.exception("broadcast listener on %s failed", channel)
+                self.deliver(str(channel), str(data))
         finally:
             self._set_connected(False)
             with contextlib.suppress(Exception):

@@ -18,6 +18,7 @@ from app.auth.access_cache import AccessCache
 from app.auth.oidc import OIDCClient
 from app.auth.ratelimit import PrincipalSlots, RateLimiter, ReleasePrincipalSlots
 from app.auth.router import router as auth_router
+from app.auth.schemes import declare_security
 from app.auth.tokens import TokenIssuer
 from app.bootstrap import ensure_admin
 from app.broadcast import Broadcasts
@@ -217,6 +218,7 @@ def create_app(settings: Settings | None = None, *, dev: bool = False) -> FastAP
                 routes=app.routes,
             )
             add_body_schemas(schema)
+            declare_security(schema, app.routes)
             mark_public_operations(schema)
             app.openapi_schema = schema
         return app.openapi_schema

@@ -14,11 +14,6 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from fastapi.openapi.models import HTTPBase, OAuthFlowPassword, OAuthFlows
-from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
-from fastapi.openapi.models import OAuth2 as OAuth2Model
-from fastapi.openapi.models import SecurityBase as SecurityBaseModel
-from fastapi.security.base import SecurityBase
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -27,6 +22,7 @@ from app.auth.access_cache import ACCESS_CHANNEL, AccessCache, session_changed
 from app.auth.models import TokenFamily
 from app.auth.passwords import VerifiedSecrets, verify_secret_async
 from app.auth.ratelimit import PrincipalSlots, RateLimiter, batch_size
+from app.auth.schemes import BEARER, BEARER_OR_BASIC, accepts
 from app.auth.tokens import InvalidToken, TokenIssuer
 from app.broadcast import publish
 from app.cache import ObjectCache
@@ -159,61 +155,8 @@ async def _load_principal(session: AsyncSession, subject: str, session_id: str) 
     raise _unauthorized("token subject is not recognised")
 
 
-class DeclaredScheme(SecurityBase):
-    """A security scheme as the OpenAPI document names it, for the operations whose
-    dependencies take it: `/docs` then offers "Authorize", and generated clients configure
-    authentication. It reads nothing; `authenticate` and its kin do."""
-
-    def __init__(self, name: str, model: SecurityBaseModel) -> None:
-        self.scheme_name = name
-        self.model = model
-
-    async def __call__(self) -> None:
-        return None
-
-
-PASSWORD_FLOW = DeclaredScheme(
-    "oauth2",
-    OAuth2Model(
-        flows=OAuthFlows(
-            password=OAuthFlowPassword(tokenUrl="/oauth/token", refreshUrl="/oauth/token")
-        ),
-        description="A user's name and password exchanged for a token (client `edge-console`).",
-    ),
-)
-BEARER_TOKEN = DeclaredScheme(
-    "bearer",
-    HTTPBearerModel(bearerFormat="JWT", description="An access token of `POST /oauth/token`."),
-)
-BASIC_CREDENTIALS = DeclaredScheme(
-    "basic",
-    HTTPBase(scheme="basic", description="A service account's client id and secret (Helm)."),
-)
-AGENT_CREDENTIAL = DeclaredScheme(
-    "agentCredential",
-    HTTPBearerModel(description="An edge agent's credential, of `POST /api/v1/agent/join`."),
-)
-
-
-async def declares_bearer(
-    _password: Annotated[None, Depends(PASSWORD_FLOW)],
-    _token: Annotated[None, Depends(BEARER_TOKEN)],
-) -> None:
-    """Either a token of the password grant or any other bearer token (alternatives)."""
-
-
-async def declares_bearer_or_basic(
-    _bearer: Annotated[None, Depends(declares_bearer)],
-    _basic: Annotated[None, Depends(BASIC_CREDENTIALS)],
-) -> None:
-    """A bearer token, or a service account's Basic credentials."""
-
-
-async def authenticate(
-    request: Request,
-    session: SessionDep,
-    _declared: Annotated[None, Depends(declares_bearer)] = None,
-) -> Principal:
+@accepts(BEARER)
+async def authenticate(request: Request, session: SessionDep) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -364,11 +307,8 @@ async def _basic_principal(request: Request, client_id: str, secret: str) -> Pri
     return service_account_principal(account)
 
 
-async def authenticate_bearer_or_basic(
-    request: Request,
-    session: SessionDep,
-    _declared: Annotated[None, Depends(declares_bearer_or_basic)] = None,
-) -> Principal:
+@accepts(BEARER_OR_BASIC)
+async def authenticate_bearer_or_basic(request: Request, session: SessionDep) -> Principal:
     """For clients that only speak basic auth (Helm's repository client): a service account's
     client id and secret, or else a bearer token as everywhere else."""
     scheme, _, value = request.headers.get("authorization", "").partition(" ")

@@ -18,11 +18,11 @@ from app.auth.principal import (
     audit_trail,
     authenticate,
     authenticate_bearer_or_basic,
-    declares_bearer_or_basic,
     require_helm_admin,
     require_platform_admin,
 )
 from app.auth.ratelimit import RateLimiter
+from app.auth.schemes import BEARER_OR_BASIC, accepts
 from app.catalog.chartrepo import ChartStore, chart_version_entry
 from app.catalog.charts import InvalidChart, inspect_chart
 from app.catalog.schemas import (
@@ -143,11 +143,8 @@ async def _joining_agent(request: Request) -> Principal | None:
     return principal
 
 
-async def chart_reader(
-    request: Request,
-    session: SessionDep,
-    _declared: Annotated[None, Depends(declares_bearer_or_basic)],
-) -> Principal:
+@accepts(BEARER_OR_BASIC)
+async def chart_reader(request: Request, session: SessionDep) -> Principal:
     """Who reads charts: Helm with a service account's Basic credentials or a bearer token,
     an edge's helm-controller, or Helm joining a cluster (the agent's chart only)."""
     joining = await _joining_agent(request)

@@ -14,8 +14,8 @@ from starlette.websockets import WebSocket
 
 from app.audit.service import Actor, RequestInfo, record
 from app.auth.client_address import client_address
-from app.auth.principal import AGENT_CREDENTIAL
 from app.auth.ratelimit import RateLimiter
+from app.auth.schemes import AGENT
 from app.cache import ObjectCache
 from app.clusters import agents
 from app.clusters.models import Cluster
@@ -83,7 +83,8 @@ async def join(
     operation_id="rotateAgentCredential",
     response_model=AgentCredential,
     responses={401: responses.COMMON_ERRORS[401], 429: responses.COMMON_ERRORS[429]},
-    dependencies=[Depends(_limit), Depends(AGENT_CREDENTIAL)],
+    dependencies=[Depends(_limit)],
+    openapi_extra={"security": AGENT},  # the credential is read below
 )
 async def rotate(
     request: Request,

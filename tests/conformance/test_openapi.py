@@ -80,6 +80,37 @@ async def run_schemathesis(base: str, token: str, report: Path, *extra: str) -> 
 
 
 @pytest.mark.slow
+def test_every_operation_states_how_to_authenticate() -> None:
+    """Generated clients and /docs' "Authorize" read the security of each operation: what an
+    operation accepts is what it says, and a public one says so."""
+    schema = create_app(make_settings("postgresql://unused/db")).openapi()
+    assert set(schema["components"]["securitySchemes"]) == {
+        "oauth2",
+        "bearer",
+        "basic",
+        "agentCredential",
+    }
+    bearer = [{"oauth2": []}, {"bearer": []}]
+    security = {
+        (method.upper(), path): operation["security"]
+        for path, operations in schema["paths"].items()
+        for method, operation in operations.items()
+    }
+    assert security[("GET", "/api/v1/users/me")] == bearer
+    assert security[("POST", "/api/v1/workspaces/{ws}/applicationdeployments")] == bearer
+    assert security[("GET", "/chartrepo/index.yaml")] == [*bearer, {"basic": []}]
+    assert security[("POST", "/api/v1/agent/credential")] == [{"agentCredential": []}]
+    assert security[("GET", "/healthz")] == []
+    assert security[("POST", "/oauth/token")] == []
+    public = {key for key, value in security.items() if value == []}
+    assert public == {
+        ("GET", "/healthz"), ("GET", "/livez"), ("GET", "/readyz"), ("GET", "/version"),
+        ("GET", "/metrics"), ("POST", "/oauth/token"), ("GET", "/oauth/authorize"),
+        ("GET", "/oauth/callback"), ("POST", "/oauth/revoke"), ("POST", "/api/v1/agent/join"),
+        ("GET", "/.well-known/openid-configuration"), ("GET", "/oauth/jwks"),
+    }  # fmt: skip
+
+
 async def test_schemathesis_finds_no_server_error_and_no_nonconformance(
     clean_database: str, clean_redis: RedisProcess, tmp_path: Path
 ) -> None:
