@@ -65,15 +65,15 @@ class Settings(BaseSettings):
         None, description="libpq URL incl. sslmode; unset in `dev` means embedded PostgreSQL."
     )
     database_pool_size: int = Field(
-        20, ge=1, le=200, description="Connections a process keeps, opened as it needs them."
+        10, ge=1, le=200, description="Connections a process keeps, opened as it needs them."
     )
     database_max_overflow: int = Field(
-        0,
+        10,
         ge=0,
         le=200,
         description="Extra connections at peak, each closed as soon as it is returned (opening "
-        "one costs PostgreSQL a new process: under a steady load they were opened and closed "
-        "on most requests).",
+        "one costs PostgreSQL a new process: a process that serves more requests at once than "
+        "its pool for long is better given a larger pool).",
     )
     database_pool_timeout: Seconds = Field(5.0, description="Wait for a free pooled connection.")
     database_connect_timeout: Seconds = Field(5.0, description="Timeout to open a connection.")

@@ -30,7 +30,7 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     global engine
     target = translate_database_url(os.environ["DATABASE_URL"])
     engine = create_async_engine(
-        target.sqlalchemy_url, pool_size=20, max_overflow=0,  # the platform's defaults
+        target.sqlalchemy_url, pool_size=10, max_overflow=10,  # the platform's defaults
         connect_args={"ssl": target.ssl} if target.ssl is not None else {},
     )  # fmt: skip
     yield
