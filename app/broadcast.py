@@ -20,6 +20,7 @@ from app.redis import RedisClient, RedisGateway, RedisUnavailable
 logger = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECONDS = 30.0
+SUBSCRIBE_TIMEOUT_SECONDS = 10.0
 
 
 # The process's own Broadcasts, by the gateway it subscribes through: what this process
@@ -117,6 +118,13 @@ class Broadcasts:
         pubsub = client.pubsub()
         try:
             await pubsub.subscribe(*self._listeners)
+            # Subscribed once Redis confirms each channel: every message published after that
+            # reaches us, and only then may a listener trust that it hears every change.
+            unconfirmed = len(self._listeners)
+            async with asyncio.timeout(SUBSCRIBE_TIMEOUT_SECONDS):
+                while unconfirmed:
+                    message = await pubsub.get_message(timeout=1.0)
+                    unconfirmed -= message is not None and message["type"] == "subscribe"
             self._set_connected(True)
             while True:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
