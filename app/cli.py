@@ -279,6 +279,7 @@ def cmd_version(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # Long on purpose: the whole command line in one declaration, read top to bottom.
     parser = argparse.ArgumentParser(
         prog="edge-platform",
         description="Edge Platform: management plane for fleets of edge Kubernetes clusters.",

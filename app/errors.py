@@ -185,7 +185,10 @@ ErrorObserver = Callable[[Request, int, str], Awaitable[None]]
 
 
 def install_error_handlers(app: FastAPI, observers: Sequence[ErrorObserver] = ()) -> None:
-    """Render errors; `observers` hear about every 4xx answered (e.g. to audit refusals)."""
+    """Render errors; `observers` hear about every 4xx answered (e.g. to audit refusals).
+
+    Long on purpose: one short handler per kind of error, nested so that each closes over
+    `observers`; read them one by one."""
 
     async def app_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, AppError)

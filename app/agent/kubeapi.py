@@ -196,7 +196,7 @@ def _named(
     raise ConfigError(f"the kubeconfig has no {key} named {name!r}")
 
 
-def _server(
+def _server(  # long on purpose: every kubeconfig field the agent accepts or refuses, in order
     context: str,
     cluster: tuple[Path, dict[str, Any]],
     user: tuple[Path, dict[str, Any]] | None,

@@ -57,7 +57,10 @@ def add_resource_routes(
     filters: Sequence[str] = (),
     with_delete: bool = True,
 ) -> None:
-    """`filters`: query parameters that filter lists by equality on the column of that name;
+    """Long on purpose: the standard routes of a kind (list, create, read, replace, patch,
+    delete), each a short nested handler over this function's arguments.
+
+    `filters`: query parameters that filter lists by equality on the column of that name;
     `with_delete=False` for kinds whose router defines a DELETE of its own."""
     Service = Annotated[ResourceService[Any, Any, Any], Depends(service)]
     reads, writes = list(read_access), list(write_access)
