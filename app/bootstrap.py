@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth.passwords import hash_secret
 from app.db.base import resource_version_seq
-from app.users.models import PLATFORM_ADMIN, User
+from app.models.users import PLATFORM_ADMIN, User
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from app.db.engine import (
     create_reading_sessionmaker,
     create_sessionmaker,
 )
-from app.users.models import User
+from app.models.users import User
 from tests.support.platform import make_settings
 
 

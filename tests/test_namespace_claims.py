@@ -8,7 +8,7 @@ import asyncio
 from sqlalchemy import insert, select
 
 from app.db.engine import create_engine, create_sessionmaker
-from app.workspaces.models import Workspace
+from app.models.workspaces import Workspace
 from app.workspaces.namespaces import claim_namespace
 from tests.support.platform import make_settings
 

@@ -7,14 +7,14 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import AfterValidator, BaseModel, BeforeValidator
 from sqlalchemy import func, select
 
-from app.audit.models import AuditLog
 from app.auth.principal import CurrentPrincipal, authenticate
 from app.db.session import SessionDep
 from app.errors import BadRequest, Forbidden, NotFound
 from app.kit import responses
 from app.kit.paging import encode_token, page_request
 from app.kit.resource import API_VERSION, ListMeta, render
-from app.workspaces.models import Workspace, WorkspaceMember
+from app.models.audit import AuditLog
+from app.models.workspaces import Workspace, WorkspaceMember
 
 router = APIRouter(prefix="/api/v1", tags=["audit"], dependencies=[Depends(authenticate)])
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.audit.models import AuditLog
 from app.auth.client_address import client_address
+from app.models.audit import AuditLog
 from app.observability import request_id_var
 
 

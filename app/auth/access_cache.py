@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
     from app.auth.principal import Principal
-    from app.workspaces.models import Workspace
+    from app.models.workspaces import Workspace
 
 ACCESS_CHANNEL = redis_key("access", tag="access")
 MAX_AGE_SECONDS = 60.0

@@ -19,7 +19,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.audit.service import Actor, AuditTrail, RequestInfo
 from app.auth.access_cache import ACCESS_CHANNEL, AccessCache, session_changed
-from app.auth.models import TokenFamily
 from app.auth.passwords import VerifiedSecrets, verify_secret_async
 from app.auth.ratelimit import PrincipalSlots, RateLimiter, batch_size
 from app.auth.schemes import BEARER, BEARER_OR_BASIC, accepts
@@ -29,10 +28,11 @@ from app.cache import ObjectCache
 from app.catalog.pull import pull_workspace
 from app.db.session import SessionDep, after_commit
 from app.errors import Forbidden, NotFound, Unauthorized
+from app.models.auth import TokenFamily
+from app.models.serviceaccounts import ServiceAccount
+from app.models.users import PLATFORM_ADMIN, User
+from app.models.workspaces import WORKSPACE_ROLES, Workspace, WorkspaceMember
 from app.redis import key as redis_key
-from app.serviceaccounts.models import ServiceAccount
-from app.users.models import PLATFORM_ADMIN, User
-from app.workspaces.models import WORKSPACE_ROLES, Workspace, WorkspaceMember
 
 BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="edge-platform"'}
 BASIC_CHALLENGE = 'Basic realm="edge-platform"'

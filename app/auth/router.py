@@ -21,7 +21,7 @@ from app.config import Settings
 from app.db.session import SessionDep, TransactionDep
 from app.errors import NotFound
 from app.kit.body import media_type
-from app.users.models import User
+from app.models.users import User
 
 router = APIRouter(tags=["auth"])
 

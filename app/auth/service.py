@@ -12,9 +12,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.audit.models import AuditLog
 from app.audit.service import Actor, RequestInfo, record
-from app.auth.models import RefreshToken, TokenFamily
 from app.auth.oidc import ExternalIdentity
 from app.auth.passwords import MAX_PASSWORD_LENGTH, hashing_slot, verify_secret_async
 from app.auth.principal import mark_session_revoked, service_account_subject, user_subject
@@ -29,8 +27,10 @@ from app.cache import ObjectCache
 from app.config import Settings
 from app.db.base import resource_version_seq
 from app.db.session import after_commit
-from app.serviceaccounts.models import ServiceAccount
-from app.users.models import User
+from app.models.audit import AuditLog
+from app.models.auth import RefreshToken, TokenFamily
+from app.models.serviceaccounts import ServiceAccount
+from app.models.users import User
 
 CLI_CLIENT_ID = "edge-cli"
 LOGIN_ACTION = "login"

@@ -16,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.audit.service import Actor, AuditTrail, RequestInfo
 from app.catalog.chartrepo import ChartStore
 from app.catalog.charts import ChartInfo, InvalidChart, inspect_chart
-from app.catalog.models import Application, ApplicationVersion
 from app.catalog.schemas import (
     ApplicationIn,
     ApplicationSpec,
@@ -33,6 +32,7 @@ from app.catalog.service import (
 )
 from app.config import BuiltinChart
 from app.errors import Conflict
+from app.models.catalog import Application, ApplicationVersion
 from app.redis import RedisGateway
 
 logger = logging.getLogger(__name__)

@@ -13,9 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
 from app.catalog.charts import SEMVER, ChartInfo
-from app.catalog.models import ChartArchive
 from app.db.base import resource_version_seq
 from app.errors import Conflict
+from app.models.catalog import ChartArchive
 from app.redis import RedisGateway, RedisUnavailable
 from app.redis import key as redis_key
 

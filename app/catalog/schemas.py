@@ -12,7 +12,6 @@ from app.catalog.charts import (
     SEMVER_PATTERN,
     SEMVER_WITHOUT_BUILD_PATTERN,
 )
-from app.catalog.models import Application, ApplicationVersion
 from app.kit.resource import (
     DNSLabel,
     DottedObjectMetaIn,
@@ -22,6 +21,7 @@ from app.kit.resource import (
     explained,
     object_meta,
 )
+from app.models.catalog import Application, ApplicationVersion
 
 Provisioner = Literal["helm", "workload"]
 

@@ -6,7 +6,6 @@ from pydantic import BaseModel
 from sqlalchemy import func, select
 
 from app.catalog.chartrepo import semver_key
-from app.catalog.models import Application, ApplicationVersion, ChartArchive
 from app.catalog.schemas import (
     ApplicationIn,
     ApplicationOut,
@@ -17,11 +16,12 @@ from app.catalog.schemas import (
     application_version_out,
     version_name,
 )
-from app.deployments.models import Rollout
 from app.deployments.references import refuse_if_used
 from app.errors import Conflict, invalid_field
 from app.kit.repository import ResourceRepository
 from app.kit.service import ResourceService
+from app.models.catalog import Application, ApplicationVersion, ChartArchive
+from app.models.deployments import Rollout
 
 
 class ApplicationRepository(ResourceRepository[Application]):

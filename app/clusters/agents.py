@@ -17,7 +17,7 @@ from typing import Protocol
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.clusters.models import Cluster
+from app.models.clusters import Cluster
 
 JOIN_TOKEN_PREFIX = "edge-join-"  # noqa: S105 (a prefix that names the kind of secret)
 CREDENTIAL_PREFIX = "edge-agent-"

@@ -5,7 +5,6 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 
 from app.auth.principal import CurrentPrincipal, audit_trail, authenticate, require_platform_admin
-from app.clusters.models import Cluster
 from app.clusters.schemas import (
     ClusterIn,
     ClusterList,
@@ -27,6 +26,7 @@ from app.db.session import SessionDep
 from app.errors import NotFound
 from app.kit import responses
 from app.kit.crud import add_resource_routes
+from app.models.clusters import Cluster
 
 router = APIRouter(
     prefix="/api/v1/clusters", tags=["clusters"], dependencies=[Depends(authenticate)]

@@ -5,7 +5,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.clusters.models import Cluster, NodeGroup
 from app.kit.resource import (
     API_VERSION,
     ResourceIn,
@@ -16,6 +15,7 @@ from app.kit.resource import (
     object_meta,
     object_meta_document,
 )
+from app.models.clusters import Cluster, NodeGroup
 from app.redis import key as redis_key
 from app.workspaces.schemas import LabelSelector
 

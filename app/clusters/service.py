@@ -13,7 +13,6 @@ from app.cache import ObjectCache
 from app.clusters.address_guard import EndpointRefused, check_server_url
 from app.clusters.agents import issue_join_token, revoke_credentials
 from app.clusters.kubeconfig import InvalidKubeconfig, parse_kubeconfig
-from app.clusters.models import Cluster, NodeGroup
 from app.clusters.schemas import (
     ClusterIn,
     ClusterOut,
@@ -27,7 +26,6 @@ from app.clusters.schemas import (
 )
 from app.config import Settings
 from app.crypto import Sealed, SecretBox
-from app.deployments.models import RolloutTarget
 from app.deployments.references import refuse_if_used
 from app.errors import Conflict, invalid_field
 from app.kit.paging import Page, PageRequest
@@ -35,8 +33,10 @@ from app.kit.repository import ResourceRepository
 from app.kit.resource import Documents
 from app.kit.selectors import Requirement, selector_clause
 from app.kit.service import ResourceService
-from app.regions.models import Region
-from app.workspaces.models import Workspace, WorkspaceMember
+from app.models.clusters import Cluster, NodeGroup
+from app.models.deployments import RolloutTarget
+from app.models.regions import Region
+from app.models.workspaces import Workspace, WorkspaceMember
 from app.workspaces.schemas import LabelSelector
 
 # The label a vcluster's Cluster carries (app.vclusters.registration sets it).

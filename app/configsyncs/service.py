@@ -21,13 +21,13 @@ from app.configsyncs.schemas import (
     ConfigTargetStatus,
 )
 from app.crypto import Sealed, SecretBox
-from app.deployments.models import Rollout, RolloutRevision, RolloutTarget
 from app.deployments.resolution import resolve_targets
 from app.deployments.schemas import TargetSpec
 from app.deployments.service import DeploymentService
 from app.deployments.status import deployment_status
 from app.errors import invalid_field
 from app.kit.resource import editable_form, object_meta
+from app.models.deployments import Rollout, RolloutRevision, RolloutTarget
 from app.workspaces.namespaces import default_namespace
 
 

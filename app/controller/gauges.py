@@ -11,8 +11,8 @@ from prometheus_client import Gauge
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.clusters.models import Cluster
-from app.deployments.models import Rollout
+from app.models.clusters import Cluster
+from app.models.deployments import Rollout
 
 CLUSTERS = Gauge("edge_clusters", "Registered clusters by region and phase.", ["region", "phase"])
 PROBE_AGE = Gauge(

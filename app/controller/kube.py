@@ -23,7 +23,7 @@ from kubernetes_asyncio.client import ApiClient
 
 from app import __version__
 from app.clusters.address_guard import EndpointRefused
-from app.clusters.models import Cluster
+from app.models.clusters import Cluster
 
 REQUEST_TIMEOUT = (5.0, 10.0)  # (connect, read) seconds for every call to an edge cluster
 # The read timeout bounds each wait for data, not the call: a server sending a byte every few

@@ -23,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.controller.models import LeaderEpoch
+from app.models.controller import LeaderEpoch
 from app.redis import RedisClient, RedisGateway, RedisUnavailable
 from app.redis import key as redis_key
 

@@ -37,7 +37,6 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.cache import ObjectCache
-from app.clusters.models import Cluster, NodeGroup
 from app.clusters.schemas import cluster_cache_key, cluster_document, effective_selector
 from app.controller.claims import (
     QUEUE_GAUGE_SECONDS,
@@ -52,7 +51,8 @@ from app.controller.kube import REQUEST_TIMEOUT, ClusterTarget, get_json
 from app.controller.kube_clients import KubeClients
 from app.db.base import resource_version_seq
 from app.deployments import target_rows
-from app.deployments.models import RolloutTarget
+from app.models.clusters import Cluster, NodeGroup
+from app.models.deployments import RolloutTarget
 from app.workspaces.schemas import LabelSelector
 
 logger = logging.getLogger(__name__)

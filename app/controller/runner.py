@@ -12,7 +12,6 @@ from datetime import timedelta
 from sqlalchemy import delete, func
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.auth.models import TokenFamily
 from app.cache import ObjectCache
 from app.config import Settings
 from app.controller.dispatch import Dispatcher
@@ -22,9 +21,10 @@ from app.controller.leader import Fenced, LeaderElector
 from app.controller.prober import ClusterProber
 from app.controller.wakeup import Wakeups
 from app.crypto import SecretBox
-from app.deployments.models import DISPATCH_CHANNEL
 from app.events.service import purge_expired
 from app.kit.idempotency import purge_expired_keys
+from app.models.auth import TokenFamily
+from app.models.deployments import DISPATCH_CHANNEL
 from app.redis import RedisGateway
 
 logger = logging.getLogger(__name__)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.deployments.models import Rollout, RolloutTarget
 from app.errors import Conflict
+from app.models.deployments import Rollout, RolloutTarget
 
 
 async def refuse_if_used(

@@ -21,12 +21,12 @@ from sqlalchemy.dialects.postgresql import JSON, aggregate_order_by
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.clusters.models import Cluster
 from app.db.base import resource_version_seq
-from app.deployments.models import Rollout, RolloutTarget
 from app.kit.paging import Page, PageRequest, fetch_page_rows
 from app.kit.repository import ResourceRepository
-from app.workspaces.models import Workspace
+from app.models.clusters import Cluster
+from app.models.deployments import Rollout, RolloutTarget
+from app.models.workspaces import Workspace
 
 
 def json_time_sql(column: Any) -> Any:

@@ -11,13 +11,13 @@ from typing import Any
 from sqlalchemy import ColumnElement, Row, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.catalog.models import ApplicationVersion
-from app.clusters.models import Cluster, NodeGroup
 from app.clusters.service import granted_clause
 from app.deployments.schemas import ResolvedTarget, TargetSpec
 from app.errors import Unprocessable
-from app.regions.models import Region
-from app.workspaces.models import Workspace
+from app.models.catalog import ApplicationVersion
+from app.models.clusters import Cluster, NodeGroup
+from app.models.regions import Region
+from app.models.workspaces import Workspace
 from app.workspaces.namespaces import (
     claim_namespace,
     default_namespace,

@@ -15,15 +15,8 @@ from sqlalchemy import String, literal, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import AuditTrail
-from app.catalog.models import ApplicationVersion
-from app.clusters.models import Cluster
 from app.db.session import after_commit
 from app.deployments import target_rows
-from app.deployments.models import (
-    Rollout,
-    RolloutRevision,
-    RolloutTarget,
-)
 from app.deployments.repository import RolloutRepository
 from app.deployments.resolution import Resolved, resolve_targets
 from app.deployments.schemas import (
@@ -44,8 +37,15 @@ from app.kit.etag import check_write_preconditions
 from app.kit.paging import Page, PageRequest
 from app.kit.resource import Documents, JSONDocument, object_meta
 from app.kit.service import ResourceService
+from app.models.catalog import ApplicationVersion
+from app.models.clusters import Cluster
+from app.models.deployments import (
+    Rollout,
+    RolloutRevision,
+    RolloutTarget,
+)
+from app.models.workspaces import Workspace
 from app.redis import RedisGateway
-from app.workspaces.models import Workspace
 from app.workspaces.namespaces import default_namespace
 
 HISTORY_LENGTH = 10

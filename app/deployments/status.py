@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from app.deployments.models import Rollout, RolloutTarget
 from app.deployments.schemas import DeploymentPhase, DeploymentStatus, Strategy
 from app.kit.resource import API_VERSION, json_time
+from app.models.deployments import Rollout, RolloutTarget
 
 
 @dataclass(frozen=True)

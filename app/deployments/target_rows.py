@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.deployments.models import DISPATCH_CHANNEL, RolloutTarget
+from app.models.deployments import DISPATCH_CHANNEL, RolloutTarget
 
 
 async def lock(session: AsyncSession, where: ColumnElement[bool]) -> list[RolloutTarget]:

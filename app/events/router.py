@@ -13,11 +13,11 @@ from sqlalchemy import ColumnElement
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth.principal import WorkspaceViewer, authenticate
-from app.deployments.models import Event
 from app.errors import invalid_field
 from app.events.hub import EventHub
 from app.events.service import as_json, newest_id, read_after, sse
 from app.kit.resource import render
+from app.models.deployments import Event
 
 BATCH = 500
 POLL_SECONDS = 2.0  # without Redis wake-ups, watchers poll this often

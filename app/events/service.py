@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.deployments.models import Event
+from app.models.deployments import Event
 from app.redis import RedisClient, RedisGateway, RedisUnavailable
 from app.redis import key as redis_key
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from app.kit.repository import ResourceRepository
-from app.regions.models import Region
+from app.models.regions import Region
 
 
 class RegionRepository(ResourceRepository[Region]):

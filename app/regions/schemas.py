@@ -5,7 +5,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.kit.resource import ResourceIn, ResourceList, ResourceOut, object_meta
-from app.regions.models import Region
+from app.models.regions import Region
 
 
 class RegionSpec(BaseModel):

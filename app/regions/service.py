@@ -5,10 +5,10 @@ from collections.abc import Sequence
 from pydantic import BaseModel
 from sqlalchemy import func, select
 
-from app.clusters.models import Cluster
 from app.errors import Conflict
 from app.kit.service import ResourceService
-from app.regions.models import Region
+from app.models.clusters import Cluster
+from app.models.regions import Region
 from app.regions.schemas import RegionIn, RegionOut, RegionStatus, region_out
 
 

@@ -5,7 +5,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.kit.resource import ResourceIn, ResourceList, ResourceOut, object_meta
-from app.serviceaccounts.models import ServiceAccount
+from app.models.serviceaccounts import ServiceAccount
 
 ServiceAccountRole = Literal["platform-admin", "platform-regular", "admin", "operator", "viewer"]
 

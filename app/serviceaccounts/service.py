@@ -10,15 +10,15 @@ from app.auth.principal import service_account_subject
 from app.errors import invalid_field
 from app.kit.repository import ResourceRepository
 from app.kit.service import ResourceService
+from app.models.serviceaccounts import ServiceAccount
+from app.models.users import PLATFORM_ROLES
+from app.models.workspaces import WORKSPACE_ROLES, Workspace
 from app.redis import RedisGateway
-from app.serviceaccounts.models import ServiceAccount
 from app.serviceaccounts.schemas import (
     ServiceAccountIn,
     ServiceAccountOut,
     service_account_out,
 )
-from app.users.models import PLATFORM_ROLES
-from app.workspaces.models import WORKSPACE_ROLES, Workspace
 
 
 def client_id_for(workspace: str | None, name: str) -> str:

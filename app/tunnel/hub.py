@@ -33,9 +33,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from app.cache import ObjectCache
 from app.clusters import agents
-from app.clusters.models import Cluster
 from app.clusters.schemas import cluster_cache_key, cluster_document
 from app.db.base import resource_version_seq
+from app.models.clusters import Cluster
 from app.redis import RedisClient, RedisGateway, RedisUnavailable
 from app.redis import key as redis_key
 from app.tunnel.protocol import SUBPROTOCOL_V2, Mux, ProtocolError, TunnelClosed

@@ -18,13 +18,13 @@ from app.auth.ratelimit import RateLimiter
 from app.auth.schemes import AGENT
 from app.cache import ObjectCache
 from app.clusters import agents
-from app.clusters.models import Cluster
 from app.clusters.schemas import cluster_cache_key, cluster_document
 from app.config import Settings
 from app.db.base import resource_version_seq
 from app.db.session import SessionDep, after_commit
 from app.errors import Unauthorized
 from app.kit import responses
+from app.models.clusters import Cluster
 from app.tunnel.hub import TUNNEL_PATH
 from app.tunnel.proxy import PROXY_PREFIX
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from app.kit.repository import ResourceRepository
-from app.users.models import User
+from app.models.users import User
 
 
 class UserRepository(ResourceRepository[User]):

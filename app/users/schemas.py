@@ -6,7 +6,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.kit.resource import ResourceIn, ResourceList, ResourceOut, object_meta
-from app.users.models import User
+from app.models.users import User
 
 MIN_PASSWORD_LENGTH = 8
 

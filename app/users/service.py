@@ -7,7 +7,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.audit.service import Actor, AuditTrail, RequestInfo, record
 from app.auth.access_cache import ACCESS_CHANNEL, announce_after_commit, subject_changed
-from app.auth.models import TokenFamily
 from app.auth.passwords import hash_secret_async, new_password, verify_secret_async
 from app.auth.principal import revoke_sessions, user_subject
 from app.broadcast import publish
@@ -15,8 +14,9 @@ from app.cache import ObjectCache
 from app.errors import Conflict, Forbidden, Unprocessable, invalid_field
 from app.kit.resource import validate_as
 from app.kit.service import ResourceService
+from app.models.auth import TokenFamily
+from app.models.users import PLATFORM_ADMIN, User
 from app.redis import RedisGateway
-from app.users.models import PLATFORM_ADMIN, User
 from app.users.repository import UserRepository
 from app.users.schemas import OwnSpecPatch, UserIn, UserOut, user_out
 

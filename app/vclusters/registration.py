@@ -13,12 +13,12 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.clusters.kubeconfig import InvalidKubeconfig, parse_kubeconfig
-from app.clusters.models import Cluster
 from app.clusters.service import VCLUSTER_WORKSPACE_LABEL
 from app.crypto import SecretBox
 from app.db.base import resource_version_seq
-from app.deployments.models import Rollout, RolloutTarget
-from app.workspaces.models import Workspace
+from app.models.clusters import Cluster
+from app.models.deployments import Rollout, RolloutTarget
+from app.models.workspaces import Workspace
 
 HOST_LABEL = "edge.theriseunion.io/vcluster-host"
 WORKSPACE_LABEL = VCLUSTER_WORKSPACE_LABEL

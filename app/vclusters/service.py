@@ -11,18 +11,18 @@ from pydantic import BaseModel
 from sqlalchemy import delete, select
 
 from app.cache import ObjectCache
-from app.catalog.models import ChartArchive
 from app.clusters.address_guard import EndpointRefused, check_server_url
-from app.clusters.models import Cluster
 from app.clusters.schemas import cluster_cache_key
 from app.crypto import Sealed, SecretBox
 from app.db.session import after_commit
-from app.deployments.models import Rollout, RolloutTarget
 from app.deployments.resolution import resolve_targets
 from app.deployments.schemas import TargetSpec
 from app.deployments.service import DeploymentService
 from app.errors import Conflict, Forbidden, invalid_field
 from app.kit.resource import object_meta
+from app.models.catalog import ChartArchive
+from app.models.clusters import Cluster
+from app.models.deployments import Rollout, RolloutTarget
 from app.vclusters.registration import (
     cluster_name,
     owned_by,

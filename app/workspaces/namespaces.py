@@ -7,7 +7,7 @@ from __future__ import annotations
 from sqlalchemy import bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.workspaces.models import NamespaceClaim, Workspace
+from app.models.workspaces import NamespaceClaim, Workspace
 
 
 def default_namespace(workspace: str) -> str:

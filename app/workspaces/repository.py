@@ -3,7 +3,7 @@ from __future__ import annotations
 from sqlalchemy import ColumnElement, select, true
 
 from app.kit.repository import ResourceRepository
-from app.workspaces.models import Workspace, WorkspaceMember
+from app.models.workspaces import Workspace, WorkspaceMember
 
 
 class WorkspaceRepository(ResourceRepository[Workspace]):

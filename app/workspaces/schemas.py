@@ -14,7 +14,7 @@ from app.kit.resource import (
     ResourceOut,
     object_meta,
 )
-from app.workspaces.models import Workspace
+from app.models.workspaces import Workspace
 
 WorkspaceRole = Literal["admin", "operator", "viewer"]
 

@@ -7,14 +7,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import AuditTrail
 from app.auth.access_cache import EVERYONE_CHANGED, announce_after_commit, workspace_changed
-from app.deployments.models import Rollout
 from app.deployments.references import refuse_if_used
 from app.errors import Conflict, NotFound, invalid_field
 from app.kit.repository import ResourceRepository
 from app.kit.service import ResourceService
+from app.models.deployments import Rollout
+from app.models.users import User
+from app.models.workspaces import Workspace, WorkspaceMember
 from app.redis import RedisGateway
-from app.users.models import User
-from app.workspaces.models import Workspace, WorkspaceMember
 from app.workspaces.namespaces import claim_namespace, default_namespace
 from app.workspaces.schemas import MemberOut, WorkspaceIn, WorkspaceOut, workspace_out
 

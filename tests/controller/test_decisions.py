@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from app.clusters.models import Cluster
 from app.controller.dispatch import decisions
 from app.controller.dispatch.context import Context, Observed, Outcome
 from app.controller.dispatch.decisions import Timing
 from app.deployments.manifests import Placement
-from app.deployments.models import Rollout, RolloutRevision, RolloutTarget
 from app.deployments.schemas import TargetSpec
+from app.models.clusters import Cluster
+from app.models.deployments import Rollout, RolloutRevision, RolloutTarget
 
 TIMING = Timing(drift_interval=60.0, status_interval=2.0, retry_max=300.0)
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)

@@ -158,7 +158,7 @@ async def test_an_unreachable_cluster_and_its_recovery(
     async def due_now() -> None:  # skip the backoff wait of an unreachable cluster
         from sqlalchemy import update
 
-        from app.clusters.models import Cluster
+        from app.models.clusters import Cluster
 
         async with controller.sessionmaker.begin() as session:
             await session.execute(update(Cluster).values(next_probe_at=Cluster.created_at))
@@ -206,7 +206,7 @@ async def test_a_probe_that_changes_nothing_writes_its_times(
     and reads — served from the object cache — show it; the lease goes with the write."""
     from sqlalchemy import func, select, update
 
-    from app.clusters.models import Cluster
+    from app.models.clusters import Cluster
 
     _, client, controller = registered
     await probe_until(
@@ -260,7 +260,7 @@ async def test_a_result_is_dropped_when_its_lease_was_lost(
 
     from sqlalchemy import update
 
-    from app.clusters.models import Cluster
+    from app.models.clusters import Cluster
 
     _, client, controller = registered
     fleet["beijing-cluster"].reachable.clear()  # its probe hangs until we let it answer

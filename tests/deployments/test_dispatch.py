@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from app.controller.kube import REQUEST_TIMEOUT
 from app.controller.runner import Controller
-from app.deployments.models import RolloutTarget
+from app.models.deployments import RolloutTarget
 from tests.support.charts import chart_archive
 from tests.support.deployments import BASE, EXAMPLE_YAML, EXPECTED, NAMESPACE, Platform, targets_of
 

@@ -11,9 +11,9 @@ from typing import Any
 import yaml
 from sqlalchemy import func, select, text
 
-from app.audit.models import AuditLog
-from app.deployments.models import Event, Rollout, RolloutRevision, RolloutTarget
 from app.deployments.schemas import ApplicationDeploymentList, ApplicationDeploymentOut
+from app.models.audit import AuditLog
+from app.models.deployments import Event, Rollout, RolloutRevision, RolloutTarget
 from tests.support.deployments import BASE, EXAMPLE_YAML, Platform
 
 EXAMPLE: dict[str, Any] = yaml.safe_load(EXAMPLE_YAML)

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from app.config import Settings
 from app.db.engine import create_engine, create_sessionmaker
 from app.events.service import NewEvent, read_after, record
-from app.workspaces.models import Workspace
+from app.models.workspaces import Workspace
 
 
 async def test_ids_follow_commit_order_not_insert_order(

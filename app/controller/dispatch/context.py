@@ -10,14 +10,14 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.catalog.models import ApplicationVersion
-from app.clusters.models import Cluster, NodeGroup
 from app.clusters.schemas import effective_selector
 from app.controller.kube import ObjectRef
 from app.deployments.manifests import Owner, Placement
-from app.deployments.models import Rollout, RolloutRevision, RolloutTarget
 from app.deployments.schemas import TargetSpec
-from app.workspaces.models import Workspace
+from app.models.catalog import ApplicationVersion
+from app.models.clusters import Cluster, NodeGroup
+from app.models.deployments import Rollout, RolloutRevision, RolloutTarget
+from app.models.workspaces import Workspace
 
 
 def now() -> datetime:

@@ -17,8 +17,8 @@ from typing import Any
 from app.controller.dispatch.context import Context, Observed, Outcome
 from app.controller.dispatch.metrics import FAILURES, RETRIES
 from app.controller.kube import reachable
-from app.deployments.models import RolloutTarget
 from app.deployments.schemas import Strategy
+from app.models.deployments import RolloutTarget
 
 
 @dataclass(frozen=True)

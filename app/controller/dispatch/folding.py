@@ -15,9 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.cache import ObjectCache
 from app.clusters.schemas import cluster_cache_key
 from app.controller.dispatch.kinds import RolloutKind
-from app.deployments.models import Rollout, RolloutTarget
 from app.deployments.status import TargetCounts, fold_phase
 from app.events.service import NewEvent, announce, record
+from app.models.deployments import Rollout, RolloutTarget
 from app.redis import RedisGateway
 
 logger = logging.getLogger(__name__)

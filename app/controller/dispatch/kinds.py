@@ -29,10 +29,10 @@ from app.deployments.manifests import (
     vcluster_secret_name,
     vcluster_values,
 )
-from app.deployments.models import Rollout
 from app.events.service import NewEvent
+from app.models.deployments import Rollout
+from app.models.workspaces import Workspace
 from app.vclusters.registration import reachable_kubeconfig, register, unregister
-from app.workspaces.models import Workspace
 from app.workspaces.namespaces import default_namespace
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from app.clusters.models import Cluster
 from app.controller.dispatch import decisions
 from app.controller.dispatch.context import Context, Outcome, applied_refs, now
 from app.controller.dispatch.decisions import Timing
@@ -27,6 +26,7 @@ from app.controller.kube import (
 )
 from app.controller.kube_clients import KubeClients
 from app.deployments.manifests import Rendered, contains
+from app.models.clusters import Cluster
 
 logger = logging.getLogger(__name__)
 

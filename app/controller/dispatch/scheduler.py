@@ -31,7 +31,7 @@ from app.controller.dispatch.reconciler import Reconciler
 from app.controller.dispatch.writeback import WriteBack
 from app.controller.kube_clients import KubeClients
 from app.crypto import SecretBox
-from app.deployments.models import RolloutTarget
+from app.models.deployments import RolloutTarget
 from app.redis import RedisGateway
 
 logger = logging.getLogger(__name__)

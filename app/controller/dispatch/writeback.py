@@ -37,8 +37,8 @@ from app.controller.dispatch.context import Context, Outcome, now
 from app.controller.dispatch.kinds import RolloutKind
 from app.controller.dispatch.metrics import LOST_LEASES, TIME_TO_READY
 from app.deployments import target_rows
-from app.deployments.models import Rollout, RolloutTarget
 from app.events.service import NewEvent, announce, record
+from app.models.deployments import Rollout, RolloutTarget
 from app.redis import RedisGateway
 
 logger = logging.getLogger(__name__)
