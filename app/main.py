@@ -12,8 +12,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 
 import app as app_package
-from app.audit.router import router as audit_router
 from app.audit.service import RequestInfo, record
+from app.auditlogs.router import router as audit_router
 from app.auth.access_cache import AccessCache
 from app.auth.oidc import OIDCClient
 from app.auth.ratelimit import PrincipalSlots, RateLimiter, ReleasePrincipalSlots

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth.client_address import client_address
+from app.client_address import client_address
 from app.models.audit import AuditLog
 from app.observability import request_id_var
 

@@ -25,7 +25,7 @@ from app.redis import key as redis_key
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
-    from app.auth.principal import Principal
+    from app.auth.identity import Principal
     from app.models.workspaces import Workspace
 
 ACCESS_CHANNEL = redis_key("access", tag="access")

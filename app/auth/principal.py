@@ -17,44 +17,26 @@ from fastapi import Depends, Request
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.audit.service import Actor, AuditTrail, RequestInfo
+from app.audit.service import AuditTrail, RequestInfo
 from app.auth.access_cache import ACCESS_CHANNEL, AccessCache, session_changed
+from app.auth.chart_pull import pull_workspace
+from app.auth.identity import Principal
 from app.auth.passwords import VerifiedSecrets, verify_secret_async
 from app.auth.ratelimit import PrincipalSlots, RateLimiter, batch_size
 from app.auth.schemes import BEARER, BEARER_OR_BASIC, accepts
 from app.auth.tokens import InvalidToken, TokenIssuer
 from app.broadcast import publish
 from app.cache import ObjectCache
-from app.catalog.pull import pull_workspace
 from app.db.session import SessionDep, after_commit
 from app.errors import Forbidden, NotFound, Unauthorized
 from app.models.auth import TokenFamily
 from app.models.serviceaccounts import ServiceAccount
-from app.models.users import PLATFORM_ADMIN, User
+from app.models.users import User
 from app.models.workspaces import WORKSPACE_ROLES, Workspace, WorkspaceMember
 from app.redis import key as redis_key
 
 BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="edge-platform"'}
 BASIC_CHALLENGE = 'Basic realm="edge-platform"'
-
-
-@dataclass(frozen=True)
-class Principal:
-    kind: str  # "user" | "serviceaccount" | "chartpull" (an edge reading charts)
-    id: int
-    name: str
-    platform_role: str | None  # users and platform service accounts
-    workspace_id: int | None = None  # workspace service accounts
-    workspace_role: str | None = None
-    session_id: str | None = None
-
-    @property
-    def is_platform_admin(self) -> bool:
-        return self.platform_role == PLATFORM_ADMIN
-
-    @property
-    def actor(self) -> Actor:
-        return Actor(self.name, self.kind)
 
 
 def user_subject(user: User) -> str:

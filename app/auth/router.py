@@ -12,11 +12,11 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from sqlalchemy import select
 
 from app.audit.service import RequestInfo
-from app.auth.client_address import client_address
 from app.auth.oidc import OIDCClient, OIDCError
 from app.auth.principal import CurrentPrincipal
 from app.auth.ratelimit import RateLimiter
 from app.auth.service import OAuthError, TokenService
+from app.client_address import client_address
 from app.config import Settings
 from app.db.session import SessionDep, TransactionDep
 from app.errors import NotFound

@@ -10,11 +10,10 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from app.audit.service import AuditTrail, RequestInfo
-from app.auth.client_address import client_address
+from app.auth.identity import Principal
 from app.auth.principal import (
     CurrentPrincipal,
     HelmClient,
-    Principal,
     audit_trail,
     authenticate,
     authenticate_bearer_or_basic,
@@ -39,6 +38,7 @@ from app.catalog.service import (
     ApplicationVersionRepository,
     ApplicationVersionService,
 )
+from app.client_address import client_address
 from app.clusters import agents
 from app.db.session import SessionDep
 from app.errors import NotFound, Unauthorized, UnsupportedMediaType, invalid_field

@@ -16,12 +16,12 @@ from app.catalog.schemas import (
     application_version_out,
     version_name,
 )
-from app.deployments.references import refuse_if_used
 from app.errors import Conflict, invalid_field
 from app.kit.repository import ResourceRepository
 from app.kit.service import ResourceService
 from app.models.catalog import Application, ApplicationVersion, ChartArchive
 from app.models.deployments import Rollout
+from app.models.references import refuse_if_used
 
 
 class ApplicationRepository(ResourceRepository[Application]):

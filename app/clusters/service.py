@@ -8,7 +8,7 @@ from sqlalchemy import ColumnElement, false, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import AuditTrail
-from app.auth.principal import Principal
+from app.auth.identity import Principal
 from app.cache import ObjectCache
 from app.clusters.address_guard import EndpointRefused, check_server_url
 from app.clusters.agents import issue_join_token, revoke_credentials
@@ -26,7 +26,6 @@ from app.clusters.schemas import (
 )
 from app.config import Settings
 from app.crypto import Sealed, SecretBox
-from app.deployments.references import refuse_if_used
 from app.errors import Conflict, invalid_field
 from app.kit.paging import Page, PageRequest
 from app.kit.repository import ResourceRepository
@@ -35,6 +34,7 @@ from app.kit.selectors import Requirement, selector_clause
 from app.kit.service import ResourceService
 from app.models.clusters import Cluster, NodeGroup
 from app.models.deployments import RolloutTarget
+from app.models.references import refuse_if_used
 from app.models.regions import Region
 from app.models.workspaces import Workspace, WorkspaceMember
 from app.workspaces.schemas import LabelSelector

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from app.auth.client_address import forwarding_headers
+from app.client_address import forwarding_headers
 from app.console.session import UserSession
 
 REFRESH_MARGIN = 30.0  # refresh this long before the access token expires (at most)

@@ -13,10 +13,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from app.audit.service import Actor, RequestInfo, record
-from app.auth.client_address import client_address
 from app.auth.ratelimit import RateLimiter
 from app.auth.schemes import AGENT
 from app.cache import ObjectCache
+from app.client_address import client_address
 from app.clusters import agents
 from app.clusters.schemas import cluster_cache_key, cluster_document
 from app.config import Settings

@@ -7,11 +7,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import AuditTrail
 from app.auth.access_cache import EVERYONE_CHANGED, announce_after_commit, workspace_changed
-from app.deployments.references import refuse_if_used
 from app.errors import Conflict, NotFound, invalid_field
 from app.kit.repository import ResourceRepository
 from app.kit.service import ResourceService
 from app.models.deployments import Rollout
+from app.models.references import refuse_if_used
 from app.models.users import User
 from app.models.workspaces import Workspace, WorkspaceMember
 from app.redis import RedisGateway

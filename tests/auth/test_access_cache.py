@@ -15,7 +15,7 @@ import pytest
 from fastapi import FastAPI
 
 from app.auth.access_cache import AccessCache, session_changed
-from app.auth.principal import Principal
+from app.auth.identity import Principal
 from app.broadcast import Broadcasts
 from app.config import Settings
 from app.redis import RedisGateway

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import httpx
 from fastapi import FastAPI
 
-from app.auth.client_address import ADDRESS_HEADER, PROOF_HEADER, forwarding_headers
+from app.client_address import ADDRESS_HEADER, PROOF_HEADER, forwarding_headers
 from app.config import Settings
 from tests.support.platform import authenticated, running_app
 

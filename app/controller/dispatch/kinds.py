@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.catalog.pull import pull_credentials
+from app.auth.chart_pull import pull_credentials
 from app.clusters.kubeconfig import InvalidKubeconfig, parse_kubeconfig
 from app.configsyncs.service import open_content
 from app.controller.dispatch.context import Context, Observed, Outcome
