@@ -12,10 +12,10 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
 from app.console.app import create_console_app
-from tests.deployments.conftest import fleet, platform  # noqa: F401 - fixtures
 from tests.support.browser import ARTIFACTS
 from tests.support.console import SESSION_SECRET, Console
 from tests.support.deployments import Platform
+from tests.support.guide_fleet import fleet, platform  # noqa: F401 - fixtures
 from tests.support.servers import api_server, http_server
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
