@@ -298,47 +298,8 @@ class DeploymentService(
                 operator=self.operator,
             )
         )
-        await self._sync_targets(row, new=new)
+        await target_rows.point_at_revision(self.session, row, self._resolved, new=new)
         await self.session.flush()
-
-    async def _sync_targets(self, row: Rollout, *, new: bool = False) -> None:
-        """Point every resolved cluster at the new revision; clusters no longer targeted are
-        marked for removal (the controller deletes their objects, then the row). A row just
-        inserted has no targets yet: nothing to read or lock."""
-        now = _now()
-        existing = (
-            {}
-            if new
-            else {
-                t.cluster_id: t
-                for t in await target_rows.lock(self.session, RolloutTarget.rollout_id == row.id)
-            }
-        )
-        for resolved in self._resolved:
-            target = existing.pop(resolved.cluster_id, None)
-            if target is None:
-                target = RolloutTarget(
-                    rollout_id=row.id, cluster_id=resolved.cluster_id, phase="Pending"
-                )
-                self.session.add(target)
-            elif target.removing:
-                target.phase = "Pending"
-                target.last_transition_time = now
-            target.region = resolved.region
-            target.node_group = resolved.node_group
-            target.replicas = resolved.replicas
-            target.values = resolved.values
-            if target.desired_revision != row.revision and not target.removing:
-                target.phase = "Pending"  # Ready at the old revision is not Ready at this one
-                target.last_transition_time = now
-            target.desired_revision = row.revision
-            target.removing = False
-            target.failed_revision = None
-            target.attempts = 0
-            target.next_attempt_at = now
-        for target in existing.values():
-            _mark_removing(target, now)
-        await target_rows.notify_dispatch(self.session)
 
     async def revisions(self, name: str) -> list[RevisionOut]:
         row = await self.repository.get(name)
@@ -419,7 +380,7 @@ class DeploymentService(
         if row.deletion_timestamp is None:
             row.deletion_timestamp = now
             for target in locked:
-                _mark_removing(target, now)
+                target_rows.mark_removing(target, now)
             row = await self.repository.touch(row, spec_changed=False)
             await target_rows.notify_dispatch(self.session)
             self._audit("delete", name)
@@ -471,12 +432,3 @@ def _refuse_collisions(namespace: str, version: Any, neighbours: list[Any]) -> N
 
 def _workload_names(workload: dict[str, Any] | None) -> set[str]:
     return {d["name"] for d in (workload or {}).get("deployments", [])}
-
-
-def _mark_removing(target: RolloutTarget, now: datetime) -> None:
-    target.removing = True
-    target.phase = "Deleting"
-    target.message = None
-    target.last_transition_time = now
-    target.attempts = 0
-    target.next_attempt_at = now
