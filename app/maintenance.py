@@ -66,7 +66,8 @@ def cmd_users(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
         return 1
     print(
         f"new password of {args.name!r}: {password}\n"
-        "(every login made with the old one ends within a minute; change this one with "
+        "(every login made with the old one has ended, or ends within a minute where the "
+        "platform's Redis was out of reach from here; change this one with "
         "PATCH /api/v1/users/me)"
     )
     return 0

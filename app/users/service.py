@@ -6,10 +6,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.audit.service import Actor, AuditTrail, RequestInfo, record
-from app.auth.access_cache import ACCESS_CHANNEL, announce_after_commit, subject_changed
+from app.auth.access_cache import announce_after_commit, subject_changed
 from app.auth.passwords import hash_secret_async, new_password, verify_secret_async
-from app.auth.principal import revoke_sessions, user_subject
-from app.broadcast import publish
+from app.auth.principal import mark_session_revoked, revoke_sessions, user_subject
 from app.cache import ObjectCache
 from app.errors import Conflict, Forbidden, Unprocessable, invalid_field
 from app.kit.resource import validate_as
@@ -121,33 +120,39 @@ async def reset_password(
     by: str,
 ) -> str | None:
     """A new random password for user `name` (None: no such user), for an operator at the
-    machine who has lost it: every login made with the old one is revoked in the database (the
-    API's Redis cache of a login's state lasts a minute), the API's processes are told through
-    `redis` when given, and the audit log records who did it."""
+    machine who has lost it: every login made with the old one is revoked in the database and,
+    through `redis` when given, in the API's cache and processes at once (without it, the API's
+    cache of a login's state lasts a minute); the audit log records who did it."""
     async with sessionmaker.begin() as session:
         reset = await _reset_password(session, name, by=by)
     if reset is None:
         return None
-    password, subject = reset
+    password, revoked = reset
     if redis is not None:
-        await publish(redis, ACCESS_CHANNEL, subject_changed(subject))
+        cache = ObjectCache(redis)
+        for session_id in revoked:
+            await mark_session_revoked(cache, session_id)
     return password
 
 
-async def _reset_password(session: AsyncSession, name: str, *, by: str) -> tuple[str, str] | None:
+async def _reset_password(
+    session: AsyncSession, name: str, *, by: str
+) -> tuple[str, list[str]] | None:
+    """The new password and the logins it revoked."""
     row = await session.scalar(select(User).where(User.name == name).with_for_update())
     if row is None:
         return None
     password = new_password()
     row.password_hash = await hash_secret_async(password)
-    await session.execute(
+    revoked = await session.scalars(
         update(TokenFamily)
         .where(TokenFamily.subject == user_subject(row), TokenFamily.revoked_at.is_(None))
         .values(revoked_at=func.now(), revoked_reason="password reset")
+        .returning(TokenFamily.id)
     )
     record(
         session, RequestInfo(source_ip=None, user_agent=None, request_id=None),
         Actor(name=by, kind="operator"), action="reset-password", outcome=200, kind="User",
         name=name,
     )  # fmt: skip
-    return password, user_subject(row)
+    return password, [str(family_id) for family_id in revoked.all()]

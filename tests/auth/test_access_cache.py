@@ -18,7 +18,9 @@ from app.auth.access_cache import AccessCache, session_changed
 from app.auth.identity import Principal
 from app.broadcast import Broadcasts
 from app.config import Settings
+from app.db.engine import create_engine, create_sessionmaker
 from app.redis import RedisGateway
+from app.users.service import reset_password
 from tests.support.clusters import cluster_body
 from tests.support.deployments import workload_version
 from tests.support.platform import authenticated, login, running_app
@@ -270,3 +272,31 @@ async def test_a_workspaces_grants_change_on_every_replica_within_a_second(
     while (found := await resolved_clusters()) != ["edge-1", "edge-2"]:
         assert time.monotonic() < deadline, f"B still resolves {found}"
         await asyncio.sleep(0.01)
+
+
+async def test_a_password_reset_at_the_machine_ends_the_users_logins_at_once(
+    replicas: tuple[httpx.AsyncClient, FastAPI, httpx.AsyncClient], settings: Settings
+) -> None:
+    """`edge-platform users reset-password` writes to the database from another process; with
+    the platform's Redis at hand it tells every replica too."""
+    a, b_app, b = replicas
+    created = await a.post("/api/v1/users", json={
+        "metadata": {"name": "forgetful"}, "spec": {"password": "forgetful-password-1"},
+    })  # fmt: skip
+    assert created.status_code == 201, created.text
+    token = await login(b, "forgetful", "forgetful-password-1")
+    assert (await b.get("/api/v1/users/me", headers=bearer(token))).status_code == 200
+    assert kept_on(b_app, token)
+
+    engine = create_engine(settings)
+    redis = RedisGateway(url=settings.redis_url, addresses=settings.redis_addresses)
+    try:
+        new = await reset_password(create_sessionmaker(engine), redis, "forgetful", by="cli:test")
+    finally:
+        await redis.close()
+        await engine.dispose()
+    assert new is not None
+
+    await answers_within(lambda: b.get("/api/v1/users/me", headers=bearer(token)), 401)
+    assert (await b.get("/api/v1/users/me", headers=bearer(await login(b, "forgetful", new)))
+            ).status_code == 200  # fmt: skip
