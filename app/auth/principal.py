@@ -67,16 +67,21 @@ async def session_revoked(session: AsyncSession, cache: ObjectCache, session_id:
     return bool(state is None or state["revoked"])
 
 
-async def revoke_sessions(session: AsyncSession, cache: ObjectCache, subject: str) -> None:
-    """Revoke every live login of `subject`; the cache learns of it after the commit."""
+async def revoke_sessions(
+    session: AsyncSession, cache: ObjectCache | None, subject: str, reason: str
+) -> None:
+    """Revoke every live login of `subject`; the cache learns of it after the commit (None:
+    there is no cache to tell)."""
     revoked = (
         await session.scalars(
             update(TokenFamily)
             .where(TokenFamily.subject == subject, TokenFamily.revoked_at.is_(None))
-            .values(revoked_at=func.now(), revoked_reason="password changed")
+            .values(revoked_at=func.now(), revoked_reason=reason)
             .returning(TokenFamily.id)
         )
     ).all()
+    if cache is None:
+        return
     for family_id in revoked:
         session_id = str(family_id)
 
@@ -189,19 +194,18 @@ async def _workspace_access(
 ) -> WorkspaceAccess:
     access: AccessCache = request.app.state.access
     generation = access.generation
-    missing = NotFound(f"Workspace {ws!r} not found")
     workspace = access.workspace(ws)
     if workspace is None:
         workspace = await session.scalar(_WORKSPACE_BY_NAME, {"name": ws})
         if workspace is None:
-            raise missing
+            raise _no_workspace(ws)
         session.expunge(workspace)  # shared from now on: read only
         access.put_workspace(workspace, generation)
     if principal.is_platform_admin:
         return WorkspaceAccess(workspace, principal, "admin")
     if principal.kind == "serviceaccount":
         if principal.workspace_id != workspace.id or principal.workspace_role is None:
-            raise missing
+            raise _no_workspace(ws)
         return WorkspaceAccess(workspace, principal, principal.workspace_role)
     known, role = access.member_role(workspace, principal.id)
     if not known:
@@ -210,8 +214,12 @@ async def _workspace_access(
         )
         access.put_member_role(workspace, principal.id, role, generation)
     if role is None:
-        raise missing  # exactly as a missing workspace: no existence leak
+        raise _no_workspace(ws)  # exactly as a missing workspace: no existence leak
     return WorkspaceAccess(workspace, principal, role)
+
+
+def _no_workspace(name: str) -> NotFound:
+    return NotFound(f"Workspace {name!r} not found")
 
 
 def workspace_role(minimum: str) -> Any:

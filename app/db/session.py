@@ -51,12 +51,17 @@ async def _session(request: Request, *, reading: bool) -> AsyncIterator[AsyncSes
     async with sessionmaker() as session:
         yield session
         await session.commit()
-        for callback in session.info.pop("after_commit", []):
-            try:
-                await callback()
-            except Exception:
-                # Post-commit work is best effort (caches); the write itself is durable.
-                logger.warning("after-commit callback failed", exc_info=True)
+        await run_after_commit(session)
+
+
+async def run_after_commit(session: AsyncSession) -> None:
+    """What `after_commit` registered; call once the session's transaction has committed."""
+    for callback in session.info.pop("after_commit", []):
+        try:
+            await callback()
+        except Exception:
+            # Post-commit work is best effort (caches); the write itself is durable.
+            logger.warning("after-commit callback failed", exc_info=True)
 
 
 # The one way routes get a session: committed before the response is sent.

@@ -2,18 +2,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.audit.service import Actor, AuditTrail, RequestInfo, record
 from app.auth.access_cache import announce_after_commit, subject_changed
 from app.auth.passwords import hash_secret_async, new_password, verify_secret_async
-from app.auth.principal import mark_session_revoked, revoke_sessions, user_subject
+from app.auth.principal import revoke_sessions, user_subject
 from app.cache import ObjectCache
+from app.db.session import run_after_commit
 from app.errors import Conflict, Forbidden, Unprocessable, invalid_field
 from app.kit.resource import validate_as
 from app.kit.service import ResourceService
-from app.models.auth import TokenFamily
 from app.models.users import PLATFORM_ADMIN, User
 from app.redis import RedisGateway
 from app.users.repository import UserRepository
@@ -65,7 +65,9 @@ class UserService(ResourceService[User, UserIn, UserOut]):
             row.password_hash = await hash_secret_async(spec.password)
             if row.id is not None:
                 # A new password ends every login made with the old one.
-                await revoke_sessions(self.session, self.sessions, user_subject(row))
+                await revoke_sessions(
+                    self.session, self.sessions, user_subject(row), "password changed"
+                )
 
     def render(self, row: User) -> UserOut:
         return user_out(row)
@@ -123,36 +125,18 @@ async def reset_password(
     machine who has lost it: every login made with the old one is revoked in the database and,
     through `redis` when given, in the API's cache and processes at once (without it, the API's
     cache of a login's state lasts a minute); the audit log records who did it."""
+    cache = ObjectCache(redis) if redis is not None else None
     async with sessionmaker.begin() as session:
-        reset = await _reset_password(session, name, by=by)
-    if reset is None:
-        return None
-    password, revoked = reset
-    if redis is not None:
-        cache = ObjectCache(redis)
-        for session_id in revoked:
-            await mark_session_revoked(cache, session_id)
+        row = await session.scalar(select(User).where(User.name == name).with_for_update())
+        if row is None:
+            return None
+        password = new_password()
+        row.password_hash = await hash_secret_async(password)
+        await revoke_sessions(session, cache, user_subject(row), "password reset")
+        record(
+            session, RequestInfo(source_ip=None, user_agent=None, request_id=None),
+            Actor(name=by, kind="operator"), action="reset-password", outcome=200, kind="User",
+            name=name,
+        )  # fmt: skip
+    await run_after_commit(session)  # the revocations reach the API's cache and processes
     return password
-
-
-async def _reset_password(
-    session: AsyncSession, name: str, *, by: str
-) -> tuple[str, list[str]] | None:
-    """The new password and the logins it revoked."""
-    row = await session.scalar(select(User).where(User.name == name).with_for_update())
-    if row is None:
-        return None
-    password = new_password()
-    row.password_hash = await hash_secret_async(password)
-    revoked = await session.scalars(
-        update(TokenFamily)
-        .where(TokenFamily.subject == user_subject(row), TokenFamily.revoked_at.is_(None))
-        .values(revoked_at=func.now(), revoked_reason="password reset")
-        .returning(TokenFamily.id)
-    )
-    record(
-        session, RequestInfo(source_ip=None, user_agent=None, request_id=None),
-        Actor(name=by, kind="operator"), action="reset-password", outcome=200, kind="User",
-        name=name,
-    )  # fmt: skip
-    return password, [str(family_id) for family_id in revoked.all()]

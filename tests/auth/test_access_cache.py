@@ -24,6 +24,7 @@ from app.users.service import reset_password
 from tests.support.clusters import cluster_body
 from tests.support.deployments import workload_version
 from tests.support.platform import authenticated, login, running_app
+from tests.support.tenancy import PASSWORD, create_user, create_workspace
 
 MERGE_PATCH = {"content-type": "application/merge-patch+json"}
 
@@ -87,12 +88,8 @@ async def test_a_demoted_admin_loses_admin_rights_on_every_replica_within_a_seco
     replicas: tuple[httpx.AsyncClient, FastAPI, httpx.AsyncClient],
 ) -> None:
     a, b_app, b = replicas
-    created = await a.post("/api/v1/users", json={
-        "metadata": {"name": "ops"},
-        "spec": {"password": "ops-password-123", "platformRole": "platform-admin"},
-    })  # fmt: skip
-    assert created.status_code == 201, created.text
-    token = await login(b, "ops", "ops-password-123")
+    await create_user(a, "ops", role="platform-admin")
+    token = await login(b, "ops", PASSWORD)
     admin_only = "/api/v1/users"
     assert (await b.get(admin_only, headers=bearer(token))).status_code == 200
     assert kept_on(b_app, token)
@@ -113,11 +110,8 @@ async def test_a_disabled_or_deleted_user_is_refused_on_every_replica_within_a_s
     replicas: tuple[httpx.AsyncClient, FastAPI, httpx.AsyncClient], change: str
 ) -> None:
     a, b_app, b = replicas
-    created = await a.post("/api/v1/users", json={
-        "metadata": {"name": "leaver"}, "spec": {"password": "leaver-password-1"},
-    })  # fmt: skip
-    assert created.status_code == 201, created.text
-    token = await login(b, "leaver", "leaver-password-1")
+    await create_user(a, "leaver")
+    token = await login(b, "leaver", PASSWORD)
     assert (await b.get("/api/v1/users/me", headers=bearer(token))).status_code == 200
     assert kept_on(b_app, token)
 
@@ -137,7 +131,7 @@ async def test_a_changed_service_account_is_seen_on_every_replica_within_a_secon
     replicas: tuple[httpx.AsyncClient, FastAPI, httpx.AsyncClient], change: str
 ) -> None:
     a, b_app, b = replicas
-    assert (await a.post("/api/v1/workspaces", json={"metadata": {"name": "team"}})).is_success
+    await create_workspace(a, "team")
     accounts = "/api/v1/workspaces/team/serviceaccounts"
     created = await a.post(accounts, json={"metadata": {"name": "bot"}, "spec": {"role": "admin"}})
     assert created.status_code == 201, created.text
@@ -208,12 +202,9 @@ async def test_a_members_role_changes_on_every_replica_within_a_second(
     replicas: tuple[httpx.AsyncClient, FastAPI, httpx.AsyncClient], change: str
 ) -> None:
     a, _, b = replicas
-    assert (await a.post("/api/v1/workspaces", json={"metadata": {"name": "team"}})).is_success
-    created = await a.post("/api/v1/users", json={
-        "metadata": {"name": "dev"}, "spec": {"password": "dev-password-123"},
-    })  # fmt: skip
-    assert created.status_code == 201, created.text
-    token = bearer(await login(b, "dev", "dev-password-123"))
+    await create_workspace(a, "team")
+    await create_user(a, "dev")
+    token = bearer(await login(b, "dev", PASSWORD))
     members = "/api/v1/workspaces/team/members"
     accounts = "/api/v1/workspaces/team/serviceaccounts"  # for the workspace's admins
     if change == "add":
@@ -280,11 +271,8 @@ async def test_a_password_reset_at_the_machine_ends_the_users_logins_at_once(
     """`edge-platform users reset-password` writes to the database from another process; with
     the platform's Redis at hand it tells every replica too."""
     a, b_app, b = replicas
-    created = await a.post("/api/v1/users", json={
-        "metadata": {"name": "forgetful"}, "spec": {"password": "forgetful-password-1"},
-    })  # fmt: skip
-    assert created.status_code == 201, created.text
-    token = await login(b, "forgetful", "forgetful-password-1")
+    await create_user(a, "forgetful")
+    token = await login(b, "forgetful", PASSWORD)
     assert (await b.get("/api/v1/users/me", headers=bearer(token))).status_code == 200
     assert kept_on(b_app, token)
 
