@@ -77,7 +77,7 @@ def cmd_rotate_key(args: argparse.Namespace, flag_argv: Sequence[str]) -> int:
     """Re-encrypt stored secrets with the current ENCRYPTION_KEY (previous keys in
     ENCRYPTION_KEYS_PREVIOUS must still be set while this runs)."""
     from app.clusters.service import rotate_kubeconfigs
-    from app.configsyncs.service import rotate_configsyncs
+    from app.configsyncs.sealing import rotate_configsyncs
     from app.crypto import secret_box
     from app.db.engine import create_engine, create_sessionmaker
 

@@ -200,7 +200,7 @@ class ClusterService(ResourceService[Cluster, ClusterIn, ClusterOut]):
     async def issue_join_token(self, name: str) -> JoinToken:
         """A join token for an agent cluster (shown once); the agent holding the cluster's
         current credential is cut off."""
-        row = await self._locked(name)
+        row = await self.locked(name)
         if row.connection_type != "agent":
             raise Conflict(
                 f"cluster {name!r} is reached directly (spec.connection.type direct); set it "
@@ -211,7 +211,7 @@ class ClusterService(ResourceService[Cluster, ClusterIn, ClusterOut]):
         )
         row = await self.repository.touch(row, spec_changed=False)
         self._cache_after_commit(self.render(row))
-        self._audit("issue-join-token", name)
+        self.record_audit("issue-join-token", name)
         return JoinToken(token=issued.token, expiresAt=issued.expires_at, command=issued.command)
 
     def document(self, row: Cluster) -> dict[str, Any]:

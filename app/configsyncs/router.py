@@ -1,13 +1,13 @@
 from __future__ import annotations
 
-from typing import Annotated
-
 from fastapi import APIRouter, Depends, Request
 
 from app.auth.principal import WorkspaceViewer, audit_trail, authenticate, workspace_role
+from app.configsyncs.kind import ConfigSyncRules
 from app.configsyncs.schemas import ConfigSyncIn, ConfigSyncList, ConfigSyncOut
-from app.configsyncs.service import ConfigSyncService
 from app.db.session import SessionDep
+from app.deployments.kinds import RolloutScope
+from app.deployments.service import RolloutService
 from app.events.routes import add_object_events_route
 from app.kit.crud import add_resource_routes
 
@@ -20,19 +20,14 @@ router = APIRouter(
 
 async def configsync_service(
     request: Request, session: SessionDep, access: WorkspaceViewer
-) -> ConfigSyncService:
+) -> RolloutService[ConfigSyncOut]:
     state = request.app.state
-    return ConfigSyncService(
-        session,
-        access.workspace,
-        access.principal.name,
+    scope = RolloutScope(session, access.workspace, access.principal.name, access.role)
+    return RolloutService(
+        ConfigSyncRules(scope, secrets=state.secrets),
         redis=state.redis,
         audit=audit_trail(request, access.principal, access.workspace.name),
-        secrets=state.secrets,
     )
-
-
-Service = Annotated[ConfigSyncService, Depends(configsync_service)]
 
 
 add_object_events_route(router, kind="ConfigSync", service=configsync_service)

@@ -12,6 +12,7 @@ from app.auth.principal import (
     workspace_role,
 )
 from app.db.session import SessionDep
+from app.deployments.kinds import ApplicationDeploymentRules, RolloutScope, resolve_spec
 from app.deployments.schemas import (
     ApplicationDeploymentIn,
     ApplicationDeploymentList,
@@ -21,7 +22,7 @@ from app.deployments.schemas import (
     RevisionList,
     RollbackIn,
 )
-from app.deployments.service import DeploymentService
+from app.deployments.service import RolloutService
 from app.events.routes import add_object_events_route
 from app.kit import responses
 from app.kit.body import read_object
@@ -36,17 +37,16 @@ resources = APIRouter(prefix="/applicationdeployments")
 
 async def deployment_service(
     request: Request, session: SessionDep, access: WorkspaceViewer
-) -> DeploymentService:
-    return DeploymentService(
-        session,
-        access.workspace,
-        access.principal.name,
+) -> RolloutService[ApplicationDeploymentOut]:
+    scope = RolloutScope(session, access.workspace, access.principal.name, access.role)
+    return RolloutService(
+        ApplicationDeploymentRules(scope),
         redis=request.app.state.redis,
         audit=audit_trail(request, access.principal, access.workspace.name),
     )
 
 
-Service = Annotated[DeploymentService, Depends(deployment_service)]
+Service = Annotated[RolloutService[ApplicationDeploymentOut], Depends(deployment_service)]
 
 
 @router.post(
@@ -60,7 +60,7 @@ Service = Annotated[DeploymentService, Depends(deployment_service)]
 async def resolve(request: Request, service: Service) -> Response:
     """The (cluster, node group, replicas) list a spec resolves to, without saving anything."""
     body = validate_as(ResolveIn, await read_object(request))
-    targets = await service.resolve(body.spec)
+    targets = [r.out() for r in await resolve_spec(service.scope, body.spec)]
     return render(
         request, ResolveOut(applicationVersionRef=body.spec.applicationVersionRef, targets=targets)
     )

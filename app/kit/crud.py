@@ -50,7 +50,7 @@ def add_resource_routes(
     out_model: type[ResourceOut[Any, Any]],
     list_model: type[ResourceList[Any]],
     service: Callable[
-        ..., ResourceService[Any, Any, Any] | Awaitable[ResourceService[Any, Any, Any]]
+        ..., ResourceService[Any, Any, Any, Any] | Awaitable[ResourceService[Any, Any, Any, Any]]
     ],
     read_access: Sequence[DependsParam],
     write_access: Sequence[DependsParam],
@@ -62,7 +62,7 @@ def add_resource_routes(
 
     `filters`: query parameters that filter lists by equality on the column of that name;
     `with_delete=False` for kinds whose router defines a DELETE of its own."""
-    Service = Annotated[ResourceService[Any, Any, Any], Depends(service)]
+    Service = Annotated[ResourceService[Any, Any, Any, Any], Depends(service)]
     reads, writes = list(read_access), list(write_access)
 
     @router.get("", operation_id=f"list{plural}", response_model=list_model, dependencies=reads)

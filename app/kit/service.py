@@ -7,10 +7,11 @@ after that commit, so the cache never holds something PostgreSQL does not.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Protocol
 
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
+from typing_extensions import TypeVar
 
 from app.cache import ObjectCache
 from app.db.base import ResourceMixin
@@ -26,6 +27,9 @@ from app.redis import key as redis_key
 RowT = TypeVar("RowT", bound=ResourceMixin)
 InT = TypeVar("InT", bound=ResourceIn[Any])
 OutT = TypeVar("OutT", bound=ResourceOut[Any, Any])
+# What `apply_spec` found that the steps after the write need (a rollout's resolved targets and
+# its previous revision's content); most kinds need nothing.
+ChangeT = TypeVar("ChangeT", default=None)
 
 
 class ChangeRecorder(Protocol):
@@ -37,8 +41,8 @@ class ChangeRecorder(Protocol):
     ) -> None: ...
 
 
-class ResourceService(Generic[RowT, InT, OutT]):
-    in_model: ClassVar[type[BaseModel]]
+class ResourceService(Generic[RowT, InT, OutT, ChangeT]):
+    in_model: type[BaseModel]  # the write body (a class attribute, or set per instance)
     cache_namespace: ClassVar[str | None] = None
 
     def __init__(
@@ -53,7 +57,7 @@ class ResourceService(Generic[RowT, InT, OutT]):
         self.cache = cache if self.cache_namespace else None
         self.audit = audit
 
-    def _audit(self, action: str, name: str, outcome: int = 200) -> None:
+    def record_audit(self, action: str, name: str, outcome: int = 200) -> None:
         """Record the change in the transaction that makes it (no change without its record)."""
         if self.audit is not None:
             self.audit.record(
@@ -65,17 +69,20 @@ class ResourceService(Generic[RowT, InT, OutT]):
     def new_row(self, name: str) -> RowT:
         raise NotImplementedError
 
-    async def after_create(self, row: RowT, body: InT) -> None:
-        """Work that needs the new row's id (e.g. the manager's membership)."""
-
-    async def apply_spec(self, row: RowT, body: InT) -> None:
-        """Copy the body's spec onto the row (after domain validation)."""
+    async def apply_spec(self, row: RowT, body: InT) -> ChangeT:
+        """Copy the body's spec onto the row (after domain validation); what it returns is
+        handed to `after_create` or `after_update`."""
         raise NotImplementedError
+
+    async def after_create(self, row: RowT, body: InT, change: ChangeT) -> None:
+        """Work that needs the new row's id (e.g. the manager's membership)."""
 
     def render(self, row: RowT) -> OutT:
         raise NotImplementedError
 
-    async def after_update(self, row: RowT, body: InT, *, spec_changed: bool) -> None:
+    async def after_update(
+        self, row: RowT, body: InT, change: ChangeT, *, spec_changed: bool
+    ) -> None:
         """Work that follows an accepted update, in its transaction (e.g. a new revision)."""
 
     async def check_spec(self, body: InT) -> None:
@@ -129,12 +136,12 @@ class ResourceService(Generic[RowT, InT, OutT]):
         row = self.new_row(name)
         row.labels = body.metadata.labels or {}
         row.annotations = body.metadata.annotations or {}
-        await self.apply_spec(row, body)
+        change = await self.apply_spec(row, body)
         row = await self.repository.add(row)
-        await self.after_create(row, body)
+        await self.after_create(row, body, change)
         out = self.render(row)
         self._cache_after_commit(out)
-        self._audit("create", name, 201)
+        self.record_audit("create", name, 201)
         return out
 
     def document(self, row: RowT) -> dict[str, Any]:
@@ -190,7 +197,7 @@ class ResourceService(Generic[RowT, InT, OutT]):
         """The object as a write body, for merge patches (kinds with write-only fields adapt it)."""
         return editable_form(self.render(row))
 
-    async def _locked(self, name: str) -> RowT:
+    async def locked(self, name: str) -> RowT:
         row = await self.repository.get(name, for_update=True)
         if row is None:
             raise self.not_found(name)
@@ -202,23 +209,23 @@ class ResourceService(Generic[RowT, InT, OutT]):
                 "metadata.name",
                 f"{body.metadata.name!r} does not match {name!r} in the path",
             )
-        row = await self._locked(name)
+        row = await self.locked(name)
         check_write_preconditions(if_match, row.resource_version, body.metadata.resourceVersion)
         await self.check_spec(body)
         before = self.comparable_spec(row)
         row.labels = body.metadata.labels or {}
         row.annotations = body.metadata.annotations or {}
-        await self.apply_spec(row, body)
+        change = await self.apply_spec(row, body)
         spec_changed = self.comparable_spec(row) != before
         row = await self.repository.touch(row, spec_changed=spec_changed)
-        await self.after_update(row, body, spec_changed=spec_changed)
+        await self.after_update(row, body, change, spec_changed=spec_changed)
         out = self.render(row)
         self._cache_after_commit(out)
-        self._audit("update", name)
+        self.record_audit("update", name)
         return out
 
     async def patch(self, name: str, patch: dict[str, Any], if_match: str | None) -> OutT:
-        row = await self._locked(name)
+        row = await self.locked(name)
         merged = merge_patch(self.editable(row), patch)
         metadata = merged.get("metadata") if isinstance(merged, dict) else None
         if not isinstance(metadata, dict):
@@ -230,11 +237,11 @@ class ResourceService(Generic[RowT, InT, OutT]):
 
     async def delete(self, name: str, if_match: str | None, *, orphan: bool = False) -> OutT:
         """`orphan`: leave what the object made elsewhere (kinds that make nothing ignore it)."""
-        row = await self._locked(name)
+        row = await self.locked(name)
         check_write_preconditions(if_match, row.resource_version)
         await self.check_delete(row)
         out = self.render(row)
         version = await self.repository.delete(row)
         self._cache_after_commit(out, deleted_at=version)
-        self._audit("delete", name)
+        self.record_audit("delete", name)
         return out

@@ -101,7 +101,7 @@ class UserService(ResourceService[User, UserIn, UserOut]):
                 errors=[{"field": f, "message": "unknown field"} for f in sorted(extra)],
             )
         if own.password is not None:
-            row = await self._locked(name)
+            row = await self.locked(name)
             if own.oldPassword is None or not await verify_secret_async(
                 row.password_hash, own.oldPassword
             ):

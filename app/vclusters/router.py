@@ -12,11 +12,13 @@ from app.auth.principal import (
     workspace_role,
 )
 from app.db.session import SessionDep
+from app.deployments.kinds import RolloutScope
+from app.deployments.service import RolloutService
 from app.events.routes import add_object_events_route
 from app.kit import responses
 from app.kit.crud import IfMatch, PropagationPolicy, add_resource_routes
+from app.vclusters.kind import VClusterRules, delete_vcluster, read_kubeconfig
 from app.vclusters.schemas import VClusterIn, VClusterList, VClusterOut
-from app.vclusters.service import VClusterService
 
 router = APIRouter(
     prefix="/api/v1/workspaces/{ws}/vclusters",
@@ -27,24 +29,23 @@ router = APIRouter(
 
 async def vcluster_service(
     request: Request, session: SessionDep, access: WorkspaceViewer
-) -> VClusterService:
+) -> RolloutService[VClusterOut]:
     state = request.app.state
     settings = state.settings
-    return VClusterService(
-        session,
-        access.workspace,
-        access.principal.name,
-        redis=state.redis,
-        audit=audit_trail(request, access.principal, access.workspace.name),
-        secrets=state.secrets,
-        clusters_cache=state.cache,
+    scope = RolloutScope(session, access.workspace, access.principal.name, access.role)
+    rules = VClusterRules(
+        scope,
         allow_private=bool(settings.allow_private_cluster_endpoints),
         allow_insecure=settings.allow_insecure_cluster_endpoints,
-        role=access.role,
+    )
+    return RolloutService(
+        rules,
+        redis=state.redis,
+        audit=audit_trail(request, access.principal, access.workspace.name),
     )
 
 
-Service = Annotated[VClusterService, Depends(vcluster_service)]
+Service = Annotated[RolloutService[VClusterOut], Depends(vcluster_service)]
 
 
 @router.get(
@@ -55,8 +56,8 @@ Service = Annotated[VClusterService, Depends(vcluster_service)]
 )
 async def kubeconfig(request: Request, name: str, _: WorkspaceAdmin, service: Service) -> Response:
     """The vcluster's kubeconfig, for workspace admins; every read is audited."""
-    text = await service.kubeconfig(name)
-    service._audit("read-kubeconfig", name)
+    text = await read_kubeconfig(service, request.app.state.secrets, name)
+    service.record_audit("read-kubeconfig", name)
     return Response(text, media_type="application/yaml", headers={"Cache-Control": "no-store"})
 
 
@@ -67,7 +68,7 @@ async def kubeconfig(request: Request, name: str, _: WorkspaceAdmin, service: Se
     responses=responses.WRITE_ERRORS,
     dependencies=[workspace_role("operator")],
 )
-async def delete_vcluster(
+async def delete_one(
     request: Request,
     name: str,
     service: Service,
@@ -80,7 +81,14 @@ async def delete_vcluster(
     """Removes it from its host (HelmChart, namespace), then its Cluster record; refused while
     rollouts target it unless `force`."""
     orphan = propagation_policy == "Orphan"
-    out = await service.delete(name, if_match, orphan=orphan, force=force)
+    out = await delete_vcluster(
+        service,
+        name,
+        if_match,
+        orphan=orphan,
+        force=force,
+        clusters_cache=request.app.state.cache,
+    )
     return responses.render_object(request, out)
 
 

@@ -66,7 +66,7 @@ class WorkspaceService(ResourceService[Workspace, WorkspaceIn, WorkspaceOut]):
         # known as missing).
         announce_after_commit(self.session, self.redis, workspace_changed(row.name))
 
-    async def after_create(self, row: Workspace, body: WorkspaceIn) -> None:
+    async def after_create(self, row: Workspace, body: WorkspaceIn, change: None) -> None:
         namespace = default_namespace(row.name)
         holder = await claim_namespace(self.session, row, namespace)
         if holder is not None:

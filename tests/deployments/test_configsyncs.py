@@ -144,6 +144,9 @@ async def test_a_secret_config_is_sealed_and_never_returned(platform: Platform) 
     assert rotated.json()["status"]["revision"] == 2
     events = await platform.client.get(f"/api/v1/workspaces/{WORKSPACE}/events")
     assert token not in events.text
+    missing = await platform.client.get(f"{CONFIGS}/no-such-config")
+    assert missing.status_code == 404
+    assert missing.json()["detail"] == "ConfigSync 'no-such-config' not found"
 
     async with platform.app.state.sessionmaker() as session:
         from sqlalchemy import text

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.chart_pull import pull_credentials
 from app.clusters.kubeconfig import InvalidKubeconfig, parse_kubeconfig
-from app.configsyncs.service import open_content
+from app.configsyncs.sealing import open_content
 from app.controller.dispatch.context import Context, Observed, Outcome
 from app.controller.kube import ObjectRef, read_object
 from app.crypto import DecryptionError, SecretBox
