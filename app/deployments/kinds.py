@@ -23,14 +23,15 @@ from app.deployments.schemas import (
     ApplicationDeploymentIn,
     ApplicationDeploymentOut,
     DeploymentSpec,
-    DeploymentStatus,
-    HistoryEntry,
-    Strategy,
-    TargetSpec,
 )
-from app.deployments.status import deployment_status
+from app.deployments.status import (
+    deployment_status,
+    spec_document,
+    strategy_document,
+    written_document,
+)
 from app.errors import Conflict
-from app.kit.resource import ResourceIn, ResourceOut, editable_form, object_meta
+from app.kit.resource import ResourceIn, ResourceOut, editable_form
 from app.models.catalog import ApplicationVersion
 from app.models.deployments import Rollout, RolloutTarget
 from app.models.workspaces import Workspace
@@ -125,12 +126,14 @@ async def resolve_spec(scope: RolloutScope, spec: DeploymentSpec) -> list[Resolv
 
 
 def deployment_spec(row: Rollout) -> DeploymentSpec:
-    return DeploymentSpec(
-        applicationVersionRef=row.application_version,
-        targets=[TargetSpec.model_validate(t) for t in row.targets],
-        namespace=row.namespace,
-        strategy=Strategy.model_validate(row.strategy or {}),
-        paused=row.paused,
+    return DeploymentSpec.model_validate(
+        spec_document(
+            row.application_version,
+            row.targets,
+            row.namespace,
+            strategy_document(row.strategy),
+            row.paused,
+        )
     )
 
 
@@ -172,14 +175,8 @@ class ApplicationDeploymentRules(KindRules[DeploymentSpec, ApplicationDeployment
         row.paused = spec.paused
 
     def render(self, row: Rollout) -> ApplicationDeploymentOut:
-        return ApplicationDeploymentOut(
-            metadata=object_meta(row, self.scope.workspace.name),
-            spec=deployment_spec(row),
-            status=DeploymentStatus(
-                observedGeneration=row.generation,
-                revision=row.revision,
-                history=[HistoryEntry.model_validate(h) for h in row.history],
-            ),
+        return ApplicationDeploymentOut.model_validate(
+            written_document(row, self.scope.workspace.name)
         )
 
     async def _version_and_neighbours(

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.deployments.schemas import DeploymentPhase, DeploymentStatus, Strategy
-from app.kit.resource import API_VERSION, json_time
+from app.kit.resource import API_VERSION, json_time, object_meta_document
 from app.models.deployments import Rollout, RolloutTarget
 
 
@@ -56,6 +56,24 @@ _STRATEGY_DEFAULTS = Strategy().model_dump(mode="json")
 
 def strategy_document(stored: dict[str, Any] | None) -> dict[str, Any]:
     return {**_STRATEGY_DEFAULTS, **(stored or {})}
+
+
+def spec_document(
+    application_version: str | None,
+    targets: list[dict[str, Any]],
+    namespace: str | None,
+    strategy: dict[str, Any],
+    paused: bool,
+) -> dict[str, Any]:
+    """A deployment's spec in JSON form from its columns (`strategy` as strategy_document): the
+    one rendering of it, which reads, writes and the DeploymentSpec built from a row share."""
+    return {
+        "applicationVersionRef": application_version,
+        "targets": [_target_spec_document(t) for t in targets],
+        "namespace": namespace,
+        "strategy": strategy,
+        "paused": paused,
+    }
 
 
 def _target_spec_document(stored: dict[str, Any]) -> dict[str, Any]:
@@ -172,7 +190,7 @@ def deployment_status(row: Rollout, targets: list[tuple[RolloutTarget, str]]) ->
 
 
 def deployment_document(row: Any, workspace: str) -> dict[str, Any]:
-    """An ApplicationDeployment as the API returns it (`ApplicationDeploymentOut` in JSON form,
+    """An ApplicationDeployment as reads return it (`ApplicationDeploymentOut` in JSON form,
     live status included), from a row of repository.DOCUMENT_COLUMNS."""
     stored = row.stored
     strategy = strategy_document(stored["strategy"])
@@ -191,14 +209,37 @@ def deployment_document(row: Any, workspace: str) -> dict[str, Any]:
             "creationTimestamp": row.created,
             "deletionTimestamp": row.deleted,
         },
-        "spec": {
-            "applicationVersionRef": row.application_version,
-            "targets": [_target_spec_document(t) for t in stored["targets"]],
-            "namespace": row.namespace,
-            "strategy": strategy,
-            "paused": row.paused,
-        },
+        "spec": spec_document(
+            row.application_version, stored["targets"], row.namespace, strategy, row.paused
+        ),
         "status": status_document(
             row, live["targets"], live["changed"], strategy, stored["history"] or []
         ),
     }
+
+
+def written_document(row: Rollout, workspace: str) -> dict[str, Any]:
+    """An ApplicationDeployment as a write returns it: as a read would, but for the status,
+    which holds only what the write itself decided (generation, revision, history); how its
+    targets fare is the controller's to say, and the next read shows it."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "ApplicationDeployment",
+        "metadata": object_meta_document(row, workspace),
+        "spec": spec_document(
+            row.application_version,
+            row.targets,
+            row.namespace,
+            strategy_document(row.strategy),
+            row.paused,
+        ),
+        "status": {
+            **_WRITTEN_STATUS,
+            "observedGeneration": row.generation,
+            "revision": row.revision,
+            "history": [_history_document(h) for h in row.history or []],
+        },
+    }
+
+
+_WRITTEN_STATUS = DeploymentStatus().model_dump(mode="json")

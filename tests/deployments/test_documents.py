@@ -115,6 +115,32 @@ async def test_lists_and_reads_answer_what_the_model_renders(platform: Platform)
     assert (await client.get(path, headers={"If-None-Match": etag})).status_code == 304
 
 
+async def test_writes_answer_the_object_as_reads_render_it(platform: Platform) -> None:
+    """A write's answer is the object as the next read shows it — metadata, spec and what the
+    write decided of the status, in the same key order — with no status of the targets yet."""
+    client = platform.client
+    body = copy.deepcopy(EXAMPLE)
+    body["metadata"]["labels"] = {"env": "prod"}
+    body["spec"]["strategy"] = {"failurePolicy": "Pause"}
+    path = f"{BASE}/cross-region-app"
+    created = await client.post(BASE, json=body)
+    assert created.status_code == 201, created.text
+    paused = await client.patch(path, json={"spec": {"paused": True}}, headers=MERGE)
+    assert paused.status_code == 200, paused.text
+    for written in (created.json(), paused.json()):
+        assert as_model_renders_it(written) == json.dumps(written)
+        assert written["status"]["targets"] == []
+        assert written["status"]["history"][0]["reason"] == "Initial"
+    read = (await client.get(path)).json()
+    answer = paused.json()
+    assert json.dumps(answer["metadata"]) == json.dumps(read["metadata"])
+    assert json.dumps(answer["spec"]) == json.dumps(read["spec"])
+    assert answer["spec"]["paused"] is True
+    assert answer["spec"]["strategy"]["failurePolicy"] == "Pause"
+    for field in ("observedGeneration", "revision", "history"):
+        assert answer["status"][field] == read["status"][field]
+
+
 async def counts(platform: Platform) -> dict[str, int]:
     async with platform.app.state.sessionmaker() as session:
         return {
