@@ -33,6 +33,7 @@ from app.configsyncs.router import router as configsyncs_router
 from app.controller.runner import Controller
 from app.crypto import secret_box
 from app.db.engine import create_engine, create_reading_sessionmaker, create_sessionmaker
+from app.deployments.rendered import RenderedDocuments
 from app.deployments.router import router as deployments_router
 from app.errors import install_error_handlers, is_database_unavailable
 from app.events.hub import EventHub
@@ -72,6 +73,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         timeout=settings.redis_timeout,
     )
     app.state.cache = ObjectCache(app.state.redis)
+    app.state.rendered_deployments = RenderedDocuments()
     app.state.tokens = TokenIssuer(settings)
     app.state.secrets = secret_box(settings)
     app.state.oidc = OIDCClient(settings, app.state.redis) if settings.oauth_issuer else None

@@ -43,6 +43,7 @@ async def deployment_service(
         ApplicationDeploymentRules(scope),
         redis=request.app.state.redis,
         audit=audit_trail(request, access.principal, access.workspace.name),
+        rendered=request.app.state.rendered_deployments,
     )
 
 

@@ -24,15 +24,15 @@ from app.deployments.kinds import (
     deployment_spec,
     resolve_spec,
 )
+from app.deployments.rendered import RenderedDocuments
 from app.deployments.repository import RolloutRepository
 from app.deployments.resolution import Resolved
 from app.deployments.schemas import HistoryEntry, RevisionOut, TargetSpec
-from app.deployments.status import deployment_document
 from app.errors import Conflict, invalid_field
 from app.events.service import NewEvent, announce, record
 from app.kit.etag import check_write_preconditions
 from app.kit.paging import Page, PageRequest
-from app.kit.resource import Documents, JSONDocument, ResourceIn
+from app.kit.resource import EncodedDocument, EncodedDocuments, ResourceIn
 from app.kit.service import ResourceService
 from app.models.clusters import Cluster
 from app.models.deployments import Rollout, RolloutRevision, RolloutTarget
@@ -65,7 +65,9 @@ class RolloutService(ResourceService[Rollout, ResourceIn[Any], OutT, RolloutChan
         rules: KindRules[Any, OutT],
         redis: RedisGateway | None = None,
         audit: AuditTrail | None = None,
+        rendered: RenderedDocuments | None = None,
     ) -> None:
+        """`rendered`: the process's encoded documents (lists send them as they are)."""
         scope = rules.scope
         repository = RolloutRepository(scope.session, scope.workspace, rules.kind)
         super().__init__(scope.session, repository, audit=audit)
@@ -74,6 +76,7 @@ class RolloutService(ResourceService[Rollout, ResourceIn[Any], OutT, RolloutChan
         self.kind = rules.kind
         self.in_model = rules.in_model
         self.redis = redis
+        self.rendered = rendered if rendered is not None else RenderedDocuments()
 
     # The kit's hooks -------------------------------------------------------------------------
 
@@ -182,14 +185,15 @@ class RolloutService(ResourceService[Rollout, ResourceIn[Any], OutT, RolloutChan
 
     # Reads -------------------------------------------------------------------------------------
 
-    async def read(self, name: str) -> dict[str, Any]:
+    async def read(self, name: str) -> dict[str, Any] | EncodedDocument:
         """The status is live (folded from the targets), so the row is read once for both
         instead of once for the object and again for its status."""
         if self.rules.reads_documents:
             found = await self.repository.document_row(name)
             if found is None:
                 raise self.not_found(name)
-            return JSONDocument(deployment_document(found, self.scope.workspace.name))
+            encoded = self.rendered.encoded(found, self.scope.workspace.name)
+            return EncodedDocument(encoded, found.resource_version)
         row = await self.repository.get(name)
         if row is None:
             raise self.not_found(name)
@@ -316,5 +320,5 @@ class RolloutService(ResourceService[Rollout, ResourceIn[Any], OutT, RolloutChan
         for column, value in (filters or {}).items():
             query = query.where(getattr(Rollout, column) == value)
         result = await self.repository.document_page(page, query)
-        name = self.scope.workspace.name
-        return Documents(deployment_document(row, name) for row in result.items), result
+        name, rendered = self.scope.workspace.name, self.rendered
+        return EncodedDocuments(rendered.encoded(row, name) for row in result.items), result

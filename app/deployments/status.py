@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import pydantic_core
+
 from app.deployments.schemas import DeploymentPhase, DeploymentStatus, Strategy
 from app.kit.resource import API_VERSION, json_time, object_meta_document
 from app.models.deployments import Rollout, RolloutTarget
@@ -192,7 +194,7 @@ def deployment_status(row: Rollout, targets: list[tuple[RolloutTarget, str]]) ->
 def deployment_document(row: Any, workspace: str) -> dict[str, Any]:
     """An ApplicationDeployment as reads return it (`ApplicationDeploymentOut` in JSON form,
     live status included), from a row of repository.DOCUMENT_COLUMNS."""
-    stored = row.stored
+    stored = pydantic_core.from_json(row.stored)
     strategy = strategy_document(stored["strategy"])
     live = stored["live"]
     return {

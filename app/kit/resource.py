@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
@@ -265,6 +266,20 @@ class ResourceList(BaseModel, Generic[ItemT]):
 class Documents(list[dict[str, Any]]):
     """Items a service built straight as JSON-ready documents, in exactly the shape of its kind's
     output model: a list sends them as they are, without a model (and its validation) per item."""
+
+
+@dataclass(frozen=True)
+class EncodedDocument:
+    """One object's document encoded as JSON already (as `pydantic_core.to_json` writes it),
+    with its resourceVersion for the ETag: a read sends it without decoding it again."""
+
+    body: bytes
+    resource_version: int
+
+
+class EncodedDocuments(list[bytes]):
+    """Items already encoded as JSON, each exactly as `pydantic_core.to_json` writes its
+    document (see `Documents`): a list sends them without decoding them again."""
 
 
 class JSONDocument(dict[str, Any]):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pydantic_core
 from fastapi import Request, Response
 
 from app.kit.etag import etag, not_modified
@@ -11,11 +12,14 @@ from app.kit.idempotency import Created
 from app.kit.paging import Page
 from app.kit.resource import (
     Documents,
+    EncodedDocument,
+    EncodedDocuments,
     JSONDocument,
     ListMeta,
     ResourceList,
     ResourceOut,
     render,
+    wants_yaml,
 )
 
 __all__ = ["Created", "created", "render_list", "render_object", "render_read"]
@@ -58,11 +62,19 @@ def render_object(request: Request, out: ResourceOut[Any, Any]) -> Response:
     return render(request, data, headers=_etag_headers(data))
 
 
-def render_read(request: Request, data: dict[str, Any]) -> Response:
-    headers = _etag_headers(data)
-    if not_modified(request, int(data["metadata"]["resourceVersion"])):
+def render_read(request: Request, data: dict[str, Any] | EncodedDocument) -> Response:
+    if isinstance(data, EncodedDocument):
+        version = data.resource_version
+    else:
+        version = int(data["metadata"]["resourceVersion"])
+    headers = {"ETag": etag(version)}
+    if not_modified(request, version):
         return Response(status_code=304, headers=headers)
-    return render(request, data, headers=headers)
+    if not isinstance(data, EncodedDocument):
+        return render(request, data, headers=headers)
+    if wants_yaml(request):
+        return render(request, pydantic_core.from_json(data.body), headers=headers)
+    return Response(data.body, headers=headers, media_type="application/json")
 
 
 def render_list(
@@ -71,16 +83,42 @@ def render_list(
     items: list[Any],
     page: Page[Any],
 ) -> Response:
+    if isinstance(items, EncodedDocuments):
+        return _render_encoded_list(request, list_model, items, page)
     if isinstance(items, Documents):
-        fields = list_model.model_fields
-        return render(request, JSONDocument(
-            apiVersion=fields["apiVersion"].default,
-            kind=fields["kind"].default,
-            metadata={"continue": page.continue_token, "remainingItemCount": page.remaining},
-            items=list(items),  # a plain list, as YAML's safe dumper wants
-        ))  # fmt: skip
+        # A plain list, as YAML's safe dumper wants.
+        return render(request, _list_document(list_model, page, list(items)))
     body = list_model(
         metadata=ListMeta(continue_=page.continue_token, remainingItemCount=page.remaining),
         items=items,
     )
     return render(request, body)
+
+
+def _list_document(
+    list_model: type[ResourceList[Any]], page: Page[Any], items: list[Any]
+) -> JSONDocument:
+    fields = list_model.model_fields
+    return JSONDocument(
+        apiVersion=fields["apiVersion"].default,
+        kind=fields["kind"].default,
+        metadata={"continue": page.continue_token, "remainingItemCount": page.remaining},
+        items=items,
+    )
+
+
+def _render_encoded_list(
+    request: Request,
+    list_model: type[ResourceList[Any]],
+    items: EncodedDocuments,
+    page: Page[Any],
+) -> Response:
+    """A list of items encoded already: the list is encoded with no items (they come last)
+    and they are put in its empty array, byte for byte what encoding the whole would give."""
+    if wants_yaml(request):
+        decoded = [pydantic_core.from_json(item) for item in items]
+        return render(request, _list_document(list_model, page, decoded))
+    envelope = pydantic_core.to_json(_list_document(list_model, page, []))
+    assert envelope.endswith(b"[]}")
+    body = b"".join((envelope[:-2], b",".join(items), b"]}"))
+    return Response(body, media_type="application/json")

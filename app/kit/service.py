@@ -21,7 +21,14 @@ from app.kit.body import merge_patch
 from app.kit.etag import check_write_preconditions
 from app.kit.paging import Page, PageRequest
 from app.kit.repository import ResourceRepository
-from app.kit.resource import Documents, ResourceIn, ResourceOut, editable_form, validate_as
+from app.kit.resource import (
+    Documents,
+    EncodedDocument,
+    ResourceIn,
+    ResourceOut,
+    editable_form,
+    validate_as,
+)
 from app.redis import key as redis_key
 
 RowT = TypeVar("RowT", bound=ResourceMixin)
@@ -148,7 +155,7 @@ class ResourceService(Generic[RowT, InT, OutT, ChangeT]):
         """The object in JSON form; a kind may build it without a model (see `Documents`)."""
         return self.render(row).model_dump(mode="json", by_alias=True)
 
-    async def read(self, name: str) -> dict[str, Any]:
+    async def read(self, name: str) -> dict[str, Any] | EncodedDocument:
         async def load() -> tuple[int, dict[str, Any]] | None:
             row = await self.repository.get(name)
             if row is None:

@@ -141,6 +141,48 @@ async def test_writes_answer_the_object_as_reads_render_it(platform: Platform) -
         assert answer["status"][field] == read["status"][field]
 
 
+async def test_a_page_read_again_shows_every_change_since(platform: Platform) -> None:
+    """Reads and lists send documents encoded at an earlier read when nothing they show has
+    changed: a target the controller moved, a label, a deletion must each show on the next."""
+    client = platform.client
+    second = copy.deepcopy(EXAMPLE)
+    second["metadata"]["name"] = "b-second-one"
+    second["spec"]["namespace"] = "ws-team-a-second"
+    for body in (EXAMPLE, second):
+        assert (await client.post(BASE, json=body)).status_code == 201
+    first_read = (await client.get(BASE)).json()["items"]
+    assert (await client.get(BASE)).json()["items"] == first_read
+    one = f"{BASE}/cross-region-app"
+    assert [i["metadata"]["name"] for i in first_read] == ["b-second-one", "cross-region-app"]
+    assert (await client.get(one)).json() == first_read[1]
+    assert len(platform.app.state.rendered_deployments) >= 2  # kept, and sent again
+
+    await set_target(platform, "beijing-cluster", "phase = 'Failed', message = 'boom'")
+    read_again = (await client.get(one)).json()
+    assert read_again["status"]["summary"]["failed"] == 1
+    moved = (await client.get(BASE)).json()["items"]
+    assert moved[1] == read_again
+    for before, after in zip(first_read, moved, strict=True):
+        on = {t["cluster"]: t for t in after["status"]["targets"]}
+        assert on["beijing-cluster"]["phase"] == "Failed"
+        assert on["beijing-cluster"]["message"] == "boom"
+        assert after["status"]["summary"]["failed"] == 1
+        assert before["status"]["summary"]["failed"] == 0
+
+    labelled = await client.patch(
+        f"{BASE}/b-second-one", json={"metadata": {"labels": {"tier": "gold"}}}, headers=MERGE
+    )
+    assert labelled.status_code == 200
+    deleting = await client.delete(f"{BASE}/cross-region-app")
+    assert deleting.status_code == 200
+    items = {i["metadata"]["name"]: i for i in (await client.get(BASE)).json()["items"]}
+    assert items["b-second-one"]["metadata"]["labels"] == {"tier": "gold"}
+    assert items["cross-region-app"]["metadata"]["deletionTimestamp"] is not None
+    assert {t["phase"] for t in items["cross-region-app"]["status"]["targets"]} == {"Deleting"}
+    as_yaml = yaml.safe_load((await client.get(BASE, headers={"Accept": "application/yaml"})).text)
+    assert as_yaml["items"] == list(items.values())
+
+
 async def counts(platform: Platform) -> dict[str, int]:
     async with platform.app.state.sessionmaker() as session:
         return {
