@@ -21,17 +21,49 @@ from urllib.parse import urlsplit
 import aiohttp
 import yaml
 from kubernetes_asyncio.client import ApiClient, Configuration
+from kubernetes_asyncio.client.rest import RESTClientObject
 
 from app.certs import load_client_certificate
 from app.clusters.address_guard import CheckedResolver, check_host
 from app.controller.kube import (
     IDLE_CONNECTION_MAX_SECONDS,
     READ_BUFSIZE,
+    USER_AGENT,
     ClusterTarget,
     EdgeError,
 )
 from app.crypto import Sealed, SecretBox
 from app.tunnel.proxy import PROXY_PREFIX, proxy_token
+
+
+class _RestClient(RESTClientObject):
+    """What the controller uses of the library's REST client — the HTTP session, the TLS server
+    name — given, not built. The library's constructor loads the system's whole trust store
+    into a new SSL context (~830 KiB) for every client, only for the controller to replace it;
+    fifty probes building clients at once held fifty of them, and the process kept that
+    high-water mark."""
+
+    def __init__(self, configuration: Configuration, session: aiohttp.ClientSession) -> None:
+        # Not RESTClientObject.__init__: that builds the context and session this replaces.
+        # The library's stubs say str where it keeps None (no SNI override, no proxy: edges
+        # are reached directly, a kubeconfig's proxy-url is refused).
+        self.server_hostname = configuration.tls_server_name  # type: ignore[assignment]
+        self.proxy = None  # type: ignore[assignment]
+        self.proxy_headers = None  # type: ignore[assignment]
+        self.pool_manager = session
+
+
+class _ApiClient(ApiClient):
+    """ApiClient's state, with the REST client above instead of the one it would build."""
+
+    def __init__(self, configuration: Configuration, session: aiohttp.ClientSession) -> None:
+        self.configuration = configuration
+        self.pool_threads = 1
+        self.rest_client = _RestClient(configuration, session)
+        self.default_headers: dict[str, str] = {}
+        self.cookie = None  # type: ignore[assignment]  # as the library keeps it
+        self.user_agent = USER_AGENT
+        self.client_side_validation = configuration.client_side_validation
 
 
 @dataclass
@@ -141,12 +173,10 @@ class KubeClients:
         tls = _Tls.of(cluster, user)
         configuration.verify_ssl = tls.verify
         configuration.tls_server_name = cluster.get("tls-server-name")
-        # Built the library's way from a configuration with no file in it: the library writes
-        # none (new_client_from_config_dict wrote the CA, certificate and key to temporary
-        # files, left there until the process exits).
-        client = ApiClient(configuration)
-        await self._use_own_session(client, tls)
-        return client
+        # From a configuration with no file in it: nothing is written (the library's
+        # new_client_from_config_dict wrote the CA, certificate and key to temporary files,
+        # left there until the process exits).
+        return _ApiClient(configuration, self._session(configuration, tls))
 
     async def _agent_client(self, target: ClusterTarget) -> ApiClient:
         """A client for a cluster behind NAT: its calls go to the platform's API, which relays
@@ -160,37 +190,30 @@ class KubeClients:
             )
         configuration = Configuration(host=f"{self._agent_proxy_url}{PROXY_PREFIX}{target.uid}")
         configuration.api_key["BearerToken"] = f"Bearer {proxy_token(self._secrets)}"
-        client = ApiClient(configuration)
         if self._agent_session is None or self._agent_session.closed:
             self._agent_session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=self._keepalive),
                 read_bufsize=READ_BUFSIZE,
                 trust_env=False,
             )
-        built = client.rest_client.pool_manager
-        client.rest_client.pool_manager = self._agent_session
-        await built.close()
-        return client
+        return _ApiClient(configuration, self._agent_session)
 
-    async def _use_own_session(self, client: ApiClient, tls: _Tls) -> None:
-        """Give the client an HTTP session of ours: a shared SSL context, idle connections
-        closed after `keepalive_seconds`, every name checked on what it resolves to for the
-        connection that uses it, and no proxy from the environment. The platform connects to
-        edges directly (a kubeconfig's proxy-url is refused); the Kubernetes client's
-        trust_env also read the proxy variables and ~/.netrc in a thread on every request,
-        about a third of a probe's cost."""
-        rest = client.rest_client
-        built = rest.pool_manager
+    def _session(self, configuration: Configuration, tls: _Tls) -> aiohttp.ClientSession:
+        """A cluster's HTTP session: a shared SSL context, idle connections closed after
+        `keepalive_seconds`, every name checked on what it resolves to for the connection that
+        uses it, and no proxy from the environment. The platform connects to edges directly (a
+        kubeconfig's proxy-url is refused); the Kubernetes client's trust_env also read the
+        proxy variables and ~/.netrc in a thread on every request, about a third of a probe's
+        cost."""
         connector = aiohttp.TCPConnector(
-            limit=client.configuration.connection_pool_maxsize,
+            limit=configuration.connection_pool_maxsize,
             ssl=self._ssl_context(tls),
             keepalive_timeout=self._keepalive,
             resolver=CheckedResolver(allow_private=self._allow_private),
         )
-        rest.pool_manager = aiohttp.ClientSession(
+        return aiohttp.ClientSession(
             connector=connector, read_bufsize=READ_BUFSIZE, trust_env=False
         )
-        await built.close()
 
     def _ssl_context(self, tls: _Tls) -> ssl.SSLContext:
         """As the Kubernetes client builds it (kubernetes_asyncio.client.rest), from the
