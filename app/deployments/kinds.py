@@ -18,6 +18,7 @@ from sqlalchemy import String, literal, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 from typing_extensions import TypeVar
 
+from app.deployments.rendered import RenderedDocuments
 from app.deployments.resolution import Resolved, resolve_targets
 from app.deployments.schemas import (
     ApplicationDeploymentIn,
@@ -63,8 +64,8 @@ class KindRules(Generic[SpecT, OutT]):
 
     kind: ClassVar[str]
     in_model: ClassVar[type[ResourceIn[Any]]]
-    # Whether reads build the kind's JSON straight from columns (`deployment_document`) rather
-    # than from `render` and `statuses`: the ApplicationDeployment, read far more than the rest.
+    # Whether reads send the kind's JSON built straight from columns (`encoded`) rather than
+    # from `render` and `statuses`: the ApplicationDeployment, read far more than the rest.
     reads_documents: ClassVar[bool] = False
 
     def __init__(self, scope: RolloutScope) -> None:
@@ -110,6 +111,11 @@ class KindRules(Generic[SpecT, OutT]):
         """The object as a write body, for merge patches."""
         return editable_form(self.render(row))
 
+    def encoded(self, row: Any) -> bytes:
+        """The JSON a read sends of a row of repository.DOCUMENT_COLUMNS (kinds that read
+        documents only)."""
+        raise NotImplementedError
+
     async def statuses(
         self, rows: Sequence[Rollout], targets: TargetsByRollout
     ) -> dict[str, BaseModel]:
@@ -141,6 +147,13 @@ class ApplicationDeploymentRules(KindRules[DeploymentSpec, ApplicationDeployment
     kind = "ApplicationDeployment"
     in_model = ApplicationDeploymentIn
     reads_documents = True
+
+    def __init__(self, scope: RolloutScope, *, rendered: RenderedDocuments) -> None:
+        super().__init__(scope)
+        self.rendered = rendered  # the process's documents, kept encoded per change
+
+    def encoded(self, row: Any) -> bytes:
+        return self.rendered.encoded(row, self.scope.workspace.name)
 
     def spec_of(self, row: Rollout) -> DeploymentSpec:
         return deployment_spec(row)

@@ -40,10 +40,9 @@ async def deployment_service(
 ) -> RolloutService[ApplicationDeploymentOut]:
     scope = RolloutScope(session, access.workspace, access.principal.name, access.role)
     return RolloutService(
-        ApplicationDeploymentRules(scope),
+        ApplicationDeploymentRules(scope, rendered=request.app.state.rendered_deployments),
         redis=request.app.state.redis,
         audit=audit_trail(request, access.principal, access.workspace.name),
-        rendered=request.app.state.rendered_deployments,
     )
 
 

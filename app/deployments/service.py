@@ -24,7 +24,6 @@ from app.deployments.kinds import (
     deployment_spec,
     resolve_spec,
 )
-from app.deployments.rendered import RenderedDocuments
 from app.deployments.repository import RolloutRepository
 from app.deployments.resolution import Resolved
 from app.deployments.schemas import HistoryEntry, RevisionOut, TargetSpec
@@ -65,9 +64,7 @@ class RolloutService(ResourceService[Rollout, ResourceIn[Any], OutT, RolloutChan
         rules: KindRules[Any, OutT],
         redis: RedisGateway | None = None,
         audit: AuditTrail | None = None,
-        rendered: RenderedDocuments | None = None,
     ) -> None:
-        """`rendered`: the process's encoded documents (lists send them as they are)."""
         scope = rules.scope
         repository = RolloutRepository(scope.session, scope.workspace, rules.kind)
         super().__init__(scope.session, repository, audit=audit)
@@ -76,7 +73,6 @@ class RolloutService(ResourceService[Rollout, ResourceIn[Any], OutT, RolloutChan
         self.kind = rules.kind
         self.in_model = rules.in_model
         self.redis = redis
-        self.rendered = rendered if rendered is not None else RenderedDocuments()
 
     # The kit's hooks -------------------------------------------------------------------------
 
@@ -192,8 +188,7 @@ class RolloutService(ResourceService[Rollout, ResourceIn[Any], OutT, RolloutChan
             found = await self.repository.document_row(name)
             if found is None:
                 raise self.not_found(name)
-            encoded = self.rendered.encoded(found, self.scope.workspace.name)
-            return EncodedDocument(encoded, found.resource_version)
+            return EncodedDocument(self.rules.encoded(found), found.resource_version)
         row = await self.repository.get(name)
         if row is None:
             raise self.not_found(name)
@@ -320,5 +315,4 @@ class RolloutService(ResourceService[Rollout, ResourceIn[Any], OutT, RolloutChan
         for column, value in (filters or {}).items():
             query = query.where(getattr(Rollout, column) == value)
         result = await self.repository.document_page(page, query)
-        name, rendered = self.scope.workspace.name, self.rendered
-        return EncodedDocuments(rendered.encoded(row, name) for row in result.items), result
+        return EncodedDocuments(self.rules.encoded(row) for row in result.items), result
