@@ -19,6 +19,8 @@ from typing import Any, Literal, TypeVar
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import ConnectionPool, parse_url
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException, RedisError
 
 logger = logging.getLogger(__name__)
@@ -116,6 +118,12 @@ class RedisGateway:
     async def _cluster_client(self, probe: Redis) -> RedisCluster:
         options = self._options()
         options.pop("health_check_interval")
+        # One retry, at once, after the client has refreshed its map of the slots: enough for a
+        # stale connection or a slot that moved. redis-py's default (ten retries with backoff)
+        # keeps a call to a killed master's slot waiting until a replica is promoted, ~5 s with
+        # a 2 s node timeout, which every request that touches the slot paid while the guard
+        # above could not open.
+        options["retry"] = Retry(NoBackoff(), retries=1)
         if self._url:
             client = RedisCluster.from_url(self._url, **options)
         else:

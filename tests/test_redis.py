@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
+import redis
 
 from app.redis import RedisGateway, RedisUnavailable, key
-from tests.support.services import RedisProcess
+from tests.support.services import RedisProcess, start_redis_cluster
 
 
 async def test_one_cluster_node_in_redis_url_gives_a_cluster_client(
@@ -81,3 +83,41 @@ async def test_a_burst_larger_than_the_connection_pool_waits_its_turn(
         assert gateway.last_error is None
     finally:
         await gateway.close()
+
+
+@pytest.mark.slow
+async def test_a_killed_masters_slot_fails_at_once_and_heals_after_the_failover(
+    workdir: Path,
+) -> None:
+    """Every API request touches Redis (its rate limit) and Redis is only a cache: while a
+    master's slots wait for a replica to take over (seconds), a call to them must fail at once
+    and open the guard, not keep the request waiting for the failover."""
+    nodes = start_redis_cluster(workdir / "failover", replicas=1)
+    gateway = RedisGateway(addresses=[n.address for n in nodes])
+    try:
+        first_master = redis.Redis(port=nodes[0].port)
+        names = (key(f"k{i}") for i in range(1000))
+        # The first master serves slots 0-5460 (start_redis_cluster splits them evenly).
+        name = next(n for n in names if int(first_master.cluster("KEYSLOT", n)) < 5000)
+        first_master.close()
+        await gateway.run(lambda c: c.set(name, "1"))
+
+        nodes[0].kill()
+        started = time.monotonic()
+        with pytest.raises(RedisUnavailable):
+            await gateway.run(lambda c: c.incr(name))
+        assert time.monotonic() - started < 1.0
+        assert not gateway.available  # the next requests skip Redis instead of waiting
+
+        deadline = time.monotonic() + 30
+        while True:  # the replica (nodes[3]) takes the slots over; no restart needed
+            await asyncio.sleep(0.5)
+            try:
+                if await gateway.run(lambda c: c.incr(name)) == 2:
+                    break
+            except RedisUnavailable:
+                assert time.monotonic() < deadline, "the slot never came back"
+    finally:
+        await gateway.close()
+        for node in nodes:
+            node.stop()
