@@ -78,6 +78,13 @@ class RedisGateway:
             "socket_timeout": self._timeout,
             "socket_connect_timeout": self._timeout,
             "health_check_interval": 30,
+            # One retry, at once (a stale connection; in a cluster, after the client has
+            # refreshed its map of the slots). redis-py's defaults retry ten times with backoff
+            # (a client made from an address, a cluster client): a call to a stopped server took
+            # 4 s to fail, one to a killed cluster master's slot waited until a replica was
+            # promoted (4.7 s with a 2 s node timeout). Every request meanwhile waited as long,
+            # and the guard in run(), which makes an outage cost requests nothing, stayed shut.
+            "retry": Retry(NoBackoff(), retries=1),
         }
 
     def _probe_clients(self) -> list[Redis]:
@@ -118,12 +125,6 @@ class RedisGateway:
     async def _cluster_client(self, probe: Redis) -> RedisCluster:
         options = self._options()
         options.pop("health_check_interval")
-        # One retry, at once, after the client has refreshed its map of the slots: enough for a
-        # stale connection or a slot that moved. redis-py's default (ten retries with backoff)
-        # keeps a call to a killed master's slot waiting until a replica is promoted (4.7 s
-        # with a 2 s node timeout): every request touching the slot waited that long, and the
-        # guard in run(), which makes an outage cost requests nothing, never opened.
-        options["retry"] = Retry(NoBackoff(), retries=1)
         if self._url:
             client = RedisCluster.from_url(self._url, **options)
         else:

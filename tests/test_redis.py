@@ -85,6 +85,31 @@ async def test_a_burst_larger_than_the_connection_pool_waits_its_turn(
         await gateway.close()
 
 
+@pytest.mark.parametrize("given_as", ["REDIS_URL", "REDIS_ADDRESSES"])
+async def test_a_stopped_server_fails_at_once_and_opens_the_guard(
+    given_as: str, workdir: Path
+) -> None:
+    """Redis down costs a request nothing: the first call to notice fails within the timeout,
+    not after redis-py's retries with backoff (a client made from an address retried ten times:
+    4 s), and the next ones skip Redis."""
+    server = RedisProcess(workdir).start()
+    if given_as == "REDIS_URL":
+        gateway = RedisGateway(url=server.url, timeout=0.5)
+    else:
+        gateway = RedisGateway(addresses=[server.address], timeout=0.5)
+    try:
+        await gateway.run(lambda c: c.set(key("k"), "1"))
+        server.kill()
+        started = time.monotonic()
+        with pytest.raises(RedisUnavailable):
+            await gateway.run(lambda c: c.get(key("k")))
+        assert time.monotonic() - started < 1.0
+        assert not gateway.available
+    finally:
+        await gateway.close()
+        server.stop()
+
+
 @pytest.mark.slow
 async def test_a_killed_masters_slot_fails_at_once_and_heals_after_the_failover(
     workdir: Path,
