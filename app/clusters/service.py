@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import uuid
 from typing import Any
 
@@ -62,17 +64,33 @@ def requirements_of(selector: LabelSelector) -> list[Requirement]:
 def granted_clause(workspaces: list[Workspace]) -> ColumnElement[bool]:
     """Clusters granted to any of `workspaces`: by name list or by cluster selector — and a
     vcluster's Cluster to its own workspace only, whatever lists or selectors say."""
+    return or_(
+        false(),
+        *(
+            _granted_to(w.name, tuple(w.clusters or ()), json.dumps(w.cluster_selector))
+            for w in workspaces
+        ),
+    )
+
+
+# Built once per grant, not per request: parsing a selector and building its conditions cost
+# a create about as much as running the query they are part of. The clause is a function of
+# these values alone (the selector as JSON text, hashable), so a changed grant is another key.
+@functools.lru_cache(maxsize=1024)
+def _granted_to(
+    workspace: str, clusters: tuple[str, ...], cluster_selector: str
+) -> ColumnElement[bool]:
     grants: list[ColumnElement[bool]] = []
     shared = Cluster.provider.is_distinct_from("vcluster")
-    for workspace in workspaces:
-        if workspace.clusters:
-            grants.append(shared & Cluster.name.in_(workspace.clusters))
-        if workspace.cluster_selector is not None:
-            selector = LabelSelector.model_validate(workspace.cluster_selector)
-            grants.append(shared & selector_clause(Cluster.labels, requirements_of(selector)))
-        own = Cluster.labels.contains({VCLUSTER_WORKSPACE_LABEL: workspace.name})
-        grants.append((Cluster.provider == "vcluster") & own)
-    return or_(false(), *grants)
+    if clusters:
+        grants.append(shared & Cluster.name.in_(clusters))
+    selector = json.loads(cluster_selector)
+    if selector is not None:
+        requirements = requirements_of(LabelSelector.model_validate(selector))
+        grants.append(shared & selector_clause(Cluster.labels, requirements))
+    own = Cluster.labels.contains({VCLUSTER_WORKSPACE_LABEL: workspace})
+    grants.append((Cluster.provider == "vcluster") & own)
+    return or_(*grants)
 
 
 async def visible_clusters(session: AsyncSession, principal: Principal) -> ColumnElement[bool]:

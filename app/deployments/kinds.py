@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Generic
 
 from pydantic import BaseModel
-from sqlalchemy import String, literal, or_, select, union_all
+from sqlalchemy import String, bindparam, literal, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 from typing_extensions import TypeVar
 
@@ -197,29 +197,53 @@ class ApplicationDeploymentRules(KindRules[DeploymentSpec, ApplicationDeployment
     ) -> tuple[Any, list[Any]]:
         """In one statement: the spec's version (None if missing) and the other deployments of
         its namespace, each row (name or None for the version, workload or None)."""
-        version = select(literal(None, String).label("name"), ApplicationVersion.workload).where(
-            ApplicationVersion.name == spec.applicationVersionRef
-        )
         workspace = self.scope.workspace
         namespace = self.scope.namespace(spec.namespace)
-        # No namespace in a spec means the workspace's default one. Written as a condition on
-        # the column itself, so that the index on it is used.
-        same_namespace = Rollout.namespace == namespace
-        if namespace == default_namespace(workspace.name):
-            same_namespace = or_(same_namespace, Rollout.namespace.is_(None))
-        neighbours = (
-            select(Rollout.name, ApplicationVersion.workload)
-            .outerjoin(ApplicationVersion, ApplicationVersion.name == Rollout.application_version)
-            .where(
-                Rollout.workspace_id == workspace.id,
-                Rollout.kind == self.kind,
-                Rollout.name != name,
-                same_namespace,
+        statement = _VERSION_AND_NEIGHBOURS[namespace == default_namespace(workspace.name)]
+        rows = (
+            await self.scope.session.execute(
+                statement,
+                {
+                    "version": spec.applicationVersionRef,
+                    "workspace_id": workspace.id,
+                    "kind": self.kind,
+                    "name": name,
+                    "namespace": namespace,
+                },
             )
-        )
-        rows = (await self.scope.session.execute(union_all(version, neighbours))).all()
+        ).all()
         found = next((r for r in rows if r.name is None), None)
         return found, sorted((r for r in rows if r.name is not None), key=lambda r: r.name)
+
+
+def _version_and_neighbours_statement(default: bool) -> Any:
+    """The union ApplicationDeploymentRules._version_and_neighbours runs; `default`: the
+    namespace is the workspace's default one, which a spec naming no namespace means too
+    (written as a condition on the column itself, so that the index on it is used)."""
+    version = select(literal(None, String).label("name"), ApplicationVersion.workload).where(
+        ApplicationVersion.name == bindparam("version")
+    )
+    same_namespace = Rollout.namespace == bindparam("namespace")
+    if default:
+        same_namespace = or_(same_namespace, Rollout.namespace.is_(None))
+    neighbours = (
+        select(Rollout.name, ApplicationVersion.workload)
+        .outerjoin(ApplicationVersion, ApplicationVersion.name == Rollout.application_version)
+        .where(
+            Rollout.workspace_id == bindparam("workspace_id"),
+            Rollout.kind == bindparam("kind"),
+            Rollout.name != bindparam("name"),
+            same_namespace,
+        )
+    )
+    return union_all(version, neighbours)
+
+
+# Built once for both cases: building this union cost a create more than running it (a create
+# is CPU-bound in the API; see docs/performance.md).
+_VERSION_AND_NEIGHBOURS = {
+    default: _version_and_neighbours_statement(default) for default in (False, True)
+}
 
 
 def _refuse_collisions(namespace: str, version: Any, neighbours: list[Any]) -> None:

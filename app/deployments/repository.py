@@ -109,6 +109,12 @@ _ONE_DOCUMENT = select(*DOCUMENT_COLUMNS).where(
     Rollout.name == bindparam("name"),
 )
 
+# A create's INSERT, built once (the row's values are its parameters): building it per create
+# cost more than running it. The resourceVersion is drawn inside it.
+_INSERT = (
+    insert(Rollout).values(resource_version=resource_version_seq.next_value()).returning(Rollout)
+)
+
 
 class RolloutRepository(ResourceRepository[Rollout]):
     """The rollouts of one kind in one workspace."""
@@ -131,13 +137,12 @@ class RolloutRepository(ResourceRepository[Rollout]):
         object; `row` (transient) only carries the values."""
         state = inspect(row)
         values = {
-            a.key: state.dict[a.key] for a in state.mapper.column_attrs if a.key in state.dict
+            a.key: state.dict[a.key]
+            for a in state.mapper.column_attrs
+            if a.key in state.dict and a.key != "resource_version"  # the INSERT draws it
         }
-        values["resource_version"] = resource_version_seq.next_value()
         try:
-            created: Rollout | None = await self.session.scalar(
-                insert(Rollout).values(values).returning(Rollout)
-            )
+            created: Rollout | None = await self.session.scalar(_INSERT, values)
         except IntegrityError as exc:
             raise self.already_exists(row.name) from exc
         assert created is not None

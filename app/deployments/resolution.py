@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, select
+from sqlalchemy import ColumnElement, Row, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.clusters.service import granted_clause
@@ -162,6 +162,11 @@ async def _existing_regions(session: AsyncSession, targets: list[TargetSpec]) ->
     return set(await session.scalars(select(Region.name).where(Region.name.in_(named_regions))))
 
 
+_NAMED_CLUSTERS = select(Cluster.id, Cluster.name, Cluster.region).where(
+    Cluster.name.in_(bindparam("names", expanding=True))
+)
+
+
 async def _visible_clusters(
     session: AsyncSession, targets: list[TargetSpec], granted: ColumnElement[bool]
 ) -> dict[str, Row[int, str, str]]:
@@ -169,9 +174,7 @@ async def _visible_clusters(
     named = {n for t in targets for n in t.clusters}
     if not named:
         return {}
-    found = await session.execute(
-        select(Cluster.id, Cluster.name, Cluster.region).where(Cluster.name.in_(named), granted)
-    )
+    found = await session.execute(_NAMED_CLUSTERS.where(granted), {"names": list(named)})
     return {c.name: c for c in found.all()}
 
 

@@ -49,9 +49,12 @@ async def nudge(session: AsyncSession, where: ColumnElement[bool]) -> None:
     await notify_dispatch(session)
 
 
+_NOTIFY_DISPATCH = text("SELECT pg_notify(:channel, '')").bindparams(channel=DISPATCH_CHANNEL)
+
+
 async def notify_dispatch(session: AsyncSession) -> None:
     """Wake the controllers; PostgreSQL delivers it when (and only if) the transaction commits."""
-    await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": DISPATCH_CHANNEL})
+    await session.execute(_NOTIFY_DISPATCH)
 
 
 async def point_at_revision(

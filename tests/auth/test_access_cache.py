@@ -231,12 +231,14 @@ async def test_a_members_role_changes_on_every_replica_within_a_second(
 async def test_a_workspaces_grants_change_on_every_replica_within_a_second(
     replicas: tuple[httpx.AsyncClient, FastAPI, httpx.AsyncClient],
 ) -> None:
-    """A workspace's row is kept too: a rollout resolved on another replica right after the
-    grants changed uses the new ones."""
+    """A workspace's row is kept too, and the SQL of its grants: a rollout resolved on another
+    replica right after the grants changed — by name list or by selector — uses the new ones."""
     a, _, b = replicas
     assert (await a.post("/api/v1/regions", json={"metadata": {"name": "r1"}})).is_success
-    for name in ("edge-1", "edge-2"):
-        registered = await a.post("/api/v1/clusters", json=cluster_body(name, "r1"))
+    for name, tier in (("edge-1", "a"), ("edge-2", "b")):
+        body = cluster_body(name, "r1")
+        body["metadata"] = {"name": name, "labels": {"tier": tier}}
+        registered = await a.post("/api/v1/clusters", json=body)
         assert registered.status_code == 201, registered.text
     workspace = {"metadata": {"name": "team"}, "spec": {"clusters": ["edge-1"]}}
     assert (await a.post("/api/v1/workspaces", json=workspace)).is_success
@@ -254,15 +256,20 @@ async def test_a_workspaces_grants_change_on_every_replica_within_a_second(
         return sorted(t["cluster"] for t in response.json()["targets"])
 
     assert await resolved_clusters() == ["edge-1"]
-    granted = await a.patch(
-        "/api/v1/workspaces/team", json={"spec": {"clusters": ["edge-1", "edge-2"]}},
-        headers=MERGE_PATCH,
-    )  # fmt: skip
-    assert granted.status_code == 200, granted.text
-    deadline = time.monotonic() + 1.0
-    while (found := await resolved_clusters()) != ["edge-1", "edge-2"]:
-        assert time.monotonic() < deadline, f"B still resolves {found}"
-        await asyncio.sleep(0.01)
+    for grants, expected in (
+        ({"clusters": ["edge-1", "edge-2"]}, ["edge-1", "edge-2"]),
+        ({"clusters": [], "clusterSelector": {"matchLabels": {"tier": "b"}}}, ["edge-2"]),
+        ({"clusterSelector": {"matchLabels": {"tier": "a"}}}, ["edge-1"]),
+        ({"clusterSelector": {"matchLabels": None, "matchExpressions": [  # merge: None drops
+            {"key": "tier", "operator": "In", "values": ["a", "b"]}]}}, ["edge-1", "edge-2"]),
+    ):  # fmt: skip
+        changed = await a.patch("/api/v1/workspaces/team", json={"spec": grants},
+                                headers=MERGE_PATCH)  # fmt: skip
+        assert changed.status_code == 200, changed.text
+        deadline = time.monotonic() + 1.0
+        while (found := await resolved_clusters()) != expected:
+            assert time.monotonic() < deadline, f"B still resolves {found} after {grants}"
+            await asyncio.sleep(0.01)
 
 
 async def test_a_password_reset_at_the_machine_ends_the_users_logins_at_once(
