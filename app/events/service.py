@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, select
+from sqlalchemy import ColumnElement, delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models.deployments import Event
@@ -45,21 +45,28 @@ async def record(session: AsyncSession, workspace_id: int, events: Sequence[NewE
     `announce` after the commit."""
     if not events:
         return
-    session.add_all(
-        Event(
-            workspace_id=workspace_id,
-            rollout_id=e.rollout_id,
-            object_kind=e.object_kind,
-            object_name=e.object_name,
-            type=e.type,
-            reason=e.reason,
-            cluster=e.cluster,
-            phase=e.phase,
-            message=e.message[:2048],
-        )
-        for e in events
+    # One INSERT of the rows, not ORM objects: nothing reads them back in the transaction, and
+    # the unit of work cost a create more than the statement.
+    await session.execute(
+        _INSERT_EVENTS,
+        [
+            {
+                "workspace_id": workspace_id,
+                "rollout_id": e.rollout_id,
+                "object_kind": e.object_kind,
+                "object_name": e.object_name,
+                "type": e.type,
+                "reason": e.reason,
+                "cluster": e.cluster,
+                "phase": e.phase,
+                "message": e.message[:2048],
+            }
+            for e in events
+        ],
     )
-    await session.flush()
+
+
+_INSERT_EVENTS = insert(Event.metadata.tables[Event.__tablename__])
 
 
 async def announce(redis: RedisGateway, workspace_id: int) -> None:
