@@ -45,8 +45,8 @@ async def record(session: AsyncSession, workspace_id: int, events: Sequence[NewE
     `announce` after the commit."""
     if not events:
         return
-    # One INSERT of the rows, not ORM objects: nothing reads them back in the transaction, and
-    # the unit of work cost a create more than the statement.
+    # One INSERT of the rows, not ORM objects: nothing reads an event back in the transaction
+    # that records it, so the unit of work's objects and RETURNING would be work for nothing.
     await session.execute(
         _INSERT_EVENTS,
         [
