@@ -58,7 +58,9 @@ def services(workdir: Path) -> Iterator[tuple[str, str]]:
         if database is None:
             # Started as root, PostgreSQL runs as its own user, which must reach its folder.
             workdir.chmod(0o755)
-            postgres = PostgresProcess(workdir / "pg").init()
+            # Durable, as a server running the platform is: POST is judged against pgbench,
+            # whose commits would cost next to nothing with fsync off.
+            postgres = PostgresProcess(workdir / "pg", durable=True).init()
             postgres.start()
             started.append(postgres)
             database = postgres.url

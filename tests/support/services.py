@@ -44,8 +44,11 @@ def _run_as() -> dict[str, object]:
 class PostgresProcess:
     """A throw-away PostgreSQL server on 127.0.0.1:<free port> with trust authentication."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, *, durable: bool = False) -> None:
+        """`durable`: commits reach the disk as on a real server (benchmarks); tests' servers
+        skip it (fsync=off), since they throw their data away."""
         self.data = base / "pgdata"
+        self.durable = durable
         self.port = free_port()
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
         self._as = _run_as()
@@ -67,7 +70,9 @@ class PostgresProcess:
         return self
 
     def start(self) -> None:
-        options = f"-p {self.port} -h 127.0.0.1 -k '' -c fsync=off -c max_connections=200"
+        options = f"-p {self.port} -h 127.0.0.1 -k '' -c max_connections=200"
+        if not self.durable:
+            options += " -c fsync=off"
         subprocess.run(
             [_pg_bin("pg_ctl"), "-D", str(self.data), "-o", options, "-l",
              str(self.data / "server.log"), "-w", "-t", "60", "start"],
