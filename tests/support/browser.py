@@ -8,7 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
+from selenium.common.exceptions import (
+    StaleElementReferenceException,
+    TimeoutException,
+    WebDriverException,
+)
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
@@ -20,9 +24,23 @@ Driver = webdriver.Chrome
 def wait(driver: Driver, condition: Callable[[Driver], Any], within: float = 30.0) -> Any:
     """Until `condition` holds; an element that went stale (the page was replaced while it was
     read, as after a form's redirect) counts as not yet."""
+
+    def attempt(d: Driver) -> Any:
+        try:
+            return condition(d)
+        except WebDriverException as exc:
+            # ChromeDriver reports an element of the page being replaced this way too, when
+            # the new page arrives between finding the element and reading it.
+            if REPLACED_WHILE_READ in (exc.msg or ""):
+                return False
+            raise
+
     return WebDriverWait(
         driver, within, poll_frequency=0.1, ignored_exceptions=[StaleElementReferenceException]
-    ).until(condition)
+    ).until(attempt)
+
+
+REPLACED_WHILE_READ = "Node with given id does not belong to the document"
 
 
 def find(driver: Driver, css: str) -> WebElement:
