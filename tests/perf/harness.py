@@ -251,9 +251,13 @@ async def stand_in_autovacuum(database: str) -> None:
     """PostgreSQL's autovacuum, for a server that has it off (this machine's has): once a
     minute, each table past autovacuum's default thresholds is vacuumed or analyzed, at
     autovacuum's default cost delay. Without it the planner plans a thousand rows on the
-    statistics of an empty table, and no server that runs the platform does that."""
+    statistics of an empty table, and no server that runs the platform does that. Returns at
+    once where autovacuum is on."""
     conn = await asyncpg.connect(database)
     try:
+        if await conn.fetchval("SELECT current_setting('autovacuum') = 'on'"):
+            return
+        note("this PostgreSQL has autovacuum off: the suite does its work, on its defaults")
         await conn.execute("SET vacuum_cost_delay = '2ms'")  # autovacuum_vacuum_cost_delay
         while True:
             await asyncio.sleep(AUTOVACUUM_NAPTIME)
@@ -265,14 +269,6 @@ async def stand_in_autovacuum(database: str) -> None:
                         await conn.execute(f"ANALYZE {table['name']}")
                 except asyncpg.PostgresError as exc:  # as autovacuum: the next round tries again
                     note(f"stand-in autovacuum: {table['name']}: {exc}")
-    finally:
-        await conn.close()
-
-
-async def autovacuum_is_on(database: str) -> bool:
-    conn = await asyncpg.connect(database)
-    try:
-        return bool(await conn.fetchval("SELECT current_setting('autovacuum') = 'on'"))
     finally:
         await conn.close()
 
@@ -289,20 +285,16 @@ async def platform(
     running = Platform(database, settings, f"http://127.0.0.1:{port}")
     running.api_args = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1",
                         "--port", str(port), "--workers", str(workers)]  # fmt: skip
-    vacuuming = None
+    vacuuming = asyncio.create_task(stand_in_autovacuum(database))
     try:
-        if not await autovacuum_is_on(database):
-            note("this PostgreSQL has autovacuum off: the suite does its work, on its defaults")
-            vacuuming = asyncio.create_task(stand_in_autovacuum(database))
         await running.start_api()
         running.headers["Authorization"] = f"Bearer {await login(running.base)}"
         yield running
     finally:
         stop(*running.processes)
-        if vacuuming is not None:
-            vacuuming.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await vacuuming
+        vacuuming.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await vacuuming
 
 
 # -- the API --------------------------------------------------------------------------------

@@ -19,6 +19,9 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", "test-artifacts")) / "console"
 Driver = webdriver.Chrome
+# How ChromeDriver reports an element of a page being replaced when the new page arrives
+# between finding the element and reading it (instead of a stale element).
+REPLACED_WHILE_READ = "Node with given id does not belong to the document"
 
 
 def wait(driver: Driver, condition: Callable[[Driver], Any], within: float = 30.0) -> Any:
@@ -29,8 +32,6 @@ def wait(driver: Driver, condition: Callable[[Driver], Any], within: float = 30.
         try:
             return condition(d)
         except WebDriverException as exc:
-            # ChromeDriver reports an element of the page being replaced this way too, when
-            # the new page arrives between finding the element and reading it.
             if REPLACED_WHILE_READ in (exc.msg or ""):
                 return False
             raise
@@ -38,9 +39,6 @@ def wait(driver: Driver, condition: Callable[[Driver], Any], within: float = 30.
     return WebDriverWait(
         driver, within, poll_frequency=0.1, ignored_exceptions=[StaleElementReferenceException]
     ).until(attempt)
-
-
-REPLACED_WHILE_READ = "Node with given id does not belong to the document"
 
 
 def find(driver: Driver, css: str) -> WebElement:
